@@ -1,0 +1,44 @@
+"""fokker: densities and the SDEs that move them.
+
+Subpackages are imported lazily (``fokker.sde`` loads on first use), so
+``import fokker`` is fast and a user who needs only flows never pays for sympy.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from ._validation import is_validating, set_validate_args, validate_args
+
+__version__ = "0.1.0"
+
+_SUBMODULES = (
+    "analytic",
+    "checks",
+    "datasets",
+    "diffusion",
+    "ebm",
+    "errors",
+    "flows",
+    "mcmc",
+    "metrics",
+    "samplers",
+    "sde",
+    "symbolic",
+    "targets",
+    "train",
+    "validate",
+)
+
+__all__ = ["__version__", "set_validate_args", "validate_args", "is_validating", *_SUBMODULES]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module 'fokker' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,0 +1,59 @@
+"""The ``fokker`` command: ``validate``, ``targets``, ``--version``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from .validate.runner import run_checks
+
+    _, ok = run_checks(quick=args.quick, only=args.only, out=args.out, progress=not args.no_progress)
+    print(f"report written to {args.out}/report.md")
+    return 0 if ok else 1
+
+
+def _cmd_targets(args: argparse.Namespace) -> int:
+    from . import targets
+
+    rows = []
+    for name, factory in targets.catalogue().items():
+        try:
+            t = factory()
+            lz = "unknown" if t.log_Z is None else f"{t.log_Z:.6f}"
+            exact = "yes" if t.has_exact_samples else "no"
+            rows.append((name, str(t.dim), lz, exact))
+        except Exception as e:  # e.g. data not found
+            rows.append((name, "-", f"unavailable ({type(e).__name__})", "-"))
+    head = ("target", "dim", "log Z", "exact samples")
+    w = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
+    for r in (head, *rows):
+        print("  ".join(c.ljust(x) for c, x in zip(r, w)))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from . import __version__
+
+    p = argparse.ArgumentParser(prog="fokker", description=__doc__)
+    p.add_argument("--version", action="version", version=f"fokker {__version__}")
+    sub = p.add_subparsers(dest="cmd")
+    v = sub.add_parser("validate", help="run the registered validation checks and write a report")
+    v.add_argument("--quick", action="store_true", help="reduced version of every check")
+    v.add_argument("--only", default=None, help="glob or substring of check names to run")
+    v.add_argument("--out", default="fokker-report", help="folder for report.md and plots")
+    v.add_argument("--no-progress", action="store_true", help="no progress bar")
+    v.set_defaults(func=_cmd_validate)
+    t = sub.add_parser("targets", help="list the benchmark targets with dim and log Z")
+    t.set_defaults(func=_cmd_targets)
+    args = p.parse_args(argv)
+    if args.cmd is None:
+        p.print_help()
+        return 0
+    return int(args.func(args))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""The validation registry behind ``fokker validate``.
+
+A *check* reproduces a closed-form or published number and compares it with a
+reference.  Packages register checks in modules ``fokker/validate/checks_*.py``
+(discovered automatically)::
+
+    from fokker.validate import CheckResult, register
+
+    @register("targets.manywell_log_z", group="targets")
+    def manywell_log_z(ctx):
+        est = ...
+        return CheckResult.compare("ManyWell(32) log Z", est, 164.695675, tol=1e-3)
+
+A check returns one :class:`CheckResult` or a list of them.  It reads
+``ctx.quick`` to run a reduced version, writes plots under ``ctx.out`` and
+raises :class:`fokker.errors.DataNotFoundError` when it needs ``shared/`` data
+that is absent (reported as "skipped: data not found").
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import pkgutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["CheckResult", "Context", "Check", "register", "registry", "discover"]
+
+
+@dataclass
+class CheckResult:
+    """One row of the validation table."""
+
+    name: str
+    measured: float | str
+    reference: float | str
+    tolerance: float | str
+    passed: bool
+    status: str = ""  # "pass", "FAIL", "skipped: ..." (filled in by the runner when empty)
+    details: str = ""
+
+    @classmethod
+    def compare(
+        cls,
+        name: str,
+        measured: float,
+        reference: float,
+        tol: float,
+        relative: bool = False,
+        details: str = "",
+    ) -> "CheckResult":
+        """Pass when ``|measured - reference| <= tol`` (times ``|reference|`` if ``relative``)."""
+        bound = tol * abs(reference) if relative else tol
+        ok = math.isfinite(measured) and abs(measured - reference) <= bound
+        tol_s = f"{tol:.3g} (rel)" if relative else f"{tol:.3g}"
+        return cls(name, float(measured), float(reference), tol_s, bool(ok), details=details)
+
+    @classmethod
+    def bound(
+        cls, name: str, measured: float, limit: float, details: str = "", upper: bool = True
+    ) -> "CheckResult":
+        """Pass when ``measured <= limit`` (``>=`` when ``upper`` is False)."""
+        ok = math.isfinite(measured) and (measured <= limit if upper else measured >= limit)
+        return cls(
+            name, float(measured), "-", f"{'<=' if upper else '>='} {limit:.3g}", bool(ok), details=details
+        )
+
+
+@dataclass
+class Context:
+    """What a check gets: run mode, output folder and a seed."""
+
+    quick: bool = True
+    out: Path = field(default_factory=lambda: Path("fokker-report"))
+    seed: int = 0
+
+
+@dataclass
+class Check:
+    name: str
+    group: str
+    fn: Callable[[Context], "CheckResult | list[CheckResult]"]
+    needs_data: bool = False
+
+
+_REGISTRY: dict[str, Check] = {}
+
+
+def register(
+    name: str, group: str = "misc", needs_data: bool = False
+) -> Callable[[Callable[[Context], "CheckResult | list[CheckResult]"]], Callable]:
+    """Decorator registering a validation check under a unique ``name``."""
+
+    def deco(fn: Callable[[Context], "CheckResult | list[CheckResult]"]) -> Callable:
+        if name in _REGISTRY and _REGISTRY[name].fn is not fn:
+            raise ValueError(f"a validation check named {name!r} is already registered")
+        _REGISTRY[name] = Check(name, group, fn, needs_data)
+        return fn
+
+    return deco
+
+
+def discover() -> None:
+    """Import every ``fokker.validate.checks_*`` module so its checks register."""
+    pkg_path = Path(__file__).parent
+    for mod in pkgutil.iter_modules([str(pkg_path)]):
+        if mod.name.startswith("checks_"):
+            importlib.import_module(f"{__name__}.{mod.name}")
+
+
+def registry() -> dict[str, Check]:
+    """All registered checks, by name (after discovery)."""
+    discover()
+    return dict(sorted(_REGISTRY.items()))
