@@ -5,10 +5,18 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from .base import CallableTarget, Target, as_target
+from .mixture import GaussianMixture, mog40
 
-__all__ = ["Target", "CallableTarget", "as_target", "catalogue"]
+__all__ = ["Target", "CallableTarget", "as_target", "catalogue", "GaussianMixture", "mog40"]
 
 
 def catalogue() -> dict[str, Callable[[], Target]]:
-    """Named factories of the benchmark targets (used by ``fokker targets``)."""
-    return {}
+    """Named factories of the benchmark targets (used by ``fokker targets``).
+
+    Each value is a zero-argument callable building the target with its benchmark
+    settings; targets that read ``shared/validation`` data raise
+    :class:`fokker.errors.DataNotFoundError` when it is absent.
+    """
+    return {
+        "mog40": mog40,
+    }
