@@ -86,6 +86,7 @@ class Check:
 
 
 _REGISTRY: dict[str, Check] = {}
+_IMPORT_ERRORS: dict[str, str] = {}
 
 
 def register(
@@ -107,7 +108,15 @@ def discover() -> None:
     pkg_path = Path(__file__).parent
     for mod in pkgutil.iter_modules([str(pkg_path)]):
         if mod.name.startswith("checks_"):
-            importlib.import_module(f"{__name__}.{mod.name}")
+            try:
+                importlib.import_module(f"{__name__}.{mod.name}")
+            except Exception as e:  # reported as a failed row by the runner, not a crash
+                _IMPORT_ERRORS[mod.name] = f"{type(e).__name__}: {e}"
+
+
+def import_errors() -> dict[str, str]:
+    """Check modules that failed to import during :func:`discover` (name -> error)."""
+    return dict(_IMPORT_ERRORS)
 
 
 def registry() -> dict[str, Check]:

@@ -12,7 +12,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import DataNotFoundError
-from . import CheckResult, Context, registry
+from . import CheckResult, Context, import_errors, registry
 
 
 def _fmt(v: float | str) -> str:
@@ -33,7 +33,9 @@ def run_checks(
     if only:
         pat = only if any(c in only for c in "*?[") else f"*{only}*"
         checks = [c for c in checks if fnmatch.fnmatch(c.name, pat)]
-    rows: list[CheckResult] = []
+    rows: list[CheckResult] = [
+        CheckResult(f"import {mod}", "error", "-", "-", False, "FAIL", err) for mod, err in import_errors().items()
+    ]
     timings: dict[str, float] = {}
     ctx = Context(quick=quick, out=out)
     bar = tqdm(checks, desc="fokker validate", disable=not progress, leave=False)
