@@ -24,11 +24,10 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from pyro.distributions.torch_transform import TransformModule
 from torch import nn
-from torch.distributions import constraints
 
 from .._validation import check_int, check_last_dim, check_tensor
+from .base import Bijection
 
 __all__ = ["Planar", "solve_tanh_equation"]
 
@@ -81,7 +80,7 @@ def newton_refine(a: torch.Tensor, target: torch.Tensor, c: torch.Tensor, b: tor
     return a
 
 
-class Planar(TransformModule):
+class Planar(Bijection):
     """Planar layer ``y = z + u_hat tanh(w^T z + b)`` (noise -> data), exact inverse.
 
     Args:
@@ -97,12 +96,8 @@ class Planar(TransformModule):
         True
     """
 
-    domain = constraints.real_vector
-    codomain = constraints.real_vector
-    bijective = True
-
     def __init__(self, dim: int) -> None:
-        super().__init__(cache_size=0)
+        super().__init__(event_dim=1)
         self.dim = check_int(dim, "dim")
         self.u = nn.Parameter(torch.empty(dim))
         self.w = nn.Parameter(torch.empty(dim))
@@ -125,25 +120,27 @@ class Planar(TransformModule):
         check_tensor(x, name)
         check_last_dim(x, self.dim, name)
 
-    def _call(self, z: torch.Tensor) -> torch.Tensor:
+    def call_and_ladj(self, z: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``y = z + u_hat tanh(w^T z + b)`` and ``log(1 + (1 - tanh^2) w^T u_hat)`` (exact)."""
+        self._check_context(context)
         self._check(z, "z")
-        return z + self.u_hat() * torch.tanh(z @ self.w + self.bias).unsqueeze(-1)
+        u_hat = self.u_hat()
+        t = torch.tanh(z @ self.w + self.bias)
+        # 1 + c (1 - t^2) > 0 because c = w^T u_hat > -1; log1p keeps precision when c sech^2 is tiny
+        ladj = torch.log1p((self.w @ u_hat) * (1 - t * t))
+        return z + u_hat * t.unsqueeze(-1), ladj
 
-    def _inverse(self, y: torch.Tensor) -> torch.Tensor:
+    def inverse_and_ladj(self, y: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``z`` with ``z + u_hat tanh(w^T z + b) = y`` (bracketed Newton) and ``-log|det|`` at ``z``."""
+        self._check_context(context)
         self._check(y, "y")
         u_hat = self.u_hat()
         c = self.w @ u_hat
         target = y @ self.w
         a = solve_tanh_equation(target, c, self.bias)
-        a = newton_refine(a, target, c, self.bias)
-        return y - u_hat * torch.tanh(a + self.bias).unsqueeze(-1)
+        a = newton_refine(a, target, c, self.bias)  # a = w^T z
+        t = torch.tanh(a + self.bias)
+        return y - u_hat * t.unsqueeze(-1), -torch.log1p(c * (1 - t * t))
 
-    def log_abs_det_jacobian(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """``log|1 + (1 - tanh^2(w^T z + b)) w^T u_hat|``, shape ``z.shape[:-1]``. Exact."""
-        t = torch.tanh(z @ self.w + self.bias)
-        c = self.w @ self.u_hat()
-        # 1 + c (1 - t^2) > 0 because c > -1; log1p keeps precision when c sech^2 is tiny
-        return torch.log1p(c * (1 - t * t))
-
-    def __repr__(self) -> str:
-        return f"Planar(dim={self.dim})"
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}"

@@ -22,16 +22,15 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from pyro.distributions.torch_transform import TransformModule
 from torch import nn
-from torch.distributions import constraints
 
 from .._validation import check_int, check_last_dim, check_tensor
+from .base import Bijection
 
 __all__ = ["Radial"]
 
 
-class Radial(TransformModule):
+class Radial(Bijection):
     """Radial layer ``y = z + beta (z - z0) / (alpha + ||z - z0||)`` (noise -> data).
 
     Args:
@@ -47,12 +46,8 @@ class Radial(TransformModule):
         True
     """
 
-    domain = constraints.real_vector
-    codomain = constraints.real_vector
-    bijective = True
-
     def __init__(self, dim: int) -> None:
-        super().__init__(cache_size=0)
+        super().__init__(event_dim=1)
         self.dim = check_int(dim, "dim")
         self.z0 = nn.Parameter(torch.empty(dim))
         self.alpha_raw = nn.Parameter(torch.empty(()))
@@ -74,14 +69,23 @@ class Radial(TransformModule):
         check_tensor(x, name)
         check_last_dim(x, self.dim, name)
 
-    def _call(self, z: torch.Tensor) -> torch.Tensor:
+    def _ladj_at(self, r: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+        """``(D-1) log(1 + beta h) + log(1 + beta alpha h^2)``, ``h = 1/(alpha + r)``, ``r = ||z - z0||``."""
+        h = 1 / (alpha + r)
+        return (self.dim - 1) * torch.log1p(beta * h) + torch.log1p(beta * alpha * h * h)
+
+    def call_and_ladj(self, z: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``y = z + beta (z - z0)/(alpha + r)`` and its exact log-det."""
+        self._check_context(context)
         self._check(z, "z")
         alpha, beta = self.alpha_beta()
         diff = z - self.z0
         r = diff.norm(dim=-1, keepdim=True)
-        return z + beta * diff / (alpha + r)
+        return z + beta * diff / (alpha + r), self._ladj_at(r.squeeze(-1), alpha, beta)
 
-    def _inverse(self, y: torch.Tensor) -> torch.Tensor:
+    def inverse_and_ladj(self, y: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Closed-form inverse (radius from a quadratic) and ``-log|det|`` at the preimage."""
+        self._check_context(context)
         self._check(y, "y")
         alpha, beta = self.alpha_beta()
         diff = y - self.z0
@@ -93,14 +97,8 @@ class Radial(TransformModule):
         r_pos = 2 * alpha * r_y / (B + disc).clamp_min(tiny)
         r_neg = 0.5 * (disc - B)
         r = torch.where(B >= 0, r_pos, r_neg)
-        return self.z0 + diff / (1 + beta / (alpha + r))
+        z = self.z0 + diff / (1 + beta / (alpha + r))
+        return z, -self._ladj_at(r.squeeze(-1), alpha, beta)
 
-    def log_abs_det_jacobian(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """``(D-1) log(1 + beta h) + log(1 + beta alpha/(alpha + r)^2)``, shape ``z.shape[:-1]``. Exact."""
-        alpha, beta = self.alpha_beta()
-        r = (z - self.z0).norm(dim=-1)
-        h = 1 / (alpha + r)
-        return (self.dim - 1) * torch.log1p(beta * h) + torch.log1p(beta * alpha * h * h)
-
-    def __repr__(self) -> str:
-        return f"Radial(dim={self.dim})"
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}"

@@ -27,18 +27,17 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from pyro.distributions.torch_transform import TransformModule
 from torch import nn
-from torch.distributions import constraints
 
 from .._validation import check_int, check_last_dim, check_tensor
 from ..errors import ParameterError
+from .base import Bijection
 from .planar import solve_tanh_equation
 
 __all__ = ["Sylvester"]
 
 
-class Sylvester(TransformModule):
+class Sylvester(Bijection):
     """Orthogonal Sylvester layer ``y = z + Q R_A tanh(R_B Q^T z + b)`` (noise -> data).
 
     Args:
@@ -55,12 +54,8 @@ class Sylvester(TransformModule):
         True
     """
 
-    domain = constraints.real_vector
-    codomain = constraints.real_vector
-    bijective = True
-
     def __init__(self, dim: int, m: int | None = None) -> None:
-        super().__init__(cache_size=0)
+        super().__init__(event_dim=1)
         self.dim = check_int(dim, "dim")
         m = dim if m is None else check_int(m, "m")
         if m > dim:
@@ -95,13 +90,22 @@ class Sylvester(TransformModule):
         check_tensor(x, name)
         check_last_dim(x, self.dim, name)
 
-    def _call(self, z: torch.Tensor) -> torch.Tensor:
+    @staticmethod
+    def _ladj_at(u: torch.Tensor, ra: torch.Tensor, rb: torch.Tensor) -> torch.Tensor:
+        th = torch.tanh(u)
+        return torch.log1p((1 - th * th) * (torch.diagonal(ra) * torch.diagonal(rb))).sum(-1)
+
+    def call_and_ladj(self, z: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``y = z + Q R_A tanh(u)``, ``u = R_B Q^T z + b``, and ``sum_i log(1 + tanh'(u_i) (R_B R_A)_ii)`` (exact)."""
+        self._check_context(context)
         self._check(z, "z")
         q, ra, rb = self.matrices()
         u = (z @ q) @ rb.T + self.bias
-        return z + torch.tanh(u) @ ra.T @ q.T
+        return z + torch.tanh(u) @ ra.T @ q.T, self._ladj_at(u, ra, rb)
 
-    def _inverse(self, y: torch.Tensor) -> torch.Tensor:
+    def inverse_and_ladj(self, y: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inverse by triangular back substitution of scalar monotone equations; ``-log|det|`` at the preimage."""
+        self._check_context(context)
         self._check(y, "y")
         q, ra, rb = self.matrices()
         c = rb @ ra  # upper triangular, diag > -1
@@ -109,11 +113,12 @@ class Sylvester(TransformModule):
         # back substitution, one scalar monotone equation per coordinate (no graph)
         with torch.no_grad():
             cd = c.detach()
+            zero = torch.zeros((), dtype=t.dtype, device=t.device)
             h = torch.zeros_like(t)
             u = torch.zeros_like(t)
             for i in range(self.m - 1, -1, -1):
                 rhs = t[..., i].detach() - h @ cd[i]
-                ui = solve_tanh_equation(rhs, cd[i, i], torch.zeros((), dtype=t.dtype, device=t.device))
+                ui = solve_tanh_equation(rhs, cd[i, i], zero)
                 u[..., i] = ui
                 h[..., i] = torch.tanh(ui)
         # two Newton steps on u + C tanh(u) = t: exact 1st/2nd derivatives, value unchanged
@@ -124,15 +129,7 @@ class Sylvester(TransformModule):
             jac = eye + c * (1 - th * th).unsqueeze(-2)  # (..., M, M) = I + C diag(h')
             step = torch.linalg.solve_triangular(jac, resid.unsqueeze(-1), upper=True).squeeze(-1)
             u = u - step
-        return y - torch.tanh(u) @ ra.T @ q.T
+        return y - torch.tanh(u) @ ra.T @ q.T, -self._ladj_at(u, ra, rb)
 
-    def log_abs_det_jacobian(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """``sum_i log(1 + tanh'(u_i) (R_B)_ii (R_A)_ii)``, shape ``z.shape[:-1]``. Exact."""
-        q, ra, rb = self.matrices()
-        u = (z @ q) @ rb.T + self.bias
-        th = torch.tanh(u)
-        d = torch.diagonal(ra) * torch.diagonal(rb)
-        return torch.log1p((1 - th * th) * d).sum(-1)
-
-    def __repr__(self) -> str:
-        return f"Sylvester(dim={self.dim}, m={self.m})"
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, m={self.m}"
