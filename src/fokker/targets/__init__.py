@@ -4,10 +4,26 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from .banana import Banana
 from .base import CallableTarget, Target, as_target
+from .funnel import Funnel
 from .mixture import GaussianMixture, mog40
+from .rings import Rings
+from .wells import DoubleWell, ManyWell
 
-__all__ = ["Target", "CallableTarget", "as_target", "catalogue", "GaussianMixture", "mog40"]
+__all__ = [
+    "Target",
+    "CallableTarget",
+    "as_target",
+    "catalogue",
+    "GaussianMixture",
+    "mog40",
+    "Funnel",
+    "ManyWell",
+    "DoubleWell",
+    "Banana",
+    "Rings",
+]
 
 
 def catalogue() -> dict[str, Callable[[], Target]]:
@@ -19,4 +35,9 @@ def catalogue() -> dict[str, Callable[[], Target]]:
     """
     return {
         "mog40": mog40,
+        "funnel": Funnel,
+        "manywell": ManyWell,
+        "doublewell": lambda: DoubleWell(dim=5, num_wells=5, delta=4.0),
+        "banana": Banana,
+        "rings": Rings,
     }

@@ -1,0 +1,66 @@
+"""Neal's funnel (Neal 2003, "Slice sampling"): a normalized target with a scale-varying neck.
+
+.. math::
+
+    x_0 \\sim \\mathcal N(0, \\sigma^2), \\qquad x_i \\mid x_0 \\sim \\mathcal N(0, e^{x_0}),\\ i = 1..d-1,
+
+    \\log\\pi(x) = -\\frac{x_0^2}{2\\sigma^2} - \\tfrac12\\log(2\\pi\\sigma^2)
+        - \\sum_{i\\ge1} \\Big(\\frac{x_i^2}{2} e^{-x_0} + \\frac{x_0}{2} + \\tfrac12\\log 2\\pi\\Big).
+
+Benchmark setting (DDS, CMCD, "Beyond ELBOs"): ``dim = 10``, ``sigma = 3``.  ``log_Z = 0``
+exactly; analytic score; exact ancestral samples.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .._validation import check_int, check_positive
+from .base import LOG_2PI, Target
+
+__all__ = ["Funnel"]
+
+
+class Funnel(Target):
+    """Neal's funnel in ``R^dim``: ``x_0 ~ N(0, scale^2)``, ``x_{1:} | x_0 ~ N(0, e^{x_0} I)``.
+
+    Args:
+        dim: event dimension ``>= 2``.
+        scale: standard deviation ``sigma`` of ``x_0`` (``> 0``).
+
+    Normalized (``log_Z = 0``).  A scalar buffer fixes dtype / device for ``sample``.
+    """
+
+    name = "funnel"
+
+    def __init__(self, dim: int = 10, scale: float = 3.0) -> None:
+        check_int(dim, "dim", minimum=2)
+        check_positive(scale, "scale")
+        super().__init__(dim, log_Z=0.0)
+        self.scale = float(scale)
+        self.register_buffer("_ref", torch.zeros(()))
+
+    def _log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        x0, xr = x[..., 0], x[..., 1:]
+        s2 = self.scale**2
+        lp0 = -0.5 * x0 * x0 / s2 - 0.5 * math.log(2 * math.pi * s2)
+        k = self.dim - 1
+        lpr = -0.5 * (xr * xr).sum(-1) * torch.exp(-x0) - 0.5 * k * x0 - 0.5 * k * LOG_2PI
+        return lp0 + lpr
+
+    def _score(self, x: torch.Tensor) -> torch.Tensor:
+        x0, xr = x[..., :1], x[..., 1:]
+        e = torch.exp(-x0)
+        g0 = -x0 / self.scale**2 + 0.5 * (xr * xr).sum(-1, keepdim=True) * e - 0.5 * (self.dim - 1)
+        return torch.cat([g0, -xr * e], dim=-1)
+
+    def _sample(self, sample_shape: torch.Size) -> torch.Tensor:
+        dt, dev = self._ref.dtype, self._ref.device
+        x0 = self.scale * torch.randn(*sample_shape, 1, dtype=dt, device=dev)
+        xr = torch.exp(0.5 * x0) * torch.randn(*sample_shape, self.dim - 1, dtype=dt, device=dev)
+        return torch.cat([x0, xr], dim=-1)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, scale={self.scale:g}, log_Z=0"

@@ -1,0 +1,230 @@
+"""Funnel, ManyWell, DoubleWell, Banana, Rings: log Z by quadrature, exact samples (KS), score."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import integrate, stats
+from target_testlib import KS_ALPHA, autograd_score, grid_cdf, ks_pvalue
+
+from fokker.errors import DeviceDtypeError, NonFiniteError, ParameterError, ShapeError
+from fokker.targets import Banana, DoubleWell, Funnel, ManyWell, Rings, catalogue
+from fokker.tolerances import assert_close
+
+FACTORIES = {
+    "funnel": lambda: Funnel(dim=5, scale=3.0),
+    "manywell": lambda: ManyWell(dim=6),
+    "doublewell": lambda: DoubleWell(dim=4, num_wells=3, delta=2.0),
+    "banana": lambda: Banana(dim=3, curvature=0.1, scale=10.0),
+    "rings": lambda: Rings(),
+}
+SPREAD = {"funnel": 2.0, "manywell": 1.5, "doublewell": 1.5, "banana": 5.0, "rings": 2.5}
+
+
+@pytest.mark.parametrize("name", list(FACTORIES))
+def test_score_matches_autograd(name, device):
+    t = FACTORIES[name]().to(device=device, dtype=torch.float64)
+    x = SPREAD[name] * torch.randn(6, 3, t.dim, dtype=torch.float64, device=device)
+    s = t.score(x)
+    assert s.shape == x.shape and s.dtype == torch.float64
+    assert_close(s, autograd_score(t.log_prob, x))
+    lp, s2 = t.log_prob_and_score(x)
+    assert_close(lp, t.log_prob(x))
+    assert_close(s2, s)
+    assert t.log_prob(x).shape == (6, 3)
+
+
+@pytest.mark.parametrize("name", list(FACTORIES))
+def test_sample_shape_dtype_device(name, device):
+    t = FACTORIES[name]().to(device=device, dtype=torch.float64)
+    x = t.sample((4, 3))
+    assert x.shape == (4, 3, t.dim) and x.dtype == torch.float64 and x.device.type == torch.device(device).type
+    assert torch.isfinite(t.log_prob(x)).all()
+    assert t.sample(()).shape == (t.dim,)
+    assert t.to(torch.float32).sample((2,)).dtype == torch.float32
+
+
+def _grid_log_Z(t, lo, hi, n=1501) -> float:
+    """log of the 2-D trapezoid integral of exp(log_prob) over [lo, hi]^2 (independent of log_Z)."""
+    g = torch.linspace(lo, hi, n, dtype=torch.float64)
+    X, Y = torch.meshgrid(g, g, indexing="ij")
+    lp = t.log_prob(torch.stack([X, Y], -1))
+    m = lp.max()
+    h = (hi - lo) / (n - 1)
+    return float(m + torch.log(torch.trapezoid(torch.trapezoid(torch.exp(lp - m), dx=h, dim=1), dx=h)))
+
+
+def test_funnel_log_Z_by_quadrature():
+    t = Funnel(dim=2, scale=3.0).double()
+    s = t.scale
+
+    def dens(x1, x0):
+        return math.exp(t.log_prob(torch.tensor([x0, x1], dtype=torch.float64)).item())
+
+    Z, err = integrate.dblquad(
+        dens, -8 * s, 8 * s, lambda x0: -12 * math.exp(x0 / 2), lambda x0: 12 * math.exp(x0 / 2), epsabs=1e-9
+    )
+    assert abs(math.log(Z) - t.log_Z) < 1e-6
+
+
+def test_manywell_log_Z_matches_published_and_quadrature():
+    zx, _ = integrate.quad(lambda x: math.exp(-(x**4) + 6 * x**2 + 0.5 * x), -np.inf, np.inf, epsabs=0, epsrel=1e-13)
+    one_pair = math.log(zx) + 0.5 * math.log(2 * math.pi)
+    t = ManyWell(dim=32)
+    assert abs(t.log_Z - 16 * one_pair) < 1e-8
+    assert abs(t.log_Z - 164.695675) < 1e-6
+    # the 2-D factor by a 2-D grid integral of log_prob itself
+    assert abs(_grid_log_Z(ManyWell(dim=2).double(), -8, 8, n=2001) - ManyWell(dim=2).log_Z) < 1e-8
+
+
+@pytest.mark.parametrize("num_wells,delta", [(2, 4.0), (1, 1.0)])
+def test_doublewell_log_Z_by_quadrature(num_wells, delta):
+    t = DoubleWell(dim=2, num_wells=num_wells, delta=delta).double()
+    z1, _ = integrate.quad(lambda x: math.exp(-((x * x - delta) ** 2)), -np.inf, np.inf, epsrel=1e-13)
+    expected = num_wells * math.log(z1) + (2 - num_wells) * 0.5 * math.log(2 * math.pi)
+    assert abs(t.log_Z - expected) < 1e-9
+    assert abs(_grid_log_Z(t, -8, 8, n=2001) - t.log_Z) < 1e-8
+
+
+def test_banana_log_Z_by_quadrature():
+    t = Banana(dim=2, curvature=0.1, scale=10.0).double()
+    b, s = t.curvature, t.scale
+
+    def dens(x2, x1):
+        return math.exp(t.log_prob(torch.tensor([x1, x2], dtype=torch.float64)).item())
+
+    Z, _ = integrate.dblquad(
+        dens, -9 * s, 9 * s, lambda x1: -b * (x1**2 - s**2) - 10, lambda x1: -b * (x1**2 - s**2) + 10, epsabs=1e-10
+    )
+    assert abs(math.log(Z) - t.log_Z) < 1e-6
+
+
+def test_rings_log_Z_by_cartesian_grid():
+    t = Rings(radii=(0.0, 1.0, 2.5), sigma=0.3).double()
+    assert abs(_grid_log_Z(t, -4.5, 4.5, n=1201) - t.log_Z) < 1e-7
+    t = Rings().double()
+    assert abs(_grid_log_Z(t, -5.5, 5.5, n=2001) - t.log_Z) < 1e-7
+
+
+# ------------------------------------------------------------------ samples
+N = 4000
+
+
+def test_funnel_samples_ks(device):
+    t = Funnel(dim=3, scale=3.0).to(device=device, dtype=torch.float64)
+    x = t.sample((N,))
+    assert ks_pvalue(x[:, 0], stats.norm(0, 3).cdf) > KS_ALPHA
+    # marginal of x_i: F(u) = int N(x0; 0, 9) Phi(u e^{-x0/2}) dx0, by quadrature on a grid
+    g = np.linspace(-27, 27, 1501)
+    w = stats.norm(0, 3).pdf(g) * (g[1] - g[0])
+
+    def cdf(u):
+        return (stats.norm.cdf(np.asarray(u)[:, None] * np.exp(-g / 2)[None, :]) * w).sum(1)
+
+    for i in (1, 2):
+        assert ks_pvalue(x[:, i], cdf) > KS_ALPHA
+
+
+def test_manywell_samples_ks(device):
+    t = ManyWell(dim=4).to(device=device, dtype=torch.float64)
+    x = t.sample((N,))
+    cdf_x = grid_cdf(lambda a: -(a**4) + 6 * a**2 + 0.5 * a, -5, 5)
+    for i in (0, 2):
+        assert ks_pvalue(x[:, i], cdf_x) > KS_ALPHA
+    for i in (1, 3):
+        assert ks_pvalue(x[:, i], stats.norm.cdf) > KS_ALPHA
+    # the deep well (x > 0) carries the exact mass fraction
+    p_right = 1 - cdf_x(np.array([0.0]))[0]
+    frac = (x[:, 0] > 0).double().mean().item()
+    assert abs(frac - p_right) < 4 * math.sqrt(p_right * (1 - p_right) / N)
+
+
+def test_doublewell_samples_ks(device):
+    t = DoubleWell(dim=3, num_wells=2, delta=3.0).to(device=device, dtype=torch.float64)
+    x = t.sample((N,))
+    cdf_q = grid_cdf(lambda a: -((a * a - 3.0) ** 2), -6, 6)
+    for i in (0, 1):
+        assert ks_pvalue(x[:, i], cdf_q) > KS_ALPHA
+    assert ks_pvalue(x[:, 2], stats.norm.cdf) > KS_ALPHA
+
+
+def test_banana_samples_ks(device):
+    t = Banana(dim=2, curvature=0.1, scale=10.0).to(device=device, dtype=torch.float64)
+    x = t.sample((N,))
+    assert ks_pvalue(x[:, 0], stats.norm(0, 10).cdf) > KS_ALPHA
+    g = np.linspace(-90, 90, 1501)
+    w = stats.norm(0, 10).pdf(g) * (g[1] - g[0])
+
+    def cdf(u):  # P(x2 <= u) = int N(x1) Phi(u + b (x1^2 - s^2)) dx1
+        return (stats.norm.cdf(np.asarray(u)[:, None] + 0.1 * (g[None, :] ** 2 - 100.0)) * w).sum(1)
+
+    assert ks_pvalue(x[:, 1], cdf) > KS_ALPHA
+
+
+def test_rings_samples_ks(device):
+    t = Rings(radii=(1.0, 2.0, 3.0), sigma=0.2).to(device=device, dtype=torch.float64)
+    x = t.sample((N,))
+    rho = torch.linalg.vector_norm(x, dim=-1)
+    r = np.array([1.0, 2.0, 3.0])
+    cdf_rho = grid_cdf(
+        lambda p: np.log(np.maximum(p, 1e-300)) + np.log(np.exp(-((p[:, None] - r) ** 2) / 0.08).sum(1) + 1e-300), 0, 5
+    )
+    assert ks_pvalue(rho, cdf_rho) > KS_ALPHA
+    theta = torch.atan2(x[:, 1], x[:, 0])
+    assert ks_pvalue(theta, stats.uniform(-math.pi, 2 * math.pi).cdf) > KS_ALPHA
+
+
+@pytest.mark.parametrize(
+    "make", [lambda: ManyWell(dim=2)._x, lambda: DoubleWell(dim=1, delta=6.0)._x, lambda: Rings()._radius]
+)
+def test_rejection_bound_holds_on_wide_grid(make):
+    u = make()
+    g = torch.linspace(-40, 40, 400001, dtype=torch.float64)
+    ratio = u.f(g) - u._log_q(g)
+    assert float(ratio.max()) <= u.log_M
+
+
+# --------------------------------------------------------------- validation
+def test_parameter_errors():
+    with pytest.raises(ParameterError, match="dim must be an integer >= 2"):
+        Funnel(dim=1)
+    with pytest.raises(ParameterError, match="scale must be a positive finite number"):
+        Funnel(scale=0.0)
+    with pytest.raises(ParameterError, match="dim must be even"):
+        ManyWell(dim=5)
+    with pytest.raises(ParameterError, match="num_wells must be <= dim"):
+        DoubleWell(dim=2, num_wells=3)
+    with pytest.raises(ParameterError, match="delta must be a positive finite number"):
+        DoubleWell(dim=2, delta=-1.0)
+    with pytest.raises(ParameterError, match="scale must be a positive finite number"):
+        Banana(scale=-2.0)
+    with pytest.raises(ParameterError, match="curvature must be a finite number"):
+        Banana(curvature=float("nan"))
+    with pytest.raises(ParameterError, match="radii must be a non-empty sequence"):
+        Rings(radii=(1.0, -1.0))
+    with pytest.raises(ParameterError, match="sigma must be a positive finite number"):
+        Rings(sigma=float("inf"))
+
+
+@pytest.mark.parametrize("name", list(FACTORIES))
+def test_input_errors(name):
+    t = FACTORIES[name]()
+    with pytest.raises(ShapeError, match=rf"x must have shape \(\.\.\., {t.dim}\)"):
+        t.log_prob(torch.zeros(2, t.dim + 1))
+    bad = torch.zeros(2, t.dim)
+    bad[1, 0] = float("nan")
+    with pytest.raises(NonFiniteError, match="x contains 1 non-finite"):
+        t.score(bad)
+    with pytest.raises(DeviceDtypeError, match="x has dtype torch.float64"):
+        t.log_prob(torch.zeros(2, t.dim, dtype=torch.float64))
+
+
+def test_catalogue_builds_every_analytic_target():
+    cat = catalogue()
+    for name in ("funnel", "manywell", "doublewell", "banana", "rings"):
+        t = cat[name]()
+        assert t.log_Z is not None and t.has_exact_samples
+    assert cat["funnel"]().dim == 10 and cat["manywell"]().dim == 32
