@@ -1,0 +1,78 @@
+"""Normalizing flows: bijective layers (noise -> data) and ``Flow`` distributions.
+
+Every layer is a :class:`pyro.distributions.torch_transform.TransformModule` with an
+exact inverse and log-det (see :mod:`fokker.flows.base`); a :class:`Flow` is a base
+distribution plus layers with ``log_prob``, ``sample``, ``rsample``,
+``sample_and_log_prob``, ``loss`` and ``distribution()`` (a Pyro
+``TransformedDistribution``).  See ``docs/flows.md``.
+"""
+
+from __future__ import annotations
+
+from .autoregressive import IAF, MADE, MAF, MaskedAutoregressive, MaskedLinear, SplineAutoregressive
+from .base import MLP, Bijection, ConditionedBijection
+from .builders import glow, iaf, maf, nice, nsf, realnvp
+from .coupling import (
+    AdditiveCoupling,
+    AffineCoupling,
+    ConvNet,
+    Coupling,
+    SplineCoupling,
+    alternating_mask,
+    channel_mask,
+    checkerboard_mask,
+    half_mask,
+)
+from .elementwise import Additive, Affine, ElementwiseMap, RationalQuadratic, soft_clamp
+from .flow import Flow
+from .glow import Multiscale, Squeeze, squeeze, unsqueeze
+from .linear import ActNorm, InvertibleConv1x1, InvertibleLinear
+from .permute import Permute, Reverse
+
+__all__ = [
+    # base
+    "Bijection",
+    "ConditionedBijection",
+    "Flow",
+    "MLP",
+    # elementwise maps
+    "ElementwiseMap",
+    "Additive",
+    "Affine",
+    "RationalQuadratic",
+    "soft_clamp",
+    # coupling
+    "Coupling",
+    "AdditiveCoupling",
+    "AffineCoupling",
+    "SplineCoupling",
+    "ConvNet",
+    "half_mask",
+    "alternating_mask",
+    "checkerboard_mask",
+    "channel_mask",
+    # autoregressive
+    "MaskedLinear",
+    "MADE",
+    "MaskedAutoregressive",
+    "MAF",
+    "IAF",
+    "SplineAutoregressive",
+    # linear, permutations, multiscale
+    "ActNorm",
+    "InvertibleLinear",
+    "InvertibleConv1x1",
+    "Permute",
+    "Reverse",
+    "Squeeze",
+    "Multiscale",
+    "squeeze",
+    "unsqueeze",
+    # builders
+    "nice",
+    "realnvp",
+    "maf",
+    "iaf",
+    "nsf",
+    "glow",
+]

@@ -1,0 +1,126 @@
+"""Multiscale image architecture (RealNVP, Dinh et al. 2017; Glow, Kingma & Dhariwal 2018).
+
+``squeeze`` trades space for channels, ``(C, H, W) -> (4C, H/2, W/2)`` (a permutation:
+``log|det| = 0``).  One :class:`Multiscale` level, in the density direction
+(data ``y`` -> noise ``x``)::
+
+    v = squeeze(y);  v = steps^{-1}(v);  (z1, h) = split(v);  z2 = next^{-1}(h)
+    x = unsqueeze(concat(z1, z2))
+
+so half of the channels are factored out at every level and modelled directly by the
+standard-normal base (RealNVP's factor-out), the rest goes on to the next, coarser
+level.  The whole hierarchy is one bijection ``(C, H, W) -> (C, H, W)`` whose
+log-det is the sum of its steps' log-dets (exact).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import ParameterError, ShapeError
+from .base import Bijection
+
+__all__ = ["squeeze", "unsqueeze", "Squeeze", "Multiscale"]
+
+
+def squeeze(x: Tensor) -> Tensor:
+    """``(..., C, H, W) -> (..., 4C, H/2, W/2)``: each 2x2 block becomes 4 channels."""
+    *b, C, H, W = x.shape
+    x = x.reshape(*b, C, H // 2, 2, W // 2, 2)
+    n = len(b)
+    x = x.permute(*range(n), n, n + 2, n + 4, n + 1, n + 3)
+    return x.reshape(*b, 4 * C, H // 2, W // 2)
+
+
+def unsqueeze(x: Tensor) -> Tensor:
+    """Inverse of :func:`squeeze`: ``(..., 4C, H, W) -> (..., C, 2H, 2W)``."""
+    *b, C4, H, W = x.shape
+    C = C4 // 4
+    n = len(b)
+    x = x.reshape(*b, C, 2, 2, H, W).permute(*range(n), n, n + 3, n + 1, n + 4, n + 2)
+    return x.reshape(*b, C, 2 * H, 2 * W)
+
+
+def _check_image(v: Tensor, shape: tuple[int, int, int], name: str) -> None:
+    if v.dim() < 3 or tuple(v.shape[-3:]) != shape:
+        raise ShapeError(f"{name} must have shape (..., {', '.join(map(str, shape))}); got shape {tuple(v.shape)}")
+
+
+class Squeeze(Bijection):
+    """The squeeze permutation as a layer: ``(C, H, W) -> (4C, H/2, W/2)`` (noise -> data).
+
+    Note: input and output event shapes differ; use it inside a :class:`Flow` whose
+    ``event_shape`` is the output shape only when it is the first layer.
+    """
+
+    def __init__(self, shape: Sequence[int]) -> None:
+        super().__init__(event_dim=3)
+        C, H, W = self.shape = tuple(int(s) for s in shape)  # type: ignore[misc]
+        if H % 2 or W % 2:
+            raise ParameterError(f"Squeeze needs even height and width; got shape {self.shape}")
+
+    def call_and_ladj(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        _check_image(x, self.shape, "x")
+        return squeeze(x), x.new_zeros(x.shape[:-3])
+
+    def inverse_and_ladj(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        C, H, W = self.shape
+        _check_image(y, (4 * C, H // 2, W // 2), "y")
+        return unsqueeze(y), y.new_zeros(y.shape[:-3])
+
+
+class Multiscale(Bijection):
+    """One level of the multiscale architecture, recursively holding the next one.
+
+    Args:
+        shape: ``(C, H, W)`` of this level's input (``H``, ``W`` even).
+        steps: bijections (noise -> data) acting on the squeezed ``(4C, H/2, W/2)``.
+        next: the next level, acting on ``(2C, H/2, W/2)``; ``None`` for the last level
+            (then nothing is factored out there).
+    """
+
+    def __init__(self, shape: Sequence[int], steps: Sequence[Bijection], next: "Multiscale | None" = None) -> None:
+        super().__init__(event_dim=3)
+        C, H, W = self.shape = tuple(int(s) for s in shape)  # type: ignore[misc]
+        if H % 2 or W % 2:
+            raise ParameterError(f"Multiscale needs even height and width; got shape {self.shape}")
+        self.steps = nn.ModuleList(steps)
+        if next is not None and tuple(next.shape) != (2 * C, H // 2, W // 2):
+            raise ParameterError(f"next level must have shape {(2 * C, H // 2, W // 2)}; got {tuple(next.shape)}")
+        self.next = next
+
+    def call_and_ladj(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        _check_image(x, self.shape, "x")
+        self._check_context(context)
+        v = squeeze(x)
+        ladj = x.new_zeros(x.shape[:-3])
+        if self.next is not None:
+            c = self.shape[0] * 2
+            h, l = self.next.call_and_ladj(v[..., c:, :, :])
+            v = torch.cat([v[..., :c, :, :], h], -3)
+            ladj = ladj + l
+        for t in self.steps:
+            v, l = t.call_and_ladj(v)
+            ladj = ladj + l
+        return unsqueeze(v), ladj
+
+    def inverse_and_ladj(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        _check_image(y, self.shape, "y")
+        self._check_context(context)
+        v = squeeze(y)
+        ladj = y.new_zeros(y.shape[:-3])
+        for t in reversed(self.steps):
+            v, l = t.inverse_and_ladj(v)
+            ladj = ladj + l
+        if self.next is not None:
+            c = self.shape[0] * 2
+            z, l = self.next.inverse_and_ladj(v[..., c:, :, :])
+            v = torch.cat([v[..., :c, :, :], z], -3)
+            ladj = ladj + l
+        return unsqueeze(v), ladj
+
+    def extra_repr(self) -> str:
+        return f"shape={self.shape}"

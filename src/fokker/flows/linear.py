@@ -1,0 +1,177 @@
+"""Linear bijections: ActNorm, LU-parameterized invertible linear map and 1x1 convolution.
+
+Seed 000's table of layers (Glow, Kingma & Dhariwal 2018).
+
+* :class:`ActNorm`: ``y = x * exp(s) + b`` per feature (per channel for images),
+  ``log|det J| = sum(s)`` (times ``H W`` for images).  Data-dependent init: the first
+  batch seen in the **density direction** (``inverse``, data -> noise) while training
+  sets ``b = mean(y)`` and ``s = log std(y)``, so that batch comes out with zero mean
+  and unit variance per feature.
+* :class:`InvertibleLinear`: ``y = W x`` with ``W = P L (U + diag(sign * exp(log_s)))``
+  (``P`` a fixed permutation, ``L`` unit lower triangular, ``U`` strictly upper):
+  ``log|det W| = sum(log_s)`` exactly, inverse by two triangular solves.
+* :class:`InvertibleConv1x1`: the same ``W`` mixing the channels of every pixel of a
+  ``(C, H, W)`` image, ``log|det| = H W sum(log_s)``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .._validation import check_int
+from ..errors import ParameterError, ShapeError
+from .base import Bijection
+
+__all__ = ["ActNorm", "InvertibleLinear", "InvertibleConv1x1"]
+
+
+def _check_event_dim(event_dim: int) -> int:
+    if event_dim not in (1, 3):
+        raise ParameterError(f"event_dim must be 1 (vectors) or 3 (images); got {event_dim}")
+    return event_dim
+
+
+class ActNorm(Bijection):
+    """Activation normalization with data-dependent initialization (Glow).
+
+    Args:
+        features: number of features (vectors) or channels (images).
+        event_dim: 1 for ``(..., d)`` vectors, 3 for ``(..., C, H, W)`` images.
+        eps: added to the standard deviation at initialization.
+    """
+
+    def __init__(self, features: int, event_dim: int = 1, eps: float = 1e-6) -> None:
+        super().__init__(event_dim=_check_event_dim(event_dim))
+        self.features = check_int(features, "features")
+        shape = (features,) if event_dim == 1 else (features, 1, 1)
+        self.loc = nn.Parameter(torch.zeros(shape))
+        self.log_scale = nn.Parameter(torch.zeros(shape))
+        self.register_buffer("initialized", torch.tensor(False))
+        self._initialized = False  # host mirror of the buffer: no sync in the hot path
+        self.eps = eps
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any, **kwargs: Any) -> None:
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._initialized = bool(self.initialized)
+
+    def _event_shape(self, v: Tensor) -> tuple[int, ...]:
+        if self._event_dim == 1:
+            self._check_input(v, "input", self.features)
+            return (self.features,)
+        if v.dim() < 3 or v.shape[-3] != self.features:
+            raise ShapeError(f"input must have shape (..., {self.features}, H, W); got shape {tuple(v.shape)}")
+        return tuple(v.shape[-3:])
+
+    def _factor(self, v: Tensor) -> int:
+        return 1 if self._event_dim == 1 else v.shape[-1] * v.shape[-2]
+
+    @torch.no_grad()
+    def initialize(self, y: Tensor) -> None:
+        """Set ``loc``, ``log_scale`` so that ``inverse(y)`` has zero mean, unit variance."""
+        c = self.features
+        flat = y.reshape(-1, c) if self._event_dim == 1 else y.movedim(-3, -1).reshape(-1, c)
+        if flat.shape[0] < 2:
+            return
+        mean = flat.mean(0)
+        std = flat.std(0, unbiased=False) + self.eps
+        self.loc.copy_(mean.reshape(self.loc.shape))
+        self.log_scale.copy_(torch.log(std).reshape(self.log_scale.shape))
+        self.initialized.fill_(True)
+        self._initialized = True
+
+    def call_and_ladj(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        self._event_shape(x)
+        self._check_context(context)
+        y = x * torch.exp(self.log_scale) + self.loc
+        ladj = (self.log_scale.sum() * self._factor(x)).expand(x.shape[: x.dim() - self._event_dim])
+        return y, ladj
+
+    def inverse_and_ladj(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        self._event_shape(y)
+        self._check_context(context)
+        if not self._initialized and self.training:
+            self.initialize(y)
+        x = (y - self.loc) * torch.exp(-self.log_scale)
+        ladj = (-self.log_scale.sum() * self._factor(y)).expand(y.shape[: y.dim() - self._event_dim])
+        return x, ladj
+
+    def extra_repr(self) -> str:
+        return f"features={self.features}, event_dim={self._event_dim}"
+
+
+class InvertibleLinear(Bijection):
+    """LU-parameterized invertible linear map ``y = W x`` (Glow), ``W = P L (U + diag(s))``.
+
+    Initialized at a random rotation.  ``log|det W| = sum log|s|`` (exact).
+
+    Args:
+        features: ``d`` (vectors) or the number of channels ``C`` (``event_dim=3``).
+        event_dim: 1 for vectors, 3 for images (acts on the channel dim of every pixel).
+    """
+
+    def __init__(self, features: int, event_dim: int = 1) -> None:
+        super().__init__(event_dim=_check_event_dim(event_dim))
+        d = self.features = check_int(features, "features")
+        q = torch.linalg.qr(torch.randn(d, d, dtype=torch.float64))[0]
+        P, L, U = torch.linalg.lu(q)
+        s = torch.diagonal(U)
+        self.register_buffer("perm", P.to(torch.get_default_dtype()))
+        self.register_buffer("diag_sign", torch.sign(s).to(torch.get_default_dtype()))
+        self.register_buffer("lower_mask", torch.tril(torch.ones(d, d), -1))
+        self.lower = nn.Parameter(L.to(torch.get_default_dtype()))
+        self.upper = nn.Parameter(torch.triu(U, 1).to(torch.get_default_dtype()))
+        self.log_s = nn.Parameter(torch.log(torch.abs(s)).to(torch.get_default_dtype()))
+
+    def _factors(self) -> tuple[Tensor, Tensor]:
+        eye = torch.eye(self.features, dtype=self.lower.dtype, device=self.lower.device)
+        L = self.lower * self.lower_mask + eye
+        U = self.upper * self.lower_mask.T + torch.diag(self.diag_sign * torch.exp(self.log_s))
+        return L, U
+
+    def weight(self) -> Tensor:
+        """The matrix ``W = P L U``."""
+        L, U = self._factors()
+        return self.perm @ L @ U
+
+    def inverse_weight(self) -> Tensor:
+        """``W^{-1} = U^{-1} L^{-1} P^T`` by two triangular solves."""
+        L, U = self._factors()
+        z = torch.linalg.solve_triangular(L, self.perm.T, upper=False, unitriangular=True)
+        return torch.linalg.solve_triangular(U, z, upper=True)
+
+    def _mix(self, W: Tensor, v: Tensor) -> Tensor:
+        if self._event_dim == 1:
+            return v @ W.T
+        return torch.einsum("ij,...jhw->...ihw", W, v)
+
+    def _check(self, v: Tensor, name: str, context: Tensor | None) -> None:
+        self._check_context(context)
+        if self._event_dim == 1:
+            self._check_input(v, name, self.features)
+        elif v.dim() < 3 or v.shape[-3] != self.features:
+            raise ShapeError(f"{name} must have shape (..., {self.features}, H, W); got shape {tuple(v.shape)}")
+
+    def _ladj(self, v: Tensor) -> Tensor:
+        factor = 1 if self._event_dim == 1 else v.shape[-1] * v.shape[-2]
+        return (self.log_s.sum() * factor).expand(v.shape[: v.dim() - self._event_dim])
+
+    def call_and_ladj(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        self._check(x, "x", context)
+        return self._mix(self.weight(), x), self._ladj(x)
+
+    def inverse_and_ladj(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        self._check(y, "y", context)
+        return self._mix(self.inverse_weight(), y), -self._ladj(y)
+
+    def extra_repr(self) -> str:
+        return f"features={self.features}, event_dim={self._event_dim}"
+
+
+class InvertibleConv1x1(InvertibleLinear):
+    """Glow's invertible 1x1 convolution on ``(..., C, H, W)`` (LU-parameterized)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__(channels, event_dim=3)
