@@ -32,3 +32,7 @@ __all__ = [
     "find_reasonable_step_size",
     "diagnostics",
 ]
+
+from .annealing import AIS, SMC, AISResult, AnnealedTarget, annealed_langevin, geometric_betas  # noqa: E402
+
+__all__ += ["annealed_langevin", "AIS", "SMC", "AISResult", "AnnealedTarget", "geometric_betas"]

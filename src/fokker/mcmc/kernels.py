@@ -67,6 +67,18 @@ class StepInfo(NamedTuple):
     num_steps: int
 
 
+def log_prob_and_grad(target: Target, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(log pi(x), grad log pi(x))`` without input checks, detached.
+
+    Targets overriding ``_score`` (analytic scores) are evaluated in two cheap
+    calls; the others in one forward/backward autograd pass.
+    """
+    if type(target)._score is not Target._score:
+        with torch.no_grad():
+            return target.log_prob_unchecked(x), target.score_unchecked(x)
+    return target.log_prob_and_score(x)
+
+
 def _check_step_size(step_size: float | torch.Tensor | None, allow_none: bool) -> None:
     if step_size is None:
         if not allow_none:
@@ -163,8 +175,11 @@ class Kernel:
         return torch.as_tensor(self.step_size, dtype=x.dtype, device=x.device)
 
     def log_prob_and_grad(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(log pi(x), grad log pi(x))``, unchecked, for ``(chains, dim)``."""
-        return self._require_target().log_prob_and_score(x)
+        """``(log pi(x), grad log pi(x))``, unchecked, for ``(chains, dim)``.
+
+        Uses the target's analytic score when it has one, else one autograd pass.
+        """
+        return log_prob_and_grad(self._require_target(), x)
 
     def init(self, x: torch.Tensor) -> State:
         """Initial :class:`State` at ``x`` ``(chains, dim)`` (no checks: ``sample`` validates)."""
