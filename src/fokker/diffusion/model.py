@@ -1,0 +1,339 @@
+r"""``DiffusionModel``: a forward linear SDE plus a network read through a parameterization.
+
+The model is composed (DESIGN principle 2): ``sde`` supplies :math:`\alpha(t), \sigma(t)`
+(schedule math in float64), ``net(x, t[, y])`` predicts ``eps``, ``x0``, ``score`` or ``v``,
+and the exact conversions of :mod:`fokker.diffusion.parameterization` give all four views.
+
+* ``loss(batch)``: denoising score matching (seed 001 eqs. 54-56) with the weightings of
+  :mod:`fokker.diffusion.losses`; ``batch`` is ``x0`` or ``(x0, labels)``.
+* ``sample(sample_shape, sampler=..., steps=...)``: any sampler of
+  :mod:`fokker.diffusion.samplers` by name, from the prior :math:`N(0, \sigma(T)^2 I)`.
+* ``log_prob(x)``: *exact* (up to ODE tolerance) log-density of the model's PF-ODE flow
+  at ``t_min`` (seed 001 eq. 63; instantaneous change of variables,
+  :mod:`fokker.diffusion.likelihood`).  With Hutchinson's trace it is an unbiased estimate.
+* ``elbo(x)``: the variational bound of the discrete DDPM chain on the grid
+  ``t_k = t_min + k (T - t_min)/K`` (Ho et al. 2020; seed 003), a Monte-Carlo estimate.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from .._validation import check_finite, check_in_interval, check_int, check_tensor
+from ..errors import ParameterError, ShapeError
+from .grids import time_grid
+from .likelihood import LikelihoodResult, cnf_log_prob
+from .losses import LogSNRTimeSampler, check_weighting, dsm_loss
+from .parameterization import check_parameterization, convert, expand_like
+from .samplers import DEFAULT_SPACING, get_sampler
+from .schedule import coefficients, domain
+
+__all__ = ["DiffusionModel", "gaussian_log_prob"]
+
+
+def gaussian_log_prob(x: torch.Tensor, std: float | torch.Tensor) -> torch.Tensor:
+    """``log N(x; 0, std^2 I)`` summed over the event dims of ``x`` (batch first)."""
+    std = torch.as_tensor(std, dtype=x.dtype, device=x.device)
+    d = x[0].numel()
+    return -0.5 * (x.reshape(x.shape[0], -1) ** 2).sum(-1) / std**2 - d * (torch.log(std) + 0.5 * math.log(2 * math.pi))
+
+
+class DiffusionModel(nn.Module):
+    """Score-based generative model ``(sde, net, parameterization)``.
+
+    Args:
+        sde: forward linear SDE (``fokker.sde.LinearSDE``: ``alpha``, ``sigma``, ``T``, ``t_min``).
+        net: ``nn.Module`` mapping ``(x, t)`` (or ``(x, t, y)`` when conditional) to a tensor of
+            ``x``'s shape.
+        parameterization: what ``net`` predicts: ``"eps"``, ``"x0"``, ``"score"`` or ``"v"``.
+        weighting: DSM weighting ``"simple"``, ``"sigma2"`` or ``"likelihood"``.
+        importance_sampling: draw ``t`` uniformly in log-SNR for the likelihood weighting.
+        t_min: smallest time used for training/sampling/likelihood (default: the SDE's
+            ``t_min``, moved to ``1e-3 T`` when ``sigma(t_min) = 0``).
+        event_shape: shape of one data point (default: the SDE's ``event_shape``, else
+            ``(net.dim,)``, else taken from the first training batch).
+        label_dropout: probability of replacing a label by the null label in ``loss``
+            (classifier-free guidance training); needs ``num_classes``.
+        num_classes: number of classes of a conditional ``net``; label ``num_classes`` is null.
+    """
+
+    def __init__(
+        self,
+        sde: nn.Module,
+        net: nn.Module,
+        parameterization: str = "eps",
+        *,
+        weighting: str = "simple",
+        importance_sampling: bool = False,
+        t_min: float | None = None,
+        event_shape: tuple[int, ...] | None = None,
+        label_dropout: float = 0.0,
+        num_classes: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.sde = sde
+        self.net = net
+        self.parameterization = check_parameterization(parameterization)
+        self.weighting = check_weighting(weighting)
+        if importance_sampling and weighting != "likelihood":
+            raise ParameterError("importance_sampling is defined for weighting='likelihood' only")
+        self.importance_sampling = bool(importance_sampling)
+        lo, T = domain(sde)
+        t_min = lo if t_min is None else float(t_min)
+        if not (float(getattr(sde, "t_min", 0.0)) <= t_min < T):
+            raise ParameterError(f"t_min must lie in [sde.t_min, T) = [{getattr(sde, 't_min', 0.0)}, {T}); got {t_min}")
+        self.t_min, self.T = t_min, T
+        if event_shape is None:
+            event_shape = getattr(sde, "event_shape", None)
+        if event_shape is None and isinstance(getattr(net, "dim", None), int):
+            event_shape = (net.dim,)
+        self.event_shape: tuple[int, ...] | None = tuple(event_shape) if event_shape is not None else None
+        if not 0.0 <= label_dropout < 1.0:
+            raise ParameterError(f"label_dropout must lie in [0, 1); got {label_dropout!r}")
+        if label_dropout > 0 and num_classes is None:
+            raise ParameterError("label_dropout > 0 needs num_classes (label num_classes is the null label)")
+        self.label_dropout = float(label_dropout)
+        self.num_classes = num_classes
+        self._t_sampler: LogSNRTimeSampler | None = None
+        self.last_nfe: int | None = None
+
+    # ------------------------------------------------------------------ core
+    def _ab(self, t: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        c = coefficients(self.sde, t)
+        return expand_like(c.alpha, x), expand_like(c.sigma, x)
+
+    def _net(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        out = self.net(x, t) if y is None and self.num_classes is None else self.net(x, t, y)
+        if out.shape != x.shape:
+            raise ShapeError(
+                f"net output must have the shape of its input x {tuple(x.shape)}; got {tuple(out.shape)}"
+            )
+        return out
+
+    def predict(self, x: torch.Tensor, t: torch.Tensor, kind: str, y: torch.Tensor | None = None) -> torch.Tensor:
+        """The prediction of type ``kind`` at ``(x, t)`` without input checks (inner loops)."""
+        t = t.to(x.dtype)
+        a, s = self._ab(t, x)
+        return convert(x, self._net(x, t, y), self.parameterization, kind, a, s)
+
+    def _check(self, x: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
+        check_tensor(x, "x")
+        if self.event_shape is not None:
+            k = len(self.event_shape)
+            if x.dim() != k + 1 or tuple(x.shape[1:]) != self.event_shape:
+                raise ShapeError(f"x must have shape (batch, {', '.join(map(str, self.event_shape))}); got {tuple(x.shape)}")
+        check_finite(x, "x")
+        t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
+        if t.dim() == 0:
+            t = t.expand(x.shape[0])
+        if t.shape != (x.shape[0],):
+            raise ShapeError(f"t must be a scalar or have shape (batch,) = ({x.shape[0]},); got {tuple(t.shape)}")
+        check_in_interval(t, self.t_min, self.T, "t")
+        return t
+
+    def score(self, x: torch.Tensor, t: torch.Tensor | float, y: torch.Tensor | None = None) -> torch.Tensor:
+        r"""Model score :math:`s_\theta(x, t) \approx \nabla_x \log p_t(x)`, shape of ``x``."""
+        return self.predict(x, self._check(x, t), "score", y)
+
+    def denoise(self, x: torch.Tensor, t: torch.Tensor | float, y: torch.Tensor | None = None) -> torch.Tensor:
+        r"""Denoiser :math:`\hat x_0(x, t) \approx E[x_0 | x_t = x]` (Tweedie)."""
+        return self.predict(x, self._check(x, t), "x0", y)
+
+    def eps(self, x: torch.Tensor, t: torch.Tensor | float, y: torch.Tensor | None = None) -> torch.Tensor:
+        r"""Noise prediction :math:`\hat\varepsilon(x, t) = -\sigma(t) s_\theta(x, t)`."""
+        return self.predict(x, self._check(x, t), "eps", y)
+
+    def v(self, x: torch.Tensor, t: torch.Tensor | float, y: torch.Tensor | None = None) -> torch.Tensor:
+        r"""Velocity prediction :math:`\alpha\hat\varepsilon - \sigma\hat x_0`."""
+        return self.predict(x, self._check(x, t), "v", y)
+
+    def score_fn(self, y: torch.Tensor | None = None) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """The unchecked score as a plain callable ``(x, t) -> score`` for the samplers."""
+        return lambda x, t: self.predict(x, t, "score", y)
+
+    # ------------------------------------------------------------------ training
+    def sample_t(self, n: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        """Training times: uniform on ``[t_min, T]``, or uniform in log-SNR (importance sampling)."""
+        if self.importance_sampling:
+            if self._t_sampler is None:
+                self._t_sampler = LogSNRTimeSampler(self.sde, self.t_min, self.T)
+            return self._t_sampler(n, device).to(dtype)
+        return self.t_min + (self.T - self.t_min) * torch.rand(n, device=device, dtype=dtype)
+
+    def loss(self, batch: torch.Tensor | tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """Denoising score-matching loss of a batch ``x0`` (or ``(x0, labels)``): a scalar."""
+        y = None
+        if isinstance(batch, (tuple, list)):
+            x0, y = batch[0], batch[1]
+        else:
+            x0 = batch
+        check_tensor(x0, "x0")
+        if self.event_shape is None:
+            self.event_shape = tuple(x0.shape[1:])
+        elif tuple(x0.shape[1:]) != self.event_shape:
+            raise ShapeError(f"x0 must have shape (batch, {', '.join(map(str, self.event_shape))}); got {tuple(x0.shape)}")
+        check_finite(x0, "x0")
+        n = x0.shape[0]
+        if y is not None and self.label_dropout > 0:
+            drop = torch.rand(n, device=y.device) < self.label_dropout
+            y = torch.where(drop, torch.full_like(y, self.num_classes), y)
+        t = self.sample_t(n, x0.device, x0.dtype)
+        eps = torch.randn_like(x0)
+        a, s = self._ab(t, x0)
+        xt = a * x0 + s * eps
+        pred = self._net(xt, t, y)
+        iw = self._t_sampler.Z if (self.importance_sampling and self._t_sampler is not None) else None
+        return dsm_loss(
+            pred, self.parameterization, x0, xt, eps, t, self.sde, self.weighting, (self.t_min, self.T), iw
+        ).mean()
+
+    # ------------------------------------------------------------------ sampling
+    def _batch_shape(self, sample_shape: tuple[int, ...] | torch.Size | int) -> tuple[int, ...]:
+        if isinstance(sample_shape, int):
+            sample_shape = (sample_shape,)
+        if self.event_shape is None:
+            raise ShapeError("event_shape is unknown: pass event_shape= to DiffusionModel or train it first")
+        return tuple(sample_shape)
+
+    def prior_std(self) -> float:
+        """Standard deviation ``sigma(T)`` of the Gaussian prior ``N(0, sigma(T)^2 I)``."""
+        return float(coefficients(self.sde, torch.tensor([self.T], dtype=torch.float64)).sigma[0])
+
+    @torch.no_grad()
+    def sample(
+        self,
+        sample_shape: tuple[int, ...] | torch.Size | int = (1,),
+        sampler: str = "heun",
+        steps: int = 18,
+        *,
+        spacing: str | None = None,
+        y: torch.Tensor | None = None,
+        score_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+        denoise: bool = True,
+        generator: torch.Generator | None = None,
+        return_nfe: bool = False,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        **options: object,
+    ) -> torch.Tensor | tuple[torch.Tensor, int]:
+        """Draw samples of shape ``sample_shape + event_shape``.
+
+        Args:
+            sampler: a name of :data:`fokker.diffusion.samplers.SAMPLERS`.
+            steps: number of grid intervals (the NFE per sampler is in its docstring).
+            spacing: time-grid spacing (default per sampler, :data:`DEFAULT_SPACING`).
+            y: labels for a conditional net (``None``: the null label when conditional).
+            score_fn: override the score (e.g. a guided score from :mod:`.guidance`).
+            denoise: return the Tweedie denoiser :math:`\\hat x_0(x_{t_min}, t_min)` (one more NFE).
+            options: sampler options (``eta``, ``snr``, ``rtol`` ...).
+        """
+        check_int(steps, "steps")
+        shape = self._batch_shape(sample_shape)
+        fn = get_sampler(sampler)
+        p = next(self.net.parameters(), None)
+        device = device if device is not None else (p.device if p is not None else "cpu")
+        dtype = dtype or (p.dtype if p is not None else torch.get_default_dtype())
+        n = math.prod(shape)
+        grid = time_grid(self.sde, steps, spacing or DEFAULT_SPACING[sampler], t_min=self.t_min, T=self.T)
+        x = torch.randn((n, *self.event_shape), generator=generator, dtype=dtype, device=device) * self.prior_std()
+        score = score_fn if score_fn is not None else self.score_fn(y)
+        x, nfe = fn(score, self.sde, x, grid, generator=generator, **options)
+        if denoise:
+            t = torch.full((n,), self.t_min, dtype=dtype, device=device)
+            a, s = self._ab(t, x)
+            x = (x + s**2 * score(x, t)) / a
+            nfe += 1
+        self.last_nfe = nfe
+        x = x.reshape(*shape, *self.event_shape)
+        return (x, nfe) if return_nfe else x
+
+    # ------------------------------------------------------------------ likelihood
+    def probability_flow(
+        self, y: torch.Tensor | None = None
+    ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        r"""PF-ODE velocity :math:`v(x, t) = f(t) x - \tfrac12 g^2(t) s_\theta(x, t)` (seed 001 eq. 63)."""
+
+        def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            c = coefficients(self.sde, t).to(x.dtype)
+            return expand_like(c.f, x) * x - 0.5 * expand_like(c.g2, x) * self.predict(x, t, "score", y)
+
+        return velocity
+
+    def log_prob_result(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor | None = None,
+        *,
+        trace: str = "auto",
+        rtol: float = 1e-5,
+        atol: float = 1e-5,
+        method: str = "dopri5",
+        t_min: float | None = None,
+        prior_log_prob: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        generator: torch.Generator | None = None,
+    ) -> LikelihoodResult:
+        """:meth:`log_prob` with the prior term, the divergence integral and the NFE."""
+        self._check(x, self.T)
+        t0 = self.t_min if t_min is None else float(t_min)
+        prior = prior_log_prob or (lambda z: gaussian_log_prob(z, self.prior_std()))
+        return cnf_log_prob(
+            self.probability_flow(y), x, t0, self.T, prior,
+            trace=trace, rtol=rtol, atol=atol, method=method, generator=generator,
+        )
+
+    def log_prob(self, x: torch.Tensor, y: torch.Tensor | None = None, **options: object) -> torch.Tensor:
+        """Log-density ``(batch,)`` of the model's PF-ODE flow at ``t_min`` (exact up to the ODE
+        tolerance with ``trace="exact"``, the default for event size <= 16; unbiased with
+        Hutchinson's trace).  ``options``: see :meth:`log_prob_result`; ``last_nfe`` holds the NFE."""
+        res = self.log_prob_result(x, y, **options)  # type: ignore[arg-type]
+        self.last_nfe = res.nfe
+        return res.log_prob
+
+    @torch.no_grad()
+    def elbo(self, x: torch.Tensor, steps: int = 1000, y: torch.Tensor | None = None) -> torch.Tensor:
+        r"""ELBO ``(batch,)`` of the discrete DDPM chain ``x -> x_1 -> ... -> x_K`` on the times
+        ``t_k = t_0 + k (T - t_0)/K`` (``t_0`` = the SDE's ``t_min``), a Monte-Carlo estimate.
+
+        The forward chain has marginals :math:`q(x_k|x) = N(\alpha_k x, \sigma_k^2 I)` (the SDE's),
+        the reverse kernel is :math:`p_\theta(x_{k-1}|x_k) = q(x_{k-1}|x_k, x = \hat x_0(x_k, t_k))`
+        and the decoder :math:`p(x|x_1) = N(\hat x_0(x_1, t_1), (\sigma_1/\alpha_1)^2 I)`
+        (Ho et al. 2020 with a continuous decoder; seed 003):
+
+        .. math::
+            \mathrm{ELBO} = E_q[\log p(x|x_1)] - \sum_{k=2}^K E_q\,
+            \frac{c_k^2\|x - \hat x_0(x_k, t_k)\|^2}{2 v_k}
+            - \frac{\alpha_K^2\|x\|^2}{2\sigma_K^2},
+            \quad c_k = \frac{\alpha_{k-1}\sigma_{k|k-1}^2}{\sigma_k^2},\;
+            v_k = \frac{\sigma_{k|k-1}^2\sigma_{k-1}^2}{\sigma_k^2}
+
+        (the KL terms between Gaussians of equal variance; the last term is the KL to the prior
+        :math:`N(0, \sigma_K^2 I)`).  One draw of ``x_k`` per term: unbiased for the ELBO, which
+        lower-bounds :math:`\log p(x)` of the chain's model.  ``steps`` network evaluations.
+        """
+        check_int(steps, "steps", minimum=2)
+        self._check(x, self.T)
+        t0 = float(getattr(self.sde, "t_min", 0.0))
+        ts = torch.linspace(t0, self.T, steps + 1, dtype=torch.float64)[1:]
+        c = coefficients(self.sde, ts).to(x.dtype, x.device)
+        b = x.shape[0]
+        dims = tuple(range(1, x.dim()))
+        d = x[0].numel()
+        # decoder term at k = 1
+        x1 = c.alpha[0] * x + c.sigma[0] * torch.randn_like(x)
+        x0_hat = self.predict(x1, c.t[0].expand(b), "x0", y)
+        tau2 = (c.sigma[0] / c.alpha[0]) ** 2
+        total = -0.5 * ((x - x0_hat) ** 2).sum(dims) / tau2 - 0.5 * d * torch.log(2 * math.pi * tau2)
+        for k in range(1, steps):
+            a_t, s_t, a_s, s_s = c.alpha[k], c.sigma[k], c.alpha[k - 1], c.sigma[k - 1]
+            var_ts = s_t**2 - (a_t / a_s) ** 2 * s_s**2  # sigma^2_{t|s}
+            coef = a_s * var_ts / s_t**2
+            var = var_ts * s_s**2 / s_t**2
+            xt = a_t * x + s_t * torch.randn_like(x)
+            x0_hat = self.predict(xt, c.t[k].expand(b), "x0", y)
+            total = total - 0.5 * coef**2 * ((x - x0_hat) ** 2).sum(dims) / var
+        # KL(N(a_K x, s_K^2 I) || N(0, s_K^2 I))
+        return total - 0.5 * c.alpha[-1] ** 2 * (x**2).sum(dims) / c.sigma[-1] ** 2
