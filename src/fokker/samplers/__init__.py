@@ -1,0 +1,43 @@
+"""Learned diffusion samplers for unnormalized targets, with log Z estimates.
+
+* :class:`DDS` -- Denoising Diffusion Sampler (Vargas, Grathwohl & Doucet 2023).
+* :class:`PIS` -- Path Integral Sampler (Zhang & Chen 2022).
+* :class:`DIS` -- time-reversed Diffusion Sampler (Berner, Richter & Ullrich 2024).
+
+All three share one discrete-time machinery (:class:`DiffusionSampler`): exact
+importance weights of the discretized chain, reverse-KL or log-variance losses,
+``fit`` through :func:`fokker.train.fit`, ``sample(n) -> (x, log_w)`` and
+``log_Z(n) -> LogZResult(elbo, importance, ess, eubo)``.
+
+Example::
+
+    from fokker import samplers
+    dds = samplers.DDS(target)
+    dds.fit(steps=2000)
+    res = dds.log_Z(2000)
+    res.importance, res.elbo, res.ess
+"""
+
+from .base import DiffusionSampler, LogZResult, gaussian_log_prob, log_weight_stats
+from .dds import DDS, ou_step_coefficients
+from .dis import DIS
+from .grids import cosine_grid, make_grid, uniform_grid
+from .networks import PISGradNet
+from .optimal import GaussianOptimalControl
+from .pis import PIS
+
+__all__ = [
+    "DDS",
+    "PIS",
+    "DIS",
+    "DiffusionSampler",
+    "LogZResult",
+    "PISGradNet",
+    "GaussianOptimalControl",
+    "ou_step_coefficients",
+    "uniform_grid",
+    "cosine_grid",
+    "make_grid",
+    "gaussian_log_prob",
+    "log_weight_stats",
+]

@@ -1,0 +1,83 @@
+"""Control networks for diffusion samplers.
+
+:class:`PISGradNet` is the "PIS-grad" architecture of Zhang & Chen (2022, Path
+Integral Sampler, sec. 4) in the variant used by DDS (Vargas et al. 2023):
+
+.. math:: f_\\theta(x, t) = NN_1(x, \\phi(t)) + NN_2(\\phi(t)) \\odot \\mathrm{clip}(F(x))
+
+* ``phi(t) = [sin(c t + p), cos(c t + p)]`` with frequencies ``c = linspace(0.1, 100, width)``
+  and a learned phase ``p`` (zero at init); ``t`` is the *normalized* time ``t / T``
+  in ``[0, 1]``.
+* ``NN_1`` takes ``x`` concatenated with a learned time code, ``num_layers`` hidden
+  GELU layers of ``width``, last layer zero-initialized (so the control is 0 at init).
+* ``NN_2`` is a time-only MLP whose last layer is zero weights with a constant bias
+  ``feature_bias_init`` (0 for DDS/PIS: start at the reference process; 1 for DIS:
+  start from the interpolated score).
+* ``F(x)`` is a *feature* supplied by the sampler (the target score for DDS/PIS, the
+  interpolated score for DIS), clipped to ``[-feature_clip, feature_clip]`` and used
+  without gradient (DDS "stop_grad").
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .._validation import check_int, check_positive
+
+__all__ = ["PISGradNet"]
+
+
+class PISGradNet(nn.Module):
+    """``f(x, t, feature) -> (..., dim)``; see the module docstring for the formula."""
+
+    def __init__(
+        self,
+        dim: int,
+        width: int = 64,
+        num_layers: int = 2,
+        feature_clip: float = 100.0,
+        output_clip: float = 1e4,
+        feature_bias_init: float = 0.0,
+    ) -> None:
+        super().__init__()
+        check_int(dim, "dim")
+        check_int(width, "width")
+        check_int(num_layers, "num_layers")
+        check_positive(feature_clip, "feature_clip")
+        check_positive(output_clip, "output_clip")
+        self.dim, self.width = dim, width
+        self.feature_clip, self.output_clip = float(feature_clip), float(output_clip)
+        self.register_buffer("freq", torch.linspace(0.1, 100.0, width))
+        self.phase = nn.Parameter(torch.zeros(width))
+        act = nn.GELU
+        self.time_code = nn.Sequential(nn.Linear(2 * width, width), act(), nn.Linear(width, width))
+        grad_layers: list[nn.Module] = [nn.Linear(2 * width, width)]
+        for _ in range(num_layers):
+            grad_layers += [act(), nn.Linear(width, width)]
+        last_g = nn.Linear(width, dim)
+        nn.init.zeros_(last_g.weight)
+        nn.init.constant_(last_g.bias, float(feature_bias_init))
+        self.time_gain = nn.Sequential(*grad_layers, act(), last_g)
+        state_layers: list[nn.Module] = []
+        d_in = dim + width
+        for _ in range(num_layers):
+            state_layers += [nn.Linear(d_in, width), act()]
+            d_in = width
+        last_s = nn.Linear(d_in, dim)
+        nn.init.zeros_(last_s.weight)
+        nn.init.zeros_(last_s.bias)
+        self.state_net = nn.Sequential(*state_layers, last_s)
+
+    def embed(self, t: torch.Tensor) -> torch.Tensor:
+        """Fourier time features ``(..., 2 width)`` of the normalized time ``t`` ``(...)``."""
+        arg = t[..., None] * self.freq + self.phase
+        return torch.cat([torch.sin(arg), torch.cos(arg)], dim=-1)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, feature: torch.Tensor) -> torch.Tensor:
+        """``x``: ``(n, dim)``; ``t``: 0-d or ``(n,)`` normalized time; ``feature``: ``(n, dim)``."""
+        emb = self.embed(t.to(x.dtype).expand(x.shape[:-1]))
+        h = self.state_net(torch.cat([x, self.time_code(emb)], dim=-1))
+        feat = feature.detach().clamp(-self.feature_clip, self.feature_clip)
+        out = h + self.time_gain(emb) * feat
+        return out.clamp(-self.output_clip, self.output_clip)

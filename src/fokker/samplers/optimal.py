@@ -1,0 +1,65 @@
+"""Closed-form optimal controls for Gaussian targets ``pi = N(mu, diag(v))``.
+
+Plugging :class:`GaussianOptimalControl` in as a sampler's network gives log
+weights whose variance vanishes as the step size goes to 0 (the learned kernel has
+the reference's fixed covariance, so in discrete time it is optimal only up to the
+discretization).  It also serves as the ground truth that a trained control is
+compared with.  Formulas (``t`` is the sampler's generative time):
+
+* DDS: the target path measure has marginals ``p*_t = N(c mu, c^2 v + (1 - c^2) sigma^2)``,
+  ``c = exp(-beta (T - t))`` (exact at the grid points), and the optimal network output
+  is ``f* = grad log p*_t(x) + x / sigma^2`` (seed 001 eq. 82 divided by ``g``).
+* PIS: ``f* = grad log h_t`` with ``h_t(x) = E[pi(X_T) / N(X_T; 0, sigma^2 T) | X_t = x]``:
+  ``f*(x) = [x (v / T^2 - sigma^2 / T) / sigma^2 + mu / T] / w(t)``,
+  ``w(t) = t v / T^2 + sigma^2 (T - t) / T`` (finite at ``t = 0``).
+* DIS: the score of the VP-noised target at ``tau = T - t``:
+  ``N(a mu, a^2 v + (1 - a^2) sigma^2)``, ``a = exp(-1/2 int_0^tau beta)``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..errors import ParameterError, ShapeError
+from .base import DiffusionSampler
+from .dds import DDS
+from .dis import DIS
+from .pis import PIS
+
+__all__ = ["GaussianOptimalControl"]
+
+
+class GaussianOptimalControl(nn.Module):
+    """Optimal ``f*(x, t/T)`` of ``sampler`` for the target ``N(mean, diag(var))`` (ignores the feature)."""
+
+    def __init__(self, sampler: DiffusionSampler, mean: torch.Tensor, var: torch.Tensor) -> None:
+        super().__init__()
+        if mean.shape != (sampler.dim,) or var.shape != (sampler.dim,):
+            raise ShapeError(f"mean and var must have shape ({sampler.dim},); got {tuple(mean.shape)}, {tuple(var.shape)}")
+        if not isinstance(sampler, (DDS, PIS, DIS)):
+            raise ParameterError(f"no closed form for sampler type {type(sampler).__name__}")
+        self.kind = type(sampler).__name__
+        self.T, self.sigma = sampler.T, sampler.sigma
+        self.beta = getattr(sampler, "beta", None)
+        self._sampler_ref = [sampler]  # not a submodule
+        self.register_buffer("mean", mean.clone())
+        self.register_buffer("var", var.clone())
+
+    def _gauss_score(self, x: torch.Tensor, m: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return -(x - m) / v
+
+    def forward(self, x: torch.Tensor, t_norm: torch.Tensor, feature: torch.Tensor | None = None) -> torch.Tensor:
+        mu, v = self.mean.to(x), self.var.to(x)
+        t = torch.as_tensor(t_norm, dtype=x.dtype, device=x.device) * self.T
+        s2 = self.sigma**2
+        if self.kind == "DDS":
+            c = torch.exp(-self.beta * (self.T - t))
+            return self._gauss_score(x, c * mu, c * c * v + (1 - c * c) * s2) + x / s2
+        if self.kind == "PIS":
+            T = self.T
+            w = t * v / T**2 + s2 * (T - t) / T
+            return (x * (v / T**2 - s2 / T) / s2 + mu / T) / w
+        dis: DIS = self._sampler_ref[0]  # type: ignore[assignment]
+        a = torch.exp(-0.5 * dis.int_beta(self.T - t))
+        return self._gauss_score(x, a * mu, a * a * v + (1 - a * a) * s2)
