@@ -1,0 +1,42 @@
+"""Forward SDEs with closed-form marginals, time reversal, probability flow, the DDPM chain.
+
+* :class:`SDE` -- base (torchsde protocol); :class:`LinearSDE` -- ``dX = a(t) X dt + g(t) dW``
+  with exact ``alpha(t)``, ``sigma(t)``, ``marginal``, ``transition``, ``prior``
+  (seed 001 Prop. 1); concrete :class:`VESDE`, :class:`VPSDE` (``VPSDE.cosine()``),
+  :class:`SubVPSDE`, :class:`OrnsteinUhlenbeck`, :class:`BrownianMotion`,
+  ``LinearSDE.from_schedule``; :class:`CriticallyDampedLangevin` (phase space).
+* ``sde.reverse(score_fn)`` -> :class:`ReverseSDE`; ``sde.probability_flow(score_fn)`` ->
+  :class:`ProbabilityFlowODE`.
+* :class:`DDPM` -- the discrete chain (seed 003).
+* :func:`solve` -- lean fixed-grid Euler-Maruyama / Heun; other methods via torchsde/torchdiffeq.
+"""
+
+from .base import SDE, ScoreFn
+from .cld import CriticallyDampedLangevin
+from .ddpm import DDPM
+from .linear import LinearSDE, ScheduleSDE
+from .ou import BrownianMotion, OrnsteinUhlenbeck
+from .reverse import ProbabilityFlowODE, ReverseSDE
+from .solve import solve, time_grid
+from .ve import VESDE
+from .vp import CosineVPSDE, PiecewiseVPSDE, SubVPSDE, VPSDE
+
+__all__ = [
+    "SDE",
+    "ScoreFn",
+    "LinearSDE",
+    "ScheduleSDE",
+    "VESDE",
+    "VPSDE",
+    "CosineVPSDE",
+    "SubVPSDE",
+    "PiecewiseVPSDE",
+    "OrnsteinUhlenbeck",
+    "BrownianMotion",
+    "CriticallyDampedLangevin",
+    "ReverseSDE",
+    "ProbabilityFlowODE",
+    "DDPM",
+    "solve",
+    "time_grid",
+]
