@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from .._validation import check_int
 from ..errors import ParameterError
-from .base import Bijection, broadcast_context
+from .base import Bijection, _act, broadcast_context
 from .elementwise import Affine, ElementwiseMap, RationalQuadratic
 
 __all__ = [
@@ -91,7 +91,7 @@ class MADE(nn.Module):
         prev = deg_in
         for h in hidden:
             deg = torch.arange(h) % max(d - 1, 1) + min(1, d - 1)
-            layers += [MaskedLinear(deg[:, None] >= prev[None, :]), activation()]
+            layers += [MaskedLinear(deg[:, None] >= prev[None, :]), _act(activation)]
             prev = deg
         deg_out = rank.repeat_interleave(num_params)
         layers.append(MaskedLinear(deg_out[:, None] > prev[None, :]))
@@ -145,11 +145,12 @@ class MaskedAutoregressive(Bijection):
 
     def _sequential(self, v: Tensor, context: Tensor | None, inverse: bool) -> tuple[Tensor, Tensor]:
         # fixed-point sweep: after k sweeps the coordinates of rank <= k are exact
-        h = self.transform.inverse if inverse else self.transform.forward
+        tr = self.transform
+        value_only, with_ladj = (tr.inv, tr.inverse) if inverse else (tr.call, tr.forward)
         out = v
-        ladj = v.new_zeros(())
-        for _ in range(self.features):
-            out, ladj = h(v, self.made(out, context))
+        for _ in range(self.features - 1):
+            out = value_only(v, self.made(out, context))
+        out, ladj = with_ladj(v, self.made(out, context))
         return out, ladj.sum(-1)
 
     def call_and_ladj(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:

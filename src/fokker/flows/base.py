@@ -255,6 +255,11 @@ class ConditionedBijection(_CachedCalls, Transform):
         return f"ConditionedBijection({type(self.layer).__name__}, context={tuple(self.context.shape)})"
 
 
+def _act(activation: type[nn.Module]) -> nn.Module:
+    """Instantiate an activation; ReLU in place (safe after a linear layer, saves a pass)."""
+    return nn.ReLU(inplace=True) if activation is nn.ReLU else activation()
+
+
 class MLP(nn.Sequential):
     """A plain multilayer perceptron ``in_features -> hidden... -> out_features``.
 
@@ -274,6 +279,6 @@ class MLP(nn.Sequential):
         layers: list[nn.Module] = []
         sizes = [in_features, *hidden]
         for a, b in zip(sizes[:-1], sizes[1:]):
-            layers += [nn.Linear(a, b), activation()]
+            layers += [nn.Linear(a, b), _act(activation)]
         layers.append(nn.Linear(sizes[-1], out_features))
         super().__init__(*layers)

@@ -42,6 +42,14 @@ class ElementwiseMap:
     def inverse(self, y: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
         raise NotImplementedError
 
+    def call(self, x: Tensor, params: Tensor) -> Tensor:
+        """``h(x)`` alone (maps may skip the derivative)."""
+        return self.forward(x, params)[0]
+
+    def inv(self, y: Tensor, params: Tensor) -> Tensor:
+        """``h^{-1}(y)`` alone."""
+        return self.inverse(y, params)[0]
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
@@ -150,50 +158,51 @@ class RationalQuadratic(ElementwiseMap):
         K, B = self.bins, self.bound
         w = F.softmax(params[..., :K], dim=-1) * (1 - self.min_width * K) + self.min_width
         h = F.softmax(params[..., K : 2 * K], dim=-1) * (1 - self.min_height * K) + self.min_height
-        xs = F.pad(torch.cumsum(w, dim=-1), (1, 0)) * (2 * B) - B
-        ys = F.pad(torch.cumsum(h, dim=-1), (1, 0)) * (2 * B) - B
-        # pin the end knots exactly (cumsum rounding) so tails join continuously
-        xs = torch.cat([torch.full_like(xs[..., :1], -B), xs[..., 1:-1], torch.full_like(xs[..., :1], B)], -1)
-        ys = torch.cat([torch.full_like(ys[..., :1], -B), ys[..., 1:-1], torch.full_like(ys[..., :1], B)], -1)
+        # interior knots from the cumulative sums; end knots pinned exactly at -B and B
+        xs = F.pad(F.pad(torch.cumsum(w[..., :-1], -1) * (2 * B) - B, (1, 0), value=-B), (0, 1), value=B)
+        ys = F.pad(F.pad(torch.cumsum(h[..., :-1], -1) * (2 * B) - B, (1, 0), value=-B), (0, 1), value=B)
         d = F.softplus(params[..., 2 * K :] + self._dshift) + self.min_derivative
         d = F.pad(d, (1, 1), value=1.0)
         return xs, ys, d
 
-    @staticmethod
-    def _gather(t: Tensor, k: Tensor) -> Tensor:
-        return torch.gather(t, -1, k).squeeze(-1)
-
-    def _bin(self, knots: Tensor, v: Tensor) -> Tensor:
-        # index of the bin holding v (v already clamped into the box): #interior knots <= v
-        return (v[..., None] >= knots[..., 1:-1]).sum(-1, keepdim=True)
-
-    def forward(self, x: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
+    def _segment(self, v: Tensor, params: Tensor, inverse: bool) -> tuple[Tensor, ...]:
+        """Bin containing ``v`` (clamped into the box) and that bin's knots and slopes."""
         xs, ys, d = self._knots(params)
+        ref = ys if inverse else xs
+        k = (v[..., None] >= ref[..., 1:-1]).sum(-1, keepdim=True)
+        kk = torch.cat([k, k + 1], -1)
+        x0, x1 = torch.gather(xs, -1, kk).unbind(-1)
+        y0, y1 = torch.gather(ys, -1, kk).unbind(-1)
+        d0, d1 = torch.gather(d, -1, kk).unbind(-1)
+        return x0, x1, y0, y1, d0, d1
+
+    @staticmethod
+    def _log_slope(xi: Tensor, s: Tensor, d0: Tensor, d1: Tensor) -> Tensor:
+        t = xi * (1 - xi)
+        den = s + (d1 + d0 - 2 * s) * t
+        num = d1 * xi * xi + 2 * s * t + d0 * (1 - xi) * (1 - xi)
+        return torch.log(s * s * num / (den * den))
+
+    def _forward(self, x: Tensor, params: Tensor, with_ladj: bool) -> tuple[Tensor, Tensor | None]:
         B = self.bound
         inside = (x > -B) & (x < B)
         xc = x.clamp(-B, B)
-        k = self._bin(xs, xc)
-        x0, x1 = self._gather(xs, k), self._gather(xs, k + 1)
-        y0, y1 = self._gather(ys, k), self._gather(ys, k + 1)
-        d0, d1 = self._gather(d, k), self._gather(d, k + 1)
+        x0, x1, y0, y1, d0, d1 = self._segment(xc, params, inverse=False)
         w, h = x1 - x0, y1 - y0
         s = h / w
         xi = ((xc - x0) / w).clamp(0, 1)
         t = xi * (1 - xi)
-        den = s + (d1 + d0 - 2 * s) * t
-        y = y0 + h * (s * xi * xi + d0 * t) / den
-        dydx = s * s * (d1 * xi * xi + 2 * s * t + d0 * (1 - xi) * (1 - xi)) / (den * den)
-        return torch.where(inside, y, x), torch.where(inside, torch.log(dydx), torch.zeros_like(x))
+        y = y0 + h * (s * xi * xi + d0 * t) / (s + (d1 + d0 - 2 * s) * t)
+        y = torch.where(inside, y, x)
+        if not with_ladj:
+            return y, None
+        return y, torch.where(inside, self._log_slope(xi, s, d0, d1), torch.zeros_like(x))
 
-    def inverse(self, y: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
-        xs, ys, d = self._knots(params)
+    def _inverse(self, y: Tensor, params: Tensor, with_ladj: bool) -> tuple[Tensor, Tensor | None]:
         B = self.bound
         inside = (y > -B) & (y < B)
         yc = y.clamp(-B, B)
-        k = self._bin(ys, yc)
-        x0, x1 = self._gather(xs, k), self._gather(xs, k + 1)
-        y0, y1 = self._gather(ys, k), self._gather(ys, k + 1)
-        d0, d1 = self._gather(d, k), self._gather(d, k + 1)
+        x0, x1, y0, y1, d0, d1 = self._segment(yc, params, inverse=True)
         w, h = x1 - x0, y1 - y0
         s = h / w
         dy = yc - y0
@@ -207,8 +216,21 @@ class RationalQuadratic(ElementwiseMap):
         den = -b - torch.sqrt(disc)
         den = torch.where(den < 0, den, torch.full_like(den, -torch.finfo(den.dtype).tiny))
         xi = (2 * c / den).clamp(0, 1)
-        x = x0 + xi * w
-        t = xi * (1 - xi)
-        dnm = s + dd * t
-        dydx = s * s * (d1 * xi * xi + 2 * s * t + d0 * (1 - xi) * (1 - xi)) / (dnm * dnm)
-        return torch.where(inside, x, y), torch.where(inside, -torch.log(dydx), torch.zeros_like(y))
+        x = torch.where(inside, x0 + xi * w, y)
+        if not with_ladj:
+            return x, None
+        return x, torch.where(inside, -self._log_slope(xi, s, d0, d1), torch.zeros_like(y))
+
+    def forward(self, x: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
+        y, l = self._forward(x, params, True)
+        return y, l  # type: ignore[return-value]
+
+    def inverse(self, y: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
+        x, l = self._inverse(y, params, True)
+        return x, l  # type: ignore[return-value]
+
+    def call(self, x: Tensor, params: Tensor) -> Tensor:
+        return self._forward(x, params, False)[0]
+
+    def inv(self, y: Tensor, params: Tensor) -> Tensor:
+        return self._inverse(y, params, False)[0]
