@@ -58,7 +58,10 @@ def _sq_dist(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def median_bandwidth(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Median heuristic: the median of the pairwise distances ``|z_i - z_j|``, i < j, over ``z = [x; y]``."""
+    """Median heuristic: the median of the pairwise distances ``|z_i - z_j|``, i < j, over ``z = [x; y]``.
+
+    For an even number of pairs the lower of the two middle values is taken (``torch.median``).
+    """
     _pair(x, y)
     z = torch.cat([x, y])
     d2 = _sq_dist(z, z)
