@@ -86,7 +86,7 @@ class GaussianEnergy(EnergyModel):
         loc: initial mean ``(dim,)`` (default zeros).
         precision: initial precision ``(dim, dim)``, symmetric positive definite
             (default identity).
-        dtype, device: of the parameters.
+        dtype, device: of the parameters (default: those of ``loc``, else ``precision``).
     """
 
     name = "gaussian_energy"
@@ -101,9 +101,14 @@ class GaussianEnergy(EnergyModel):
     ) -> None:
         check_int(dim, "dim")
         Target.__init__(self, dim, None, None)  # no net: the energy is written out below
-        dtype = dtype or (loc.dtype if loc is not None else torch.get_default_dtype())
+        if dtype is None:
+            given = loc if loc is not None else precision
+            dtype = given.dtype if given is not None else torch.get_default_dtype()
+        if device is None and (loc is not None or precision is not None):
+            device = (loc if loc is not None else precision).device
         if loc is None:
             loc = torch.zeros(dim, dtype=dtype, device=device)
+        loc = loc.to(device, dtype)
         if loc.shape != (dim,):
             raise ShapeError(f"loc must have shape ({dim},); got {tuple(loc.shape)}")
         if precision is None:
