@@ -1,0 +1,129 @@
+"""Planar layer: exact inverse on arbitrary inputs, log-det vs autograd slogdet, double backward."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fokker.errors import ShapeError
+from fokker.flows.planar import Planar, solve_tanh_equation
+from fokker.tolerances import assert_close
+
+F64 = torch.float64
+
+
+def _perturb(layer: torch.nn.Module, scale: float, seed: int) -> torch.nn.Module:
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.add_(scale * torch.randn(p.shape, generator=g, dtype=p.dtype))
+    return layer
+
+
+def _slogdet_autograd(layer: Planar, z: torch.Tensor) -> torch.Tensor:
+    return torch.stack(
+        [torch.linalg.slogdet(torch.autograd.functional.jacobian(lambda v: layer.call_and_ladj(v)[0], zi))[1] for zi in z]
+    )
+
+
+@given(dim=st.integers(1, 5), batch=st.integers(1, 4), seed=st.integers(0, 10_000), scale=st.sampled_from([0.3, 3.0]))
+@settings(max_examples=10)
+def test_planar_inverse_and_log_det_float64(dim: int, batch: int, seed: int, scale: float) -> None:
+    torch.manual_seed(seed)
+    layer = _perturb(Planar(dim).to(F64), scale, seed)
+    z = 5 * torch.randn(batch, dim, dtype=F64)
+    y, ladj = layer.call_and_ladj(z)
+    # inverse of produced values, and forward of inverse on ARBITRARY values
+    z_back, ladj_inv = layer.inverse_and_ladj(y.clone())
+    assert_close(z_back, z)
+    y_arb = 5 * torch.randn(batch, dim, dtype=F64)
+    assert_close(layer.call_and_ladj(layer.inverse_and_ladj(y_arb)[0])[0], y_arb)
+    # log-det vs autograd; inverse log-det is its negative
+    assert_close(ladj, _slogdet_autograd(layer, z))
+    assert_close(ladj_inv, -ladj)
+    # torch Transform protocol agrees
+    assert_close(layer.log_abs_det_jacobian(z, y), ladj)
+
+
+def test_planar_constraint_w_u_hat_above_minus_one() -> None:
+    layer = Planar(3).to(F64)
+    with torch.no_grad():
+        layer.w.copy_(torch.tensor([1.0, 2.0, -1.0]))
+        layer.u.copy_(-10 * layer.w)  # w^T u = -60: the raw u would make f non-invertible
+    assert float((layer.w @ layer.u_hat()).detach()) > -1
+    y = 10 * torch.randn(50, 3, dtype=F64)
+    assert_close(layer.call_and_ladj(layer.inverse_and_ladj(y)[0])[0], y)
+
+
+def test_solve_tanh_equation_near_singular_and_far() -> None:
+    c = torch.tensor([-0.999999, -0.5, 0.0, 3.0, 50.0], dtype=F64)
+    b = torch.tensor([0.3, -2.0, 1.0, 0.0, -0.1], dtype=F64)
+    for target in (torch.full((5,), 1e4, dtype=F64), torch.linspace(-3, 3, 5, dtype=F64), torch.full((5,), -7.0, dtype=F64)):
+        a = solve_tanh_equation(target, c, b)
+        resid = a + c * torch.tanh(a + b) - target
+        assert float(resid.abs().max()) <= 1e-9 * (1 + float(target.abs().max()))
+
+
+def test_planar_second_order_gradients_inverse() -> None:
+    """gradcheck / gradgradcheck (finite differences) of log p(y) through the Newton inverse."""
+    layer = _perturb(Planar(3).to(F64), 1.0, 3)
+    y = torch.randn(4, 3, dtype=F64, requires_grad=True)
+    u = layer.u.detach().clone().requires_grad_(True)
+    w = layer.w.detach().clone().requires_grad_(True)
+
+    def log_prob(y_: torch.Tensor, u_: torch.Tensor, w_: torch.Tensor) -> torch.Tensor:
+        z, ladj = _call_inverse(layer, {"u": u_, "w": w_}, y_)
+        return -0.5 * (z * z).sum(-1) + ladj
+
+    assert torch.autograd.gradcheck(log_prob, (y, u, w))
+    assert torch.autograd.gradgradcheck(log_prob, (y, u, w))
+
+
+def _call_inverse(layer: Planar, params: dict[str, torch.Tensor], y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``layer.inverse_and_ladj(y)`` with parameters replaced by the given tensors."""
+    saved = {k: getattr(layer, k) for k in params}
+    try:
+        for k, v in params.items():
+            delattr(layer, k)
+            setattr(layer, k, v)
+        return layer.inverse_and_ladj(y)
+    finally:
+        for k, v in saved.items():
+            delattr(layer, k)
+            layer.register_parameter(k, v)
+
+
+def test_planar_float32_far_inputs_finite(device: torch.device) -> None:
+    layer = _perturb(Planar(4), 2.0, 0).to(device)
+    y = 1e4 * torch.randn(64, 4, device=device)
+    z, ladj = layer.inverse_and_ladj(y)
+    assert torch.isfinite(z).all() and torch.isfinite(ladj).all()
+    y2, _ = layer.call_and_ladj(z)
+    torch.testing.assert_close(y2, y, rtol=1e-5, atol=1e-2)
+
+
+def test_planar_on_device_float32(device: torch.device) -> None:
+    layer = _perturb(Planar(3), 0.5, 1).to(device)
+    y = torch.randn(16, 3, device=device)
+    z, ladj_inv = layer.inverse_and_ladj(y)
+    y2, ladj = layer.call_and_ladj(z)
+    assert_close(y2, y, loose=True)
+    assert_close(ladj_inv, -ladj, loose=True)
+
+
+def test_planar_state_dict_round_trip() -> None:
+    a = _perturb(Planar(3).to(F64), 1.0, 5)
+    b = Planar(3).to(F64)
+    b.load_state_dict(a.state_dict())
+    y = torch.randn(7, 3, dtype=F64)
+    assert_close(b.inverse_and_ladj(y)[0], a.inverse_and_ladj(y)[0])
+
+
+def test_planar_bad_shape_raises() -> None:
+    layer = Planar(3)
+    with pytest.raises(ShapeError, match=r"z must have shape \(\.\.\., 3\)"):
+        layer.call_and_ladj(torch.zeros(2, 4))
+    with pytest.raises(ShapeError, match=r"y must have shape \(\.\.\., 3\)"):
+        layer.inverse_and_ladj(torch.zeros(2, 2))
