@@ -57,7 +57,8 @@ class MADE(nn.Module):
     """Masked autoencoder for distribution estimation: ``(..., d [+ c]) -> (..., d, P)``.
 
     Output ``[..., i, :]`` depends only on inputs ``j`` with ``rank[j] < rank[i]`` and on
-    the context.  Hidden degrees cycle through ``1..d-1``.
+    the context.  Hidden degrees cycle through ``1..d-1`` (``0..d-1`` with a context, so
+    the first coordinate in the order depends on the context too).
 
     Args:
         features: ``d``.
@@ -90,7 +91,10 @@ class MADE(nn.Module):
         layers: list[nn.Module] = []
         prev = deg_in
         for h in hidden:
-            deg = torch.arange(h) % max(d - 1, 1) + min(1, d - 1)
+            if context_dim:  # degree-0 units see the context only: they feed rank-1 outputs
+                deg = torch.arange(h) % d
+            else:  # degrees 1..d-1 (all 0 when d == 1: outputs are then learned constants)
+                deg = torch.arange(h) % max(d - 1, 1) + min(1, d - 1)
             layers += [MaskedLinear(deg[:, None] >= prev[None, :]), _act(activation)]
             prev = deg
         deg_out = rank.repeat_interleave(num_params)
