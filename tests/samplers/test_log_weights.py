@@ -1,0 +1,220 @@
+"""Importance weights of DDS / PIS / DIS: independent path densities, unbiasedness, bounds,
+zero variance under the closed-form optimal control, losses and bad inputs."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch.distributions import Normal
+
+from fokker.errors import NoExactSamplesError, NonFiniteError, ParameterError, TrainingDivergedError
+from fokker.samplers import DDS, DIS, PIS, GaussianOptimalControl, gaussian_log_prob
+from fokker.targets.base import CallableTarget
+from fokker.tolerances import Z_SCORE, assert_close
+
+from .conftest import LOG_Z, make_gaussian
+
+
+def _scaled_optimal(sampler, scale):
+    """The closed-form optimal control times ``scale``: a deliberately imperfect control."""
+    opt = GaussianOptimalControl(sampler, sampler.target.mean, sampler.target.var)
+
+    class Scaled(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.opt = opt
+            self.w = torch.nn.Parameter(torch.tensor(float(scale), dtype=torch.float64))
+
+        def forward(self, x, t, feature):
+            return self.w * self.opt(x, t)
+
+    return Scaled()
+
+
+def _build(kind, device, K=12, **kw):
+    target = make_gaussian(device)
+    if kind == "DDS":
+        s = DDS(target, num_steps=K, T=6.0, sigma=1.0, beta=0.8, width=8, **kw)
+    elif kind == "PIS":
+        s = PIS(target, num_steps=K, width=8, **kw)
+    else:
+        s = DIS(target, num_steps=K, width=8, **kw)
+    return s.to(device, torch.float64)
+
+
+def _perturb(sampler):
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in sampler.net.parameters():
+            p.add_(0.3 * torch.randn(p.shape, generator=g, dtype=p.dtype).to(p.device))
+
+
+def _normal_lp(y, mean, std):
+    return Normal(mean, std).log_prob(y).sum(-1)
+
+
+@pytest.mark.parametrize("kind", ["DDS", "PIS", "DIS"])
+def test_log_weight_equals_independent_path_density_ratio(kind, device):
+    """log w = log [gamma(y_K) prod B_k(y_k|y_{k+1})] - log [p_0(y_0) prod q_k(y_{k+1}|y_k)],
+    with every density written out from the definitions with torch.distributions."""
+    s = _build(kind, device)
+    _perturb(s)
+    with torch.no_grad():
+        _, log_w, path = s.rollout(64, return_path=True)
+        t = s.times.to(device)
+        K = s.num_steps
+        log_target = s.target.log_prob(path[-1])
+        log_model = torch.zeros_like(log_w)
+        for k in range(K):
+            y, y1, h = path[k], path[k + 1], t[k + 1] - t[k]
+            f = s.control(k, y)
+            if kind == "DDS":
+                a, alpha = torch.exp(-s.beta * h), 1 - torch.exp(-2 * s.beta * h)
+                std = s.sigma * alpha.sqrt()
+                log_model += _normal_lp(y1, a * y + 2 * s.sigma**2 * (1 - a) * f, std)
+                log_target += _normal_lp(y, a * y1, std)  # OU reversal = same kernel
+            elif kind == "PIS":
+                log_model += _normal_lp(y1, y + s.sigma**2 * h * f, s.sigma * h.sqrt())
+                if k > 0:  # Brownian bridge from y_{k+1} back to the origin (y_0 = 0 for both laws)
+                    log_target += _normal_lp(y, t[k] / t[k + 1] * y1, s.sigma * (t[k] * h / t[k + 1]).sqrt())
+            else:
+                b = s.beta_min + (s.beta_max - s.beta_min) * (s.T - t[k]) / s.T
+                b1 = s.beta_min + (s.beta_max - s.beta_min) * (s.T - t[k + 1]) / s.T
+                log_model += _normal_lp(y1, y + h * (0.5 * b * y + b * f), (b * h).sqrt())
+                log_target += _normal_lp(y, y1 - 0.5 * h * b1 * y1, (b1 * h).sqrt())
+        if kind in ("DDS", "DIS"):  # both start from N(0, I); P* has no initial factor
+            log_model += _normal_lp(path[0], torch.zeros_like(path[0]), torch.tensor(1.0, device=device))
+        if kind == "PIS":
+            assert float(path[0].abs().max()) == 0.0
+    assert_close(log_w, log_target - log_model, loose=True)
+
+
+def test_gaussian_log_prob_matches_torch(device):
+    y = torch.randn(5, 3, device=device, dtype=torch.float64)
+    m = torch.randn(5, 3, device=device, dtype=torch.float64)
+    std = torch.tensor(0.7, device=device, dtype=torch.float64)
+    assert_close(gaussian_log_prob(y, m, std), _normal_lp(y, m, std))
+
+
+@pytest.mark.parametrize("kind", ["DDS", "PIS", "DIS"])
+def test_importance_weights_are_unbiased_for_Z(kind, device):
+    """E_Q[w] = Z for any control (here: half the optimal one), up to Monte-Carlo error."""
+    s = _build(kind, device, K=16)
+    s.net = _scaled_optimal(s, 0.5).to(device)
+    _, lw = s.sample(20000)
+    w = torch.exp(lw - LOG_Z)
+    assert abs(float(w.mean()) - 1.0) <= Z_SCORE * float(w.std()) / math.sqrt(w.numel())
+
+
+@pytest.mark.parametrize("kind", ["DDS", "PIS", "DIS"])
+def test_elbo_below_log_z_below_eubo(kind, device):
+    s = _build(kind, device, K=16)
+    s.net = _scaled_optimal(s, 0.5).to(device)
+    res = s.log_Z(4000)
+    assert res.elbo <= res.importance  # Jensen, deterministic for the same sample
+    assert res.elbo - Z_SCORE * res.elbo_se <= LOG_Z
+    eubo_w = s.eubo_log_weights(4000)
+    eubo_se = float(eubo_w.std()) / math.sqrt(4000)
+    assert res.eubo is not None and res.eubo + Z_SCORE * eubo_se >= LOG_Z
+    assert res.eubo - res.elbo > 0.0
+    assert 0.0 < res.ess <= 1.0
+    assert res.num_target_evals == 2 * 4000 * 17
+
+
+@pytest.mark.parametrize(
+    "kind,small,large,kw",
+    [
+        ("DDS", 32, 128, dict(T=10.0, beta=1.0, sigma=1.0, grid="cosine")),
+        ("PIS", 32, 128, {}),
+        ("DIS", 128, 512, {}),
+    ],
+)
+def test_optimal_control_gives_vanishing_log_weight_variance(kind, small, large, kw, device):
+    """Closed-form optimal control: Var(log w) -> 0 like 1/K (discretization only), log Z exact."""
+    target = make_gaussian(device)
+    cls = {"DDS": DDS, "PIS": PIS, "DIS": DIS}[kind]
+    var = {}
+    for K in (small, large):
+        s = cls(target, num_steps=K, width=8, **kw).to(device, torch.float64)
+        s.net = GaussianOptimalControl(s, target.mean, target.var)
+        _, lw = s.sample(2000)
+        var[K] = float(lw.var())
+        imp_se = float(torch.exp(lw - lw.max()).std() / torch.exp(lw - lw.max()).mean()) / math.sqrt(2000)
+        assert abs(float(torch.logsumexp(lw, 0)) - math.log(2000) - LOG_Z) <= Z_SCORE * imp_se + 1e-3
+    assert var[large] <= 0.4 * var[small]
+    assert var[large] <= (0.3 if kind == "DIS" else 0.02)
+
+
+def test_losses_and_gradient_paths(device):
+    """KL differentiates through the target at y_K; log-variance never calls it on a graph."""
+    calls: list[bool] = []
+    base = make_gaussian(device)
+
+    def log_gamma(x):
+        calls.append(x.requires_grad)
+        return base.log_prob_unchecked(x)
+
+    for loss in ("kl", "lv"):
+        target = CallableTarget(log_gamma, 2, log_Z=LOG_Z)
+        s = DDS(target, num_steps=6, width=8, loss=loss).to(device, torch.float64)
+        _perturb(s)
+        calls.clear()
+        s._checked = True
+        val = s.loss(32)
+        val.backward()
+        grads = [p.grad for p in s.net.parameters()]
+        assert all(g is not None and bool(torch.isfinite(g).all()) for g in grads)
+        assert any(float(g.abs().sum()) > 0 for g in grads)
+        terminal = calls[-1]
+        assert terminal is (loss == "kl")
+
+
+def test_sample_and_float32(device):
+    s = PIS(make_gaussian(device, torch.float32), num_steps=5, width=8).to(device)
+    x, lw = s.sample(10, chunk=4)
+    assert x.shape == (10, 2) and lw.shape == (10,)
+    assert x.dtype == torch.float32 and x.device.type == device.type
+
+
+def test_bad_inputs():
+    tg = make_gaussian()
+    with pytest.raises(ParameterError, match="sigma"):
+        DDS(tg, sigma=-1.0)
+    with pytest.raises(ParameterError, match="loss"):
+        PIS(tg, loss="forward_kl")
+    with pytest.raises(ParameterError, match="grid"):
+        DIS(tg, grid="quadratic")
+    with pytest.raises(ParameterError, match="num_steps"):
+        DDS(tg, num_steps=0)
+    with pytest.raises(ParameterError, match="beta_max"):
+        DIS(tg, beta_min=2.0, beta_max=1.0)
+    no_samples = CallableTarget(lambda x: -0.5 * (x**2).sum(-1), 2)
+    with pytest.raises(NoExactSamplesError, match="EUBO"):
+        PIS(no_samples, num_steps=3, width=8).eubo_log_weights(5)
+    assert PIS(no_samples, num_steps=3, width=8).log_Z(20).eubo is None
+
+
+def test_non_finite_target_reported_before_training():
+    bad = CallableTarget(lambda x: torch.where(x[..., 0] > 0, torch.nan, -0.5 * (x**2).sum(-1)), 2, name="half_nan")
+    s = DDS(bad, num_steps=4, width=8)
+    with pytest.raises(NonFiniteError, match="half_nan.*log_prob is NaN/inf"):
+        s.fit(steps=3, progress=False)
+
+
+def test_divergence_stops_with_last_good_checkpoint(tmp_path):
+    state = {"calls": 0}
+
+    def log_gamma(x):
+        state["calls"] += 1
+        lp = -0.5 * (x**2).sum(-1)
+        return lp if state["calls"] < 12 else lp * torch.nan
+
+    s = PIS(CallableTarget(log_gamma, 2, name="turns_nan"), num_steps=4, width=8)
+    ckpt = tmp_path / "pis.pt"
+    with pytest.raises(TrainingDivergedError, match="diverged"):
+        s.fit(steps=50, batch_size=16, checkpoint=ckpt, checkpoint_every=2, progress=False)
+    saved = torch.load(ckpt, weights_only=False)
+    assert all(bool(torch.isfinite(v).all()) for v in saved["model"].values())
+    assert all(bool(torch.isfinite(p).all()) for p in s.net.parameters())
