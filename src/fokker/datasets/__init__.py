@@ -1,0 +1,34 @@
+"""Data sets for density estimation: 2-D toy samplers and scikit-learn's 8x8 digits.
+
+See :mod:`fokker.datasets.toy` and :mod:`fokker.datasets.digits` for the exact definitions.
+"""
+
+from __future__ import annotations
+
+from .digits import digits
+from .toy import (
+    TOY_DATASETS,
+    ToyDataset,
+    checkerboard,
+    eight_gaussians,
+    load,
+    pinwheel,
+    rings,
+    sample,
+    swiss_roll,
+    two_moons,
+)
+
+__all__ = [
+    "two_moons",
+    "eight_gaussians",
+    "checkerboard",
+    "rings",
+    "pinwheel",
+    "swiss_roll",
+    "TOY_DATASETS",
+    "ToyDataset",
+    "load",
+    "sample",
+    "digits",
+]
