@@ -1,0 +1,121 @@
+"""Validation checks for :mod:`fokker.ebm`.
+
+* ``ebm.rbm_ais_log_z``: AIS (Salakhutdinov & Murray 2008 base-rate path)
+  against the exact enumerated ``log Z`` for random RBMs and an RBM trained
+  by CD-1 on binarized 8x8 digits (scikit-learn's bundled copy); pass when
+  the difference is within ``Z_SCORE`` AIS standard errors (plus 0.01 nats
+  for the low bias of ``log`` of an unbiased ``Z`` estimate).
+* ``ebm.gaussian_fit``: a 4-D Gaussian EBM fitted by every objective
+  (exact / sliced / denoising SM, CD-k with Langevin and MALA, persistent CD,
+  NCE) must recover the data's mean and covariance; NCE's learned ``log Z``
+  must match the closed form of the fitted energy.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..tolerances import Z_SCORE
+from . import CheckResult, Context, register
+
+
+def _digits_binary(dtype: torch.dtype) -> torch.Tensor:
+    from sklearn.datasets import load_digits
+
+    X = torch.as_tensor(load_digits().data, dtype=dtype)
+    return (X > 7).to(dtype)
+
+
+def _random_rbm(nv: int, nh: int, scale: float, seed: int):
+    from ..ebm import RBM
+
+    g = torch.Generator().manual_seed(seed)
+    rbm = RBM(nv, nh, dtype=torch.float64)
+    with torch.no_grad():
+        rbm.W.copy_(scale * torch.randn(nv, nh, generator=g, dtype=torch.float64))
+        rbm.b.copy_(0.5 * torch.randn(nv, generator=g, dtype=torch.float64))
+        rbm.c.copy_(0.5 * torch.randn(nh, generator=g, dtype=torch.float64))
+    return rbm
+
+
+@register("ebm.rbm_ais_log_z", group="ebm")
+def rbm_ais_log_z(ctx: Context) -> list[CheckResult]:
+    from ..ebm import RBM
+    from ..train import fit
+
+    n_betas = 3000 if ctx.quick else 14_500
+    n_chains = 100 if ctx.quick else 500
+    cases: list[tuple[str, RBM, torch.Tensor | None]] = [
+        ("random 20x10 (W~0.5N)", _random_rbm(20, 10, 0.5, ctx.seed), None),
+        ("random 24x18 (W~0.3N)", _random_rbm(24, 18, 0.3, ctx.seed + 1), None),
+    ]
+    data = _digits_binary(torch.float64)
+    torch.manual_seed(ctx.seed)
+    digits = RBM(64, 16 if ctx.quick else 20, k=1, dtype=torch.float64)
+    fit(digits, data, steps=600 if ctx.quick else 5000, batch_size=64, lr=0.05, progress=False, seed=ctx.seed)
+    cases.append((f"digits 64x{digits.n_hidden} CD-1", digits, data))
+
+    rows = []
+    for name, rbm, d in cases:
+        exact = float(rbm.log_Z_exact())
+        torch.manual_seed(ctx.seed)
+        res = rbm.ais(n_chains=n_chains, n_betas=n_betas, data=d)
+        details = f"AIS {n_chains} chains x {n_betas} temps, stderr {res.stderr:.4f}, ESS {res.ess:.1f}"
+        if d is not None:
+            ll = float(rbm.log_likelihood(d, log_Z=exact).mean())
+            details += f"; exact train log-lik {ll:.3f} nats/image"
+        rows.append(CheckResult.compare(f"log Z {name}", res.log_Z, exact, Z_SCORE * res.stderr + 0.01, details=details))
+    return rows
+
+
+def _gaussian_problem(dim: int, n: int, seed: int):
+    g = torch.Generator().manual_seed(seed)
+    B = torch.randn(dim, dim, generator=g, dtype=torch.float64)
+    S = B @ B.T / dim + 0.3 * torch.eye(dim, dtype=torch.float64)
+    m = torch.randn(dim, generator=g, dtype=torch.float64)
+    x = m + torch.randn(n, dim, generator=g, dtype=torch.float64) @ torch.linalg.cholesky(S).T
+    return x
+
+
+@register("ebm.gaussian_fit", group="ebm")
+def gaussian_fit(ctx: Context) -> list[CheckResult]:
+    import fokker.ebm as ebm
+    from ..train import fit
+
+    dim = 4
+    data = _gaussian_problem(dim, 4000 if ctx.quick else 20_000, ctx.seed)
+    m_hat, S_hat = data.mean(0), torch.cov(data.T)
+    steps = 400 if ctx.quick else 3000
+    sigma = 0.2
+    noise = torch.distributions.MultivariateNormal(m_hat, 2 * S_hat)
+    objectives = {
+        "exact SM": ebm.exact(),
+        "sliced SM": ebm.sliced(),
+        f"denoising SM (sigma={sigma})": ebm.denoising(sigma),
+        "CD-10 Langevin": ebm.contrastive_divergence(k=10, step_size=0.02),
+        "CD-10 MALA": ebm.contrastive_divergence(k=10, step_size=0.05, sampler="mala"),
+        "PCD (replay buffer, MALA)": ebm.persistent_contrastive_divergence(
+            buffer_size=1000, k=10, step_size=0.2, sampler="mala"
+        ),
+        "NCE (nu=2)": ebm.nce(noise, ratio=2),
+    }
+    rows = []
+    for name, obj in objectives.items():
+        torch.manual_seed(ctx.seed)
+        model = ebm.EBM(ebm.GaussianEnergy(dim, dtype=torch.float64), obj)
+        sched = lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)  # noqa: E731
+        fit(model, data, steps=steps, batch_size=256, lr=0.05, scheduler=sched, progress=False, seed=ctx.seed)
+        g = model.energy_model
+        S_ref = S_hat + (sigma**2 * torch.eye(dim, dtype=torch.float64) if name.startswith("denoising") else 0)
+        with torch.no_grad():
+            err_m = float((g.loc - m_hat).norm())
+            err_S = float((g.covariance - S_ref).norm() / S_ref.norm())
+        rows.append(CheckResult.bound(f"{name}: |mu - mean(data)|", err_m, 0.1))
+        rows.append(CheckResult.bound(f"{name}: |Sigma - cov(data)|_F / |cov|_F", err_S, 0.1))
+        if isinstance(obj, ebm.NCE):
+            rows.append(
+                CheckResult.compare(f"{name}: learned log Z vs closed form", float(obj.log_Z.detach()), g.log_Z, 0.05)
+            )
+    return rows
