@@ -75,5 +75,12 @@ class IsoGMM:
 
 
 def energy_distance(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """V-statistic energy distance 2E|X-Y| - E|X-X'| - E|Y-Y'|."""
-    return 2 * torch.cdist(x, y).mean() - torch.cdist(x, x).mean() - torch.cdist(y, y).mean()
+    """Energy distance 2E|X-Y| - E|X-X'| - E|Y-Y'| with U-statistics for the within-sample terms.
+
+    Same estimator as ``fokker.metrics.energy_distance`` (checked in test_oracle_helpers), via
+    ``torch.cdist``, which is ~4x faster on the 2-core CI machine.
+    """
+    n, m = x.shape[0], y.shape[0]
+    exx = torch.cdist(x, x).sum() / (n * (n - 1))
+    eyy = torch.cdist(y, y).sum() / (m * (m - 1))
+    return 2 * torch.cdist(x, y).mean() - exx - eyy

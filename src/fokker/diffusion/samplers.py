@@ -340,7 +340,7 @@ def annealed_langevin(
     *,
     generator: torch.Generator | None = None,
     n_steps_each: int = 5,
-    step_ratio: float = 0.05,
+    step_ratio: float = 0.2,
 ) -> tuple[torch.Tensor, int]:
     r"""Annealed Langevin dynamics (NCSN; Song & Ermon 2019, Alg. 1; seed 002).
 

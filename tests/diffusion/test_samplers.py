@@ -1,0 +1,198 @@
+"""Samplers against closed forms: the diffused GMM oracle and a 1-D Gaussian whose EM chain is linear."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from fokker.diffusion.grids import time_grid
+from fokker.diffusion.samplers import (
+    DEFAULT_SPACING,
+    SAMPLERS,
+    ddim,
+    dpm_solver,
+    euler_maruyama,
+    from_denoiser,
+    from_eps,
+    get_sampler,
+    heun,
+    ode_adaptive,
+    ode_euler,
+)
+from fokker.diffusion.schedule import coefficients
+from fokker.errors import ParameterError, ShapeError
+from fokker.tolerances import Z_SCORE
+
+from _oracle import energy_distance
+
+T_MIN = 1e-3
+
+# (sampler, steps, options): the NFE at which each sampler is documented to converge on the oracle
+CONVERGED = [
+    ("euler_maruyama", 100, {}),
+    ("predictor_corrector", 50, {}),
+    ("ode_euler", 100, {}),
+    ("heun", 25, {}),
+    ("ode_adaptive", 1, {}),
+    ("ddim", 50, {}),
+    ("ddim", 100, {"eta": 1.0}),
+    ("dpm_solver", 20, {}),
+    ("annealed_langevin", 100, {"n_steps_each": 5}),
+]
+N = 2000
+
+
+@pytest.fixture(scope="module")
+def reference(gmm3):
+    """Exact samples of p_{t_min} and the estimator's noise level (ED between two exact samples)."""
+    g = torch.Generator().manual_seed(1)
+    ref, ref2 = gmm3.sample(N, T_MIN, generator=g), gmm3.sample(N, T_MIN, generator=g)
+    return ref, abs(float(energy_distance(ref2, ref)))
+
+
+def test_oracle_energy_distance_matches_fokker_metrics():
+    from fokker.metrics import energy_distance as ed_lib
+
+    x, y = torch.randn(300, 2, dtype=torch.float64), torch.randn(200, 2, dtype=torch.float64) + 0.3
+    torch.testing.assert_close(energy_distance(x, y), ed_lib(x, y), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("name,steps,opts", CONVERGED, ids=[f"{c[0]}-{c[1]}{'-eta1' if 'eta' in c[2] else ''}" for c in CONVERGED])
+def test_sampler_converges_to_gmm(name, steps, opts, gmm3, vpsde, reference):
+    ref, floor = reference
+    g = torch.Generator().manual_seed(2)
+    x = gmm3.sample(N, 1.0, generator=g)
+    out, nfe = SAMPLERS[name](gmm3.score, vpsde, x, time_grid(vpsde, steps, DEFAULT_SPACING[name]), generator=g, **opts)
+    assert out.shape == x.shape and out.dtype == torch.float64
+    ed = float(energy_distance(out, ref))
+    assert ed < 0.005 + 3 * floor, f"{name}: energy distance {ed:.4f} (exact-vs-exact {floor:.4f}), nfe={nfe}"
+
+
+def test_samplers_fail_when_too_coarse(gmm3, vpsde, reference):
+    """The ED test has power: annealed Langevin with 10 levels (50 NFE) is visibly off."""
+    ref, _ = reference
+    x = gmm3.sample(N, 1.0)
+    out, _ = SAMPLERS["annealed_langevin"](gmm3.score, vpsde, x, time_grid(vpsde, 10, "log_snr"), step_ratio=0.05)
+    assert float(energy_distance(out, ref)) > 0.05
+
+
+def test_nfe_counts(gmm3, vpsde):
+    calls = [0]
+
+    def score(x, t):
+        calls[0] += 1
+        return gmm3.score(x, t)
+
+    x = gmm3.sample(8, 1.0)
+    expect = {"euler_maruyama": 7, "predictor_corrector": 14, "ode_euler": 7, "heun": 14, "ddim": 7,
+              "dpm_solver": 7, "annealed_langevin": 35}
+    for name, n in expect.items():
+        calls[0] = 0
+        _, nfe = SAMPLERS[name](score, vpsde, x, time_grid(vpsde, 7))
+        assert nfe == n == calls[0], name
+    calls[0] = 0
+    _, nfe = ode_adaptive(score, vpsde, x, time_grid(vpsde, 7))
+    assert nfe == calls[0] > 0
+
+
+def _path_errors(gmm, sde, n=300):
+    x = gmm.sample(n, 1.0, generator=torch.Generator().manual_seed(3))
+    ref, _ = ode_adaptive(gmm.score, sde, x, time_grid(sde, 1), rtol=1e-10, atol=1e-10)
+    return x, lambda out: float((out - ref).norm(dim=-1).mean())
+
+
+def test_pf_ode_solvers_orders(gmm8, vpsde):
+    """Pathwise error to a dopri5 (1e-10) reference: Euler/DDIM first order, Heun/DPM-Solver++ second order,
+    and DPM-Solver++(2M) at 20 NFE beats Euler at 200 NFE on the stiff 8-mode oracle."""
+    x, err = _path_errors(gmm8, vpsde)
+    e = {}
+    for name, fn, sp in [("euler", ode_euler, "uniform"), ("ddim", ddim, "quadratic"),
+                         ("heun", heun, "karras"), ("dpm", dpm_solver, "quadratic")]:
+        e[name] = [err(fn(gmm8.score, vpsde, x, time_grid(vpsde, n, sp))[0]) for n in (50, 100)]
+    assert 1.7 < e["euler"][0] / e["euler"][1] < 2.3
+    assert 1.7 < e["ddim"][0] / e["ddim"][1] < 2.3
+    assert e["heun"][0] / e["heun"][1] > 3.2
+    assert e["dpm"][0] / e["dpm"][1] > 3.2
+    euler200 = err(ode_euler(gmm8.score, vpsde, x, time_grid(vpsde, 200))[0])
+    dpm20 = err(dpm_solver(gmm8.score, vpsde, x, time_grid(vpsde, 20, "quadratic"))[0])
+    heun100 = err(heun(gmm8.score, vpsde, x, time_grid(vpsde, 50, "quadratic"))[0])
+    assert dpm20 < euler200
+    assert heun100 < euler200
+
+
+def _gauss_coefs(sde, grid, m, s2):
+    """Exact law of the EM chain for N(m, s2) data: x_{i+1} = A_i x_i + B_i + C_i z (all float64)."""
+    c = coefficients(sde, grid)
+    h = c.t[:-1] - c.t[1:]
+    var_t = c.alpha**2 * s2 + c.sigma**2
+    # score = -(x - alpha m)/var_t  ->  x - h (f x - g2 score) = (1 - h f - h g2/var) x + h g2 alpha m / var
+    A = 1 - h * c.f[:-1] - h * c.g2[:-1] / var_t[:-1]
+    B = h * c.g2[:-1] * c.alpha[:-1] * m / var_t[:-1]
+    C2 = h * c.g2[:-1]
+    return c, A, B, C2, var_t
+
+
+def test_euler_maruyama_weak_error_first_order(vpsde):
+    """1-D Gaussian data: the EM chain is linear-Gaussian, its law is computed exactly; the sampler matches that
+    law (Monte Carlo, Z_SCORE standard errors) and the exact weak error halves when the steps double."""
+    m, s2 = 1.5, 0.25
+    errors = []
+    for steps in (20, 40, 80, 160):
+        grid = time_grid(vpsde, steps)
+        c, A, B, C2, var_t = _gauss_coefs(vpsde, grid, m, s2)
+        mean, var = c.alpha[0] * m, var_t[0]
+        for i in range(steps):
+            mean, var = A[i] * mean + B[i], A[i] ** 2 * var + C2[i]
+        errors.append(abs(mean - c.alpha[-1] * m) + abs(var - var_t[-1]))
+        if steps == 20:
+            n = 200_000
+            x0 = (c.alpha[0] * m + var_t[0].sqrt() * torch.randn(n, 1, dtype=torch.float64))
+
+            def score(x, t):
+                cc = coefficients(vpsde, t)
+                v = (cc.alpha**2 * s2 + cc.sigma**2)[:, None]
+                return -(x - cc.alpha[:, None] * m) / v
+
+            out, _ = euler_maruyama(score, vpsde, x0, grid)
+            se_mean = math.sqrt(float(var) / n)
+            se_var = float(var) * math.sqrt(2 / n)
+            assert abs(float(out.mean()) - float(mean)) < Z_SCORE * se_mean
+            assert abs(float(out.var()) - float(var)) < Z_SCORE * se_var
+    ratios = [float(errors[i] / errors[i + 1]) for i in range(3)]
+    assert all(1.8 < r < 2.2 for r in ratios), ratios
+
+
+def test_adapters_agree(gmm3, vpsde):
+    x = gmm3.sample(16, 0.5)
+    t = torch.full((16,), 0.3, dtype=torch.float64)
+    c = coefficients(vpsde, t)
+    s = gmm3.score(x, t)
+    d = (x + c.sigma[:, None] ** 2 * s) / c.alpha[:, None]
+    e = -c.sigma[:, None] * s
+    torch.testing.assert_close(from_denoiser(lambda x, t: d, vpsde)(x, t), s, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(from_eps(lambda x, t: e, vpsde)(x, t), s, rtol=1e-9, atol=1e-9)
+
+
+def test_float32_and_generator_reproducible(gmm3, vpsde):
+    x = gmm3.sample(64, 1.0).float()
+    score = lambda x, t: gmm3.score(x.double(), t.double()).float()  # noqa: E731
+    a, _ = SAMPLERS["euler_maruyama"](score, vpsde, x, time_grid(vpsde, 10), generator=torch.Generator().manual_seed(5))
+    b, _ = SAMPLERS["euler_maruyama"](score, vpsde, x, time_grid(vpsde, 10), generator=torch.Generator().manual_seed(5))
+    assert a.dtype == torch.float32 and torch.equal(a, b)
+
+
+def test_bad_arguments(gmm3, vpsde):
+    x = gmm3.sample(4, 1.0)
+    grid = time_grid(vpsde, 5)
+    with pytest.raises(ParameterError, match="sampler"):
+        get_sampler("rk4")
+    with pytest.raises(ParameterError, match="decreasing"):
+        ode_euler(gmm3.score, vpsde, x, grid.flip(0))
+    with pytest.raises(ShapeError, match="x"):
+        ode_euler(gmm3.score, vpsde, x[0], grid)
+    with pytest.raises(ParameterError, match="eta"):
+        ddim(gmm3.score, vpsde, x, grid, eta=1.5)
+    with pytest.raises(ParameterError, match="snr"):
+        SAMPLERS["predictor_corrector"](gmm3.score, vpsde, x, grid, snr=-1.0)
