@@ -176,6 +176,7 @@ class _Annealer:
         num_mcmc_steps: int,
         adapt_step_size: bool,
         dim: int | None,
+        step_size_spread: float = 0.0,
     ) -> None:
         self.target = as_target(target, dim)
         if not hasattr(base, "log_prob") or not hasattr(base, "sample"):
@@ -192,6 +193,10 @@ class _Annealer:
             raise ParameterError("the kernel needs a step_size for annealing (e.g. HMC(step_size=0.1, num_steps=5))")
         self.num_mcmc_steps = check_int(num_mcmc_steps, "num_mcmc_steps", 0)
         self.adapt = adapt_step_size
+        if not (isinstance(step_size_spread, (int, float)) and step_size_spread >= 0):
+            raise ParameterError(f"step_size_spread must be a number >= 0; got {step_size_spread!r}")
+        self.step_size_spread = float(step_size_spread)
+        self._eps = self.kernel.step_size
         self.path = AnnealedTarget(self.target, base)
 
     def _draw_base(self, n: int) -> torch.Tensor:
@@ -207,14 +212,21 @@ class _Annealer:
             return x, torch.ones(x.shape[0], dtype=x.dtype, device=x.device)
         state = k.init(x)
         acc = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+        eps = torch.as_tensor(self._eps, dtype=x.dtype, device=x.device)
         for _ in range(self.num_mcmc_steps):
+            if self.step_size_spread > 0:
+                # per-particle step sizes drawn independently of the state: a mixture of
+                # pi_k-invariant kernels, so still pi_k-invariant; small steps reach narrow regions
+                u = torch.rand(x.shape[0], dtype=x.dtype, device=x.device)
+                k._step_size = eps * torch.exp(-self.step_size_spread * u)
+            else:
+                k._step_size = eps
+            k._eps_host = None
             state, info = k.step(state)
             acc = acc + info.accept_prob.nan_to_num(0.0)
         acc = acc / self.num_mcmc_steps
         if self.adapt and k.metropolis:
-            eps = torch.as_tensor(k.step_size, dtype=x.dtype, device=x.device)
-            k._step_size = eps * torch.exp(acc.mean() - k.target_accept)
-            k._eps_host = None
+            self._eps = eps * torch.exp(acc.mean() - k.target_accept)
         return state.x, acc
 
     def _log_ratio(self, x: torch.Tensor) -> torch.Tensor:
@@ -232,6 +244,10 @@ class AIS(_Annealer):
         kernel: MCMC kernel with a fixed step size (default ``HMC(step_size=0.1, num_steps=5)``).
         num_mcmc_steps: kernel transitions per temperature.
         adapt_step_size: adapt the kernel's step size along the path (off by default).
+        step_size_spread: ``s >= 0``; each particle and move draws its own step size
+            ``eps * exp(-s U)``, ``U ~ U(0, 1)``, independently of the state (a mixture of
+            invariant kernels, so exactness is kept); helps targets with narrow regions
+            (the funnel's neck).
 
     Example::
 
@@ -244,8 +260,18 @@ class AIS(_Annealer):
         True
     """
 
-    def __init__(self, target, base, betas, kernel: Kernel | None = None, num_mcmc_steps: int = 1, adapt_step_size: bool = False, dim: int | None = None) -> None:
-        super().__init__(target, base, betas, kernel, num_mcmc_steps, adapt_step_size, dim)
+    def __init__(
+        self,
+        target,
+        base,
+        betas,
+        kernel: Kernel | None = None,
+        num_mcmc_steps: int = 1,
+        adapt_step_size: bool = False,
+        step_size_spread: float = 0.0,
+        dim: int | None = None,
+    ) -> None:
+        super().__init__(target, base, betas, kernel, num_mcmc_steps, adapt_step_size, dim, step_size_spread)
 
     def run(self, num_particles: int, seed: int | None = None, progress: bool = True) -> AISResult:
         """Run ``num_particles`` independent AIS chains; see :class:`AISResult`."""
@@ -282,9 +308,10 @@ class SMC(_Annealer):
         resample_threshold: float = 0.5,
         num_groups: int = 8,
         adapt_step_size: bool = False,
+        step_size_spread: float = 0.0,
         dim: int | None = None,
     ) -> None:
-        super().__init__(target, base, betas, kernel, num_mcmc_steps, adapt_step_size, dim)
+        super().__init__(target, base, betas, kernel, num_mcmc_steps, adapt_step_size, dim, step_size_spread)
         if not (0.0 <= resample_threshold <= 1.0):
             raise ParameterError(f"resample_threshold must lie in [0, 1]; got {resample_threshold!r}")
         self.resample_threshold = resample_threshold
