@@ -29,6 +29,26 @@ from .glow import Multiscale, Squeeze, squeeze, unsqueeze
 from .linear import ActNorm, InvertibleConv1x1, InvertibleLinear
 from .permute import Permute, Reverse
 
+# part B layers (planar family, batch norm, residual, continuous, surjections)
+from .batchnorm import BatchNormFlow
+from .builders_b import ffjord, planar_flow, residual_flow
+from .continuous import ContinuousFlow, TimeMLP
+from .planar import Planar
+from .radial import Radial
+from .residual import LipSwish, ResidualFlow, SpectralNormLinear
+from .surjections import (
+    Abs,
+    ConditionalGaussian,
+    Max,
+    Slice,
+    Sort,
+    Surjection,
+    SurjectiveFlow,
+    UniformDequantization,
+    VariationalDequantization,
+)
+from .sylvester import Sylvester
+
 __all__ = [
     # base
     "Bijection",
@@ -75,4 +95,26 @@ __all__ = [
     "iaf",
     "nsf",
     "glow",
+    # part B: planar family, batch norm, residual, continuous, surjections
+    "Planar",
+    "Radial",
+    "Sylvester",
+    "BatchNormFlow",
+    "ResidualFlow",
+    "SpectralNormLinear",
+    "LipSwish",
+    "ContinuousFlow",
+    "TimeMLP",
+    "Surjection",
+    "Slice",
+    "Abs",
+    "Sort",
+    "Max",
+    "UniformDequantization",
+    "VariationalDequantization",
+    "ConditionalGaussian",
+    "SurjectiveFlow",
+    "planar_flow",
+    "residual_flow",
+    "ffjord",
 ]
