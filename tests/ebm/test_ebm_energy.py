@@ -23,7 +23,8 @@ def test_gaussian_energy_is_a_normalizable_target(device, dtype):
     g, loc, P = _gauss(dtype, device)
     assert isinstance(g, Target) and g.dim == 3
     x = torch.randn(4, 2, 3, dtype=dtype, device=device)
-    ref = torch.distributions.MultivariateNormal(loc, precision_matrix=P).log_prob(x)
+    r = x - loc
+    ref = -0.5 * torch.einsum("...i,ij,...j->...", r, P, r) + 0.5 * torch.logdet(P) - 1.5 * math.log(2 * math.pi)
     assert_close(g.log_prob(x) - g.log_Z, ref, loose=True)
     assert_close(g.precision, P, loose=True)
     assert_close(g.score(x), -(x - loc) @ P, loose=True)
@@ -83,7 +84,7 @@ def test_ebm_sample_matches_gaussian_moments():
     g, loc, P = _gauss()
     model = ebm.EBM(g, "exact")
     n = 4000
-    x = model.sample((n,), steps=300, step_size=0.2)
+    x = model.sample((n,), steps=300)
     assert x.shape == (n, 3)
     cov = torch.linalg.inv(P)
     se_mean = torch.sqrt(torch.diagonal(cov) / n)
@@ -91,6 +92,13 @@ def test_ebm_sample_matches_gaussian_moments():
     se_cov = torch.sqrt((torch.outer(torch.diagonal(cov), torch.diagonal(cov)) + cov**2) / n)
     assert torch.all((torch.cov(x.T) - cov).abs() <= Z_SCORE * se_cov)
     assert model.sample((2, 5), steps=2).shape == (2, 5, 3)
+    # mcmc() gives the fokker.mcmc result with diagnostics
+    res = model.mcmc(num_chains=8, num_samples=50, warmup=50, seed=1)
+    assert res.samples.shape == (8, 50, 3)
+    init = torch.zeros(2, 3, dtype=torch.float64)
+    torch.testing.assert_close(model.sample((2,), steps=1, init=init, seed=0).shape, init.shape)
+    with pytest.raises(ShapeError, match="init must have shape"):
+        model.sample((2,), init=torch.zeros(3, 3, dtype=torch.float64))
 
 
 def test_ebm_construction_and_loss_errors():

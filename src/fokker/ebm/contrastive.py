@@ -9,6 +9,9 @@ The surrogate loss ``mean E(x+) - mean E(x-)`` with the negatives ``x-``
 detached has exactly minus this gradient when ``x- ~ p_theta``; the negatives
 come from a short Langevin (or MALA) chain:
 
+With the exact noise the chain is :class:`fokker.mcmc.ULA` or
+:class:`fokker.mcmc.MALA` at a fixed step size (see :func:`~fokker.ebm.langevin_chain`).
+
 * **CD-k** (Hinton 2002): the chain starts at the data batch and runs ``k``
   steps, a biased but low-variance estimate.
 * **persistent CD with a replay buffer** (Tieleman 2008; Du & Mordatch 2019):
@@ -28,6 +31,7 @@ from torch import nn
 
 from .._validation import check_int, check_positive
 from ..errors import DeviceDtypeError, ParameterError
+from ..targets.base import Target
 from .langevin import langevin_chain
 from .objective import Objective, log_prob_fn
 
@@ -68,6 +72,8 @@ class ContrastiveDivergence(Objective):
                 raise ParameterError("noise_scale must be None with sampler='mala' (MALA needs the exact noise)")
         if grad_clip is not None:
             check_positive(grad_clip, "grad_clip")
+            if sampler == "mala":
+                raise ParameterError("grad_clip must be None with sampler='mala' (MALA needs the exact proposal)")
         if energy_reg < 0:
             raise ParameterError(f"energy_reg must be >= 0; got {energy_reg!r}")
         self.step_size = float(step_size)
@@ -80,7 +86,7 @@ class ContrastiveDivergence(Objective):
     def negatives(self, model: nn.Module, x0: torch.Tensor) -> torch.Tensor:
         """Run the chain from ``x0`` and return detached negatives."""
         x, acc = langevin_chain(
-            log_prob_fn(model),
+            model if isinstance(model, Target) else log_prob_fn(model),
             x0,
             self.k,
             self.step_size,

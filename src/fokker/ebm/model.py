@@ -1,8 +1,8 @@
 """The :class:`EBM` model object: an energy composed with a training objective and a sampler.
 
 ``EBM(energy, objective)`` is what ``fokker.train.fit`` trains (it has
-``loss(batch)``) and what users sample from (``sample`` runs many MCMC chains
-in parallel).  ``log_prob`` is the unnormalized ``-E(x)``; with an NCE
+``loss(batch)``) and what users sample from (``sample`` / ``mcmc`` run many
+chains of a :mod:`fokker.mcmc` kernel in parallel).  ``log_prob`` is the unnormalized ``-E(x)``; with an NCE
 objective ``normalized_log_prob`` subtracts the learned ``log Z``.
 """
 
@@ -13,12 +13,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._validation import check_int, check_last_dim, check_positive, check_tensor
-from ..errors import ParameterError
+from .._validation import check_int, check_last_dim, check_tensor
+from ..errors import ParameterError, ShapeError
 from ..targets.base import Target
 from .contrastive import contrastive_divergence, persistent_contrastive_divergence
 from .energy import EnergyModel
-from .langevin import langevin_chain
 from .nce import NCE
 from .objective import Objective, denoising, exact, sliced
 
@@ -118,41 +117,68 @@ class EBM(nn.Module):
         return self.loss(batch)
 
     # ------------------------------------------------------------ sampling
+    def mcmc(
+        self,
+        num_chains: int = 64,
+        num_samples: int = 1000,
+        warmup: int = 1000,
+        kernel: Any = None,
+        init: torch.Tensor | None = None,
+        seed: int | None = None,
+        progress: bool = False,
+    ) -> Any:
+        """Run :func:`fokker.mcmc.sample` on the energy (default kernel :class:`fokker.mcmc.MALA`).
+
+        Returns the :class:`fokker.mcmc.MCMCResult` (draws ``(chains, draws, dim)``,
+        acceptance, adapted step size, ESS / R-hat diagnostics).  ``seed=None``
+        draws a seed from torch's global generator.
+        """
+        from .. import mcmc
+
+        if seed is None:
+            seed = int(torch.randint(0, 2**31 - 1, ()))
+        kernel = mcmc.MALA() if kernel is None else kernel
+        return mcmc.sample(
+            self.energy_model, kernel, num_chains, num_samples, warmup, seed=seed, init=init, progress=progress
+        )
+
     @torch.no_grad()
     def sample(
         self,
         sample_shape: torch.Size | tuple[int, ...] = (),
         steps: int = 500,
-        step_size: float = 1e-2,
+        kernel: Any = None,
         init: torch.Tensor | None = None,
-        metropolis: bool = True,
-        **kwargs: Any,
+        seed: int | None = None,
     ) -> torch.Tensor:
-        """Approximate samples ``(*sample_shape, dim)`` by many parallel MALA (or ULA) chains.
+        """Approximate samples ``(*sample_shape, dim)``: one independent MCMC chain per sample.
 
-        One chain per requested sample, ``steps`` steps from ``init`` (default:
-        standard normal).  These are MCMC samples (asymptotically exact with
-        MALA; biased by ``O(step_size)`` without ``metropolis``): check mixing
+        Each chain runs ``steps`` warm-up transitions of ``kernel`` (default
+        :class:`fokker.mcmc.MALA`, step size adapted by dual averaging, diagonal
+        metric by Stan's windows) and returns the state after one more transition.  MCMC samples:
+        exact only asymptotically; check mixing (:meth:`mcmc` gives diagnostics)
         for multimodal energies.
+
+        Args:
+            sample_shape: batch shape of the output.
+            steps: adaptive warm-up transitions per chain (``>= 1``).
+            kernel: a ``fokker.mcmc`` kernel.
+            init: starting points ``(*sample_shape, dim)``; default the
+                ``fokker.mcmc`` initializer (uniform on ``(-2, 2)^dim``).
+            seed: RNG seed (``None``: drawn from torch's global generator).
         """
-        check_int(steps, "steps", minimum=0)
-        check_positive(step_size, "step_size")
+        check_int(steps, "steps", minimum=1)
         shape = torch.Size(sample_shape)
-        ref = self.energy_model._reference_tensor()
-        dtype = ref.dtype if ref is not None else torch.get_default_dtype()
-        device = ref.device if ref is not None else torch.device("cpu")
         n = shape.numel()
-        if init is None:
-            x0 = torch.randn(n, self.dim, dtype=dtype, device=device)
-        else:
+        if n == 0:
+            raise ParameterError(f"sample_shape must hold at least one sample; got {tuple(shape)}")
+        if init is not None:
             check_tensor(init, "init")
             if init.shape != (*shape, self.dim):
-                raise ParameterError(f"init must have shape {(*shape, self.dim)}; got {tuple(init.shape)}")
-            x0 = init.reshape(n, self.dim)
-        x, _ = langevin_chain(
-            self.energy_model.log_prob_unchecked, x0, steps, step_size, metropolis=metropolis, **kwargs
-        )
-        return x.reshape(*shape, self.dim)
+                raise ShapeError(f"init must have shape {(*shape, self.dim)}; got {tuple(init.shape)}")
+            init = init.reshape(n, self.dim)
+        res = self.mcmc(num_chains=n, num_samples=1, warmup=steps, kernel=kernel, init=init, seed=seed)
+        return res.samples[:, -1].reshape(*shape, self.dim)
 
 
 __all__ = ["EBM", "make_objective"]
