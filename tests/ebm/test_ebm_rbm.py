@@ -132,8 +132,8 @@ def test_ais_matches_exact_log_Z_within_its_error():
     exact = float(rbm.log_Z_exact())
     torch.manual_seed(3)
     res = rbm.ais(n_chains=200, n_betas=1500)
-    assert math.isfinite(res.stderr) and res.stderr > 0
-    assert abs(res.log_Z - exact) <= Z_SCORE * res.stderr + 1e-3, (res.log_Z, exact, res.stderr)
+    assert math.isfinite(res.log_Z_se) and res.log_Z_se > 0
+    assert abs(res.log_Z - exact) <= Z_SCORE * res.log_Z_se + 1e-3, (res.log_Z, exact, res.log_Z_se)
     lo, hi = res.bounds
     assert lo < hi and res.ess > 1
     assert rbm.log_Z() == pytest.approx(exact, rel=1e-12)  # "auto" is exact here

@@ -33,19 +33,19 @@ from ..errors import DomainError, ParameterError, ShapeError
 
 
 @dataclass
-class AISResult:
+class RBMAISResult:
     """Output of :meth:`RBM.ais`.
 
     Attributes:
         log_Z: ``log Z_hat = log Z_A + log mean(w)`` (unbiased in ``Z``, biased low in ``log Z``).
-        stderr: delta-method standard error of ``log Z_hat``: ``sd(w) / (sqrt(n) mean(w))``.
+        log_Z_se: delta-method standard error of ``log Z_hat``: ``sd(w) / (sqrt(n) mean(w))``.
         log_weights: ``(n_chains,)`` float64 importance log-weights ``log w``.
         log_Z_base: exact ``log Z_A`` of the base-rate model.
         ess: effective sample size ``(sum w)^2 / sum w^2``.
     """
 
     log_Z: float
-    stderr: float
+    log_Z_se: float
     log_weights: torch.Tensor
     log_Z_base: float
     ess: float
@@ -241,7 +241,7 @@ class RBM(nn.Module):
         base_bias: torch.Tensor | None = None,
         data: torch.Tensor | None = None,
         betas: torch.Tensor | None = None,
-    ) -> AISResult:
+    ) -> RBMAISResult:
         """Annealed importance sampling estimate of ``log Z`` (Salakhutdinov & Murray 2008).
 
         Path from the base-rate model ``A`` (visible biases ``b_A``, no
@@ -294,9 +294,9 @@ class RBM(nn.Module):
         w = torch.exp(log_w - m)
         mean_w = w.mean()
         log_Z = log_Z_A + float(m + torch.log(mean_w))
-        stderr = float(w.std() / math.sqrt(n_chains) / mean_w) if n_chains > 1 else math.inf
+        log_Z_se = float(w.std() / math.sqrt(n_chains) / mean_w) if n_chains > 1 else math.inf
         ess = float(w.sum() ** 2 / w.pow(2).sum())
-        return AISResult(log_Z, stderr, log_w, log_Z_A, ess)
+        return RBMAISResult(log_Z, log_Z_se, log_w, log_Z_A, ess)
 
 
-__all__ = ["RBM", "AISResult", "ais_betas", "base_rate_bias"]
+__all__ = ["RBM", "RBMAISResult", "ais_betas", "base_rate_bias"]

@@ -62,11 +62,11 @@ def rbm_ais_log_z(ctx: Context) -> list[CheckResult]:
         exact = float(rbm.log_Z_exact())
         torch.manual_seed(ctx.seed)
         res = rbm.ais(n_chains=n_chains, n_betas=n_betas, data=d)
-        details = f"AIS {n_chains} chains x {n_betas} temps, stderr {res.stderr:.4f}, ESS {res.ess:.1f}"
+        details = f"AIS {n_chains} chains x {n_betas} temps, se {res.log_Z_se:.4f}, ESS {res.ess:.1f}"
         if d is not None:
             ll = float(rbm.log_likelihood(d, log_Z=exact).mean())
             details += f"; exact train log-lik {ll:.3f} nats/image"
-        rows.append(CheckResult.compare(f"log Z {name}", res.log_Z, exact, Z_SCORE * res.stderr + 0.01, details=details))
+        rows.append(CheckResult.compare(f"log Z {name}", res.log_Z, exact, Z_SCORE * res.log_Z_se + 0.01, details=details))
     return rows
 
 
