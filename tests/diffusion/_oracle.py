@@ -84,3 +84,38 @@ def energy_distance(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     exx = torch.cdist(x, x).sum() / (n * (n - 1))
     eyy = torch.cdist(y, y).sum() / (m * (m - 1))
     return 2 * torch.cdist(x, y).mean() - exx - eyy
+
+
+class OracleNet(torch.nn.Module):
+    """A 'network' returning the exact prediction of type ``kind`` for the data ``gmm`` (float64 math)."""
+
+    def __init__(self, gmm: IsoGMM, kind: str = "eps"):
+        super().__init__()
+        self.gmm, self.kind = gmm, kind
+        self.dim = gmm.mu.shape[-1]
+        self.dummy = torch.nn.Parameter(torch.zeros((), dtype=gmm.mu.dtype))
+
+    def forward(self, x, t):
+        from fokker.diffusion.parameterization import convert
+
+        t64 = t.to(torch.float64)
+        a = self.gmm.sde.alpha(t64)[:, None].to(x.dtype)
+        s = self.gmm.sde.sigma(t64)[:, None].to(x.dtype)
+        return convert(x, self.gmm.score(x, t), "score", self.kind, a, s) + 0 * self.dummy
+
+
+class GaussEpsNet(torch.nn.Module):
+    """eps-prediction of N(m, s^2 I) data with learnable (m, log s): exact at the true values.
+
+    eps_hat = sigma (x - alpha m) / (alpha^2 s^2 + sigma^2)  (Tweedie, -sigma * score)."""
+
+    def __init__(self, m: torch.Tensor, log_s: float, sde):
+        super().__init__()
+        self.m = torch.nn.Parameter(m.clone())
+        self.log_s = torch.nn.Parameter(torch.tensor(float(log_s), dtype=m.dtype))
+        self.sde, self.dim = sde, m.shape[-1]
+
+    def forward(self, x, t):
+        a = self.sde.alpha(t.to(torch.float64))[:, None].to(x.dtype)
+        sg = self.sde.sigma(t.to(torch.float64))[:, None].to(x.dtype)
+        return sg * (x - a * self.m) / (a**2 * torch.exp(2 * self.log_s) + sg**2)

@@ -1,0 +1,165 @@
+"""DiffusionModel with exact 'networks' (closed-form GMM / Gaussian scores): views, DSM loss, likelihood, ELBO."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from fokker.diffusion import DiffusionModel
+from fokker.diffusion.likelihood import cnf_log_prob, divergence_exact, divergence_hutchinson, rademacher
+from fokker.errors import DomainError, NonFiniteError, ParameterError, ShapeError
+from fokker.tolerances import Z_SCORE, assert_close
+
+from _oracle import GaussEpsNet, IsoGMM, OracleNet, VP, energy_distance
+
+
+@pytest.mark.parametrize("kind", ["eps", "x0", "score", "v"])
+def test_views_equal_oracle(kind, gmm3, vpsde):
+    model = DiffusionModel(vpsde, OracleNet(gmm3, kind), parameterization=kind)
+    x = gmm3.sample(32, 0.4)
+    t = torch.rand(32, dtype=torch.float64) * 0.9 + 0.05
+    s = gmm3.score(x, t)
+    a, sg = vpsde.alpha(t)[:, None], vpsde.sigma(t)[:, None]
+    assert_close(model.score(x, t), s, loose=True)
+    assert_close(model.denoise(x, t), (x + sg**2 * s) / a, loose=True)
+    assert_close(model.eps(x, t), -sg * s, loose=True)
+    assert_close(model.v(x, t), a * (-sg * s) - sg * (x + sg**2 * s) / a, loose=True)
+
+
+def test_dsm_loss_minimized_at_true_score(vpsde):
+    """Gaussian data N(m, s^2 I): the eps-net with the true (m, s) has a smaller loss than perturbed ones
+    (common random numbers) and its expected gradient is zero within Z_SCORE standard errors."""
+    m, s = torch.tensor([1.0, -0.5], dtype=torch.float64), 0.7
+    data = m + s * torch.randn(40_000, 2, dtype=torch.float64)
+    for weighting in ("simple", "sigma2", "likelihood"):
+        net = GaussEpsNet(m, math.log(s), vpsde)
+        model = DiffusionModel(vpsde, net, "eps", weighting=weighting)
+        torch.manual_seed(1)
+        base = model.loss(data)
+        for dm, dls in ((0.2, 0.0), (0.0, 0.2), (-0.1, -0.1)):
+            with torch.no_grad():
+                net.m.add_(dm)
+                net.log_s.add_(dls)
+            torch.manual_seed(1)
+            assert float(model.loss(data).detach()) > float(base.detach()), weighting
+            with torch.no_grad():
+                net.m.sub_(dm)
+                net.log_s.sub_(dls)
+        grads = []
+        for chunk in data.chunk(20):
+            net.zero_grad()
+            model.loss(chunk).backward()
+            grads.append(torch.cat([net.m.grad.clone(), net.log_s.grad.reshape(1).clone()]))
+        g = torch.stack(grads)
+        se = g.std(0) / math.sqrt(g.shape[0])
+        assert bool((g.mean(0).abs() < Z_SCORE * se).all()), (weighting, g.mean(0), se)
+
+
+def test_likelihood_importance_sampling_same_expectation(vpsde):
+    """Uniform t with g^2 weights vs t uniform in log-SNR with constant weight: same expected loss."""
+    m = torch.tensor([0.5], dtype=torch.float64)
+    data = m + 0.3 * torch.randn(60_000, 1, dtype=torch.float64)
+    vals = {}
+    for is_ in (False, True):
+        net = GaussEpsNet(m + 0.4, math.log(0.5), vpsde)  # a wrong model: non-zero loss
+        model = DiffusionModel(vpsde, net, "eps", weighting="likelihood", importance_sampling=is_)
+        with torch.no_grad():
+            v = torch.stack([model.loss(c) for c in data.chunk(30)])
+        vals[is_] = (float(v.mean()), float(v.std() / math.sqrt(len(v))))
+    (mu0, se0), (mu1, se1) = vals[False], vals[True]
+    assert abs(mu0 - mu1) < Z_SCORE * math.hypot(se0, se1)
+    assert se1 < se0  # importance sampling reduces the variance
+
+
+def test_pf_ode_log_prob_exact(gmm3, vpsde):
+    """PF-ODE log-likelihood with the exact score and exact p_T equals the GMM log-density (1e-3 nats)."""
+    model = DiffusionModel(vpsde, OracleNet(gmm3, "score"), "score")
+    x = gmm3.sample(16, model.t_min)
+    prior = lambda z: gmm3.log_prob(z, torch.full((z.shape[0],), 1.0, dtype=z.dtype))  # noqa: E731
+    res = model.log_prob_result(x, trace="exact", rtol=1e-8, atol=1e-8, prior_log_prob=prior)
+    exact = gmm3.log_prob(x, torch.full((16,), model.t_min, dtype=torch.float64))
+    assert float((res.log_prob - exact).abs().max()) < 1e-3
+    assert res.nfe > 0
+    # the default Gaussian prior N(0, sigma_T^2) is close too (p_T is nearly standard normal)
+    lp = model.log_prob(x, rtol=1e-6, atol=1e-6)
+    assert float((lp - exact).abs().max()) < 0.05 and model.last_nfe > 0
+
+
+def test_hutchinson_unbiased():
+    """Mean of the Hutchinson estimate over probes equals the exact divergence (Z_SCORE SE)."""
+    w = torch.randn(5, 5, dtype=torch.float64)
+    x = torch.randn(1, 5, dtype=torch.float64).repeat(20_000, 1).requires_grad_(True)
+    out = torch.tanh(x @ w) * x
+    exact = divergence_exact(out, x)[0]
+    est = divergence_hutchinson(out, x, rademacher(x))
+    assert abs(float(est.mean() - exact)) < Z_SCORE * float(est.std()) / math.sqrt(len(est))
+
+
+def test_cnf_hutchinson_log_prob_unbiased(gmm3, vpsde):
+    model = DiffusionModel(vpsde, OracleNet(gmm3, "score"), "score")
+    x = gmm3.sample(1, 0.01).repeat(400, 1)
+    exact = model.log_prob_result(x[:1], trace="exact", rtol=1e-6, atol=1e-6).log_prob
+    est = model.log_prob_result(x, trace="hutchinson", rtol=1e-6, atol=1e-6).log_prob
+    assert abs(float(est.mean() - exact)) < Z_SCORE * float(est.std()) / math.sqrt(len(est))
+    assert float(est.std()) > 0  # it is an estimate
+
+
+def test_cnf_log_prob_linear_flow_closed_form():
+    """dx/dt = -x from t=0 to 1 maps N(0, e^{-2}) ... : log p_0(x) = log N(x e^{-1}; 0, 1) - d (exact)."""
+    x = torch.randn(6, 3, dtype=torch.float64)
+    res = cnf_log_prob(lambda z, t: -z, x, 0.0, 1.0, lambda z: -0.5 * (z**2).sum(-1) - 1.5 * math.log(2 * math.pi),
+                       rtol=1e-10, atol=1e-10)
+    expect = -0.5 * ((x * math.exp(-1)) ** 2).sum(-1) - 1.5 * math.log(2 * math.pi) - 3.0
+    torch.testing.assert_close(res.log_prob, expect, rtol=1e-7, atol=1e-7)
+
+
+def test_elbo_bounds_log_likelihood(vpsde):
+    """DDPM-chain ELBO with the exact denoiser of 1-D Gaussian data lies below log p(x), and the gap shrinks
+    with more steps.  (It does not vanish: the reverse kernels use the fixed posterior variance, whose
+    relative error ~1/k at step k leaves ~sum 1/(4k^2) nats.)"""
+    m, s = torch.tensor([0.5], dtype=torch.float64), 0.6
+    model = DiffusionModel(vpsde, GaussEpsNet(m, math.log(s), vpsde), "eps")
+    x = m + s * torch.randn(3000, 1, dtype=torch.float64)
+    logp = (-0.5 * ((x - m) / s) ** 2 - math.log(s) - 0.5 * math.log(2 * math.pi)).squeeze(-1)
+    gaps = []
+    for steps in (50, 1000):
+        gap = logp - model.elbo(x, steps=steps)
+        se = float(gap.std()) / math.sqrt(len(gap))
+        assert float(gap.mean()) > -Z_SCORE * se
+        gaps.append(float(gap.mean()))
+    assert gaps[1] < gaps[0] - 0.2 and gaps[1] < 0.6
+
+
+@pytest.mark.parametrize("sampler,steps", [("dpm_solver", 20), ("euler_maruyama", 100)])
+def test_model_sample_by_name(sampler, steps, gmm3, vpsde):
+    model = DiffusionModel(vpsde, OracleNet(gmm3, "eps"), "eps")
+    out, nfe = model.sample((1500,), sampler=sampler, steps=steps, return_nfe=True, dtype=torch.float64)
+    assert out.shape == (1500, 2) and nfe == steps + 1
+    # denoised samples ~ E[x0 | x_{t_min}]: compare with exact samples at t_min (sigma = 0.01, negligible)
+    ref = gmm3.sample(1500, 1e-3)
+    assert float(energy_distance(out, ref)) < 0.01
+
+
+def test_bad_inputs(gmm3, vpsde):
+    model = DiffusionModel(vpsde, OracleNet(gmm3, "eps"), "eps")
+    x = gmm3.sample(4, 0.5)
+    with pytest.raises(NonFiniteError, match="x0"):
+        model.loss(torch.tensor([[float("nan"), 0.0]] * 4, dtype=torch.float64))
+    with pytest.raises(DomainError, match="t"):
+        model.score(x, torch.full((4,), 1.5, dtype=torch.float64))
+    with pytest.raises(DomainError, match="t"):
+        model.score(x, 0.0)  # below t_min = 1e-3: the score is singular at sigma = 0
+    with pytest.raises(ShapeError, match="shape"):
+        model.score(x[:, :1], 0.5)
+    bad = DiffusionModel(vpsde, torch.nn.Linear(2, 3).double(), "eps", event_shape=(2,))
+    bad.net.forward = lambda x, t: torch.zeros(x.shape[0], 3, dtype=x.dtype)  # type: ignore[method-assign]
+    with pytest.raises(ShapeError, match="net output"):
+        bad.loss(x)
+    with pytest.raises(ParameterError, match="parameterization"):
+        DiffusionModel(vpsde, OracleNet(gmm3), "noise")
+    with pytest.raises(ParameterError, match="weighting"):
+        DiffusionModel(vpsde, OracleNet(gmm3), weighting="snr")
+    with pytest.raises(ParameterError, match="sampler"):
+        model.sample((3,), sampler="leapfrog")
