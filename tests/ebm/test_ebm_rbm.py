@@ -127,6 +127,13 @@ def test_training_increases_exact_log_likelihood(persistent):
     assert ll1 > ll0 + 1.5, (ll0, ll1)
 
 
+def test_log_prob_is_normalized():
+    rbm = _rbm(5, 7, seed=12, dtype=torch.float32)
+    lp = rbm.log_prob(enumerate_binary(5, torch.float32))
+    assert lp.dtype == torch.float64
+    assert float(torch.logsumexp(lp, 0)) == pytest.approx(0.0, abs=1e-6)
+
+
 def test_ais_matches_exact_log_Z_within_its_error():
     rbm = _rbm(12, 6, scale=1.0, seed=8)
     exact = float(rbm.log_Z_exact())

@@ -233,6 +233,10 @@ class RBM(nn.Module):
             F = rbm_free_energy(*(t.detach().double() for t in (self.W, self.b, self.c)), v.double())
         return -F - lz
 
+    def log_prob(self, v: torch.Tensor) -> torch.Tensor:
+        """Normalized ``log p(v)`` (float64, no gradient): exact when ``min(n_v, n_h) <= 20``, else with an AIS ``log Z``."""
+        return self.log_likelihood(v)
+
     @torch.no_grad()
     def ais(
         self,
