@@ -37,7 +37,34 @@ def test_round_trips_on_arbitrary_inputs_and_exact_log_det() -> None:
     assert_close(layer.ladj(z, y), ladj, loose=True)
 
 
-def test_russian_roulette_estimator_is_unbiased() -> None:
+def _saturated_1d(log_det: str, **kw: object) -> ResidualFlow:
+    """1-D block with all-ones weights: spectral normalisation is active and g' reaches ~0.6."""
+    layer = ResidualFlow(1, hidden=(16,), coeff=0.8, log_det=log_det, probe="rademacher", **kw).to(F64).eval()  # type: ignore[arg-type]
+    with torch.no_grad():
+        for lin in layer.linears:
+            lin.weight.fill_(1.0)
+            lin.bias.zero_()
+            lin._power_iteration(50)
+    return layer
+
+
+@pytest.mark.parametrize("n_exact_terms, geom_p", [(1, 0.5), (2, 0.3)])
+def test_russian_roulette_estimator_is_unbiased(n_exact_terms: int, geom_p: float) -> None:
+    """1-D, Rademacher probe: the only randomness is the roulette; mean over draws vs exact log det."""
+    layer = _saturated_1d("roulette", n_exact_terms=n_exact_terms, geom_p=geom_p)
+    x = torch.linspace(-8, 8, 5, dtype=F64)[:, None]
+    n = 20_000
+    with torch.no_grad():
+        exact = torch.log1p(torch.stack([torch.autograd.functional.jacobian(layer.g, xi) for xi in x]).reshape(5))
+        est = layer.log_det_jacobian(x.repeat_interleave(n, 0))[1].reshape(5, n)
+        truncated = _saturated_1d("series", n_terms=2).log_det_jacobian(x)[1]
+    mean, se = est.mean(1), est.std(1) / n**0.5
+    assert bool(((mean - exact).abs() <= Z_SCORE * se + 1e-12).all()), (mean, exact, se)
+    # power: the 2-term truncation is biased by many standard errors where g' is large
+    assert float((truncated - exact).abs().max()) > 10 * Z_SCORE * float(se.max())
+
+
+def test_russian_roulette_with_gaussian_hutchinson_probe_is_unbiased() -> None:
     layer = _block("roulette", coeff=0.7, n_exact_terms=1, geom_p=0.5)
     x = 2 * torch.randn(2, 3, dtype=F64)
     with torch.no_grad():
@@ -47,6 +74,13 @@ def test_russian_roulette_estimator_is_unbiased() -> None:
     mean, se = est.mean(1), est.std(1) / n**0.5
     assert bool((se > 0).all())
     assert bool(((mean - exact).abs() <= Z_SCORE * se).all()), (mean, exact, se)
+
+
+def test_long_series_equals_exact_log_det_in_1d() -> None:
+    layer = _saturated_1d("series", n_terms=80)
+    x = torch.linspace(-8, 8, 5, dtype=F64)[:, None]
+    exact = torch.log1p(torch.stack([torch.autograd.functional.jacobian(layer.g, xi) for xi in x]).reshape(5))
+    assert_close(layer.log_det_jacobian(x)[1], exact, loose=True)
 
 
 def test_truncated_series_converges_to_exact() -> None:

@@ -24,7 +24,7 @@ Log-det estimators (``log_det=``):
 * ``"exact"``: ``slogdet(I + J_g)`` from the full autograd Jacobian (``D`` backward
   passes; for small ``D``).  Exact.
 * ``"series"``: the power series truncated after ``n_terms`` terms with Hutchinson's
-  estimator ``tr(A) = E[v^T A v]``, ``v ~ N(0, I)``.  Biased (truncation).
+  estimator ``tr(A) = E[v^T A v]``, ``v ~ N(0, I)`` (or Rademacher).  Biased (truncation).
 * ``"roulette"``: the Russian-roulette estimator of Chen et al. (2019, eq. 6):
   ``N = n_exact_terms + K`` with ``K ~ Geometric(p)`` drawn independently per example
   and term ``k`` re-weighted by ``1 / P(N >= k)``::
@@ -32,7 +32,9 @@ Log-det estimators (``log_det=``):
       sum_{k=1}^{N} (-1)^{k+1}/k * v^T J_g^k v / P(N >= k)
 
   Unbiased for ``log det(I + J_g)`` (its gradient is unbiased too; the estimator is
-  differentiated directly, not through the Neumann gradient series).
+  differentiated directly, not through the Neumann gradient series).  Its variance is
+  finite when ``Lip(g)^2 < 1 - p`` (terms shrink like ``Lip(g)^k`` while the weights grow
+  like ``(1 - p)^{-k}``): lower ``geom_p`` or raise ``n_exact_terms`` for ``c`` near 1.
 
 All vector-Jacobian products use ``create_graph`` when gradients are on, so second
 derivatives (score matching) flow through every estimator.
@@ -142,6 +144,7 @@ class ResidualFlow(Bijection):
         geom_p: success probability ``p`` of the roulette's geometric draw.
         atol, rtol: fixed-point tolerance ``|x_{n+1} - x_n| <= atol + rtol |x_n|`` (checked every
             10 iterations); ``max_iter``: iteration cap, exceeded -> ``NotInvertibleError``.
+        probe: Hutchinson probe distribution, ``"gaussian"`` or ``"rademacher"``.
 
     The forward (fixed point) is differentiable to first order by implicit
     differentiation (the incoming gradient ``a`` is replaced by the solution of
@@ -167,12 +170,16 @@ class ResidualFlow(Bijection):
         atol: float = 1e-10,
         rtol: float = 1e-8,
         max_iter: int = 1000,
+        probe: str = "gaussian",
     ) -> None:
         super().__init__(event_dim=1)
         self.dim = check_int(dim, "dim")
         if log_det not in _LOG_DETS:
             raise ParameterError(f"log_det must be one of {_LOG_DETS}; got {log_det!r}")
         self.log_det = log_det
+        if probe not in ("gaussian", "rademacher"):
+            raise ParameterError(f"probe must be 'gaussian' or 'rademacher'; got {probe!r}")
+        self.probe = probe
         self.n_terms = check_int(n_terms, "n_terms")
         self.n_exact_terms = check_int(n_exact_terms, "n_exact_terms", minimum=0)
         check_positive(geom_p, "geom_p")
@@ -247,6 +254,8 @@ class ResidualFlow(Bijection):
                 else:
                     coef = self._roulette_weights(batch, x.device, x.dtype)
                 v = torch.randn_like(x)
+                if self.probe == "rademacher":
+                    v = v.sign()
                 w = v
                 ld = torch.zeros(batch, dtype=x.dtype, device=x.device)
                 for k in range(1, coef.shape[0] + 1):
