@@ -75,9 +75,15 @@ class PISGradNet(nn.Module):
         return torch.cat([torch.sin(arg), torch.cos(arg)], dim=-1)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, feature: torch.Tensor) -> torch.Tensor:
-        """``x``: ``(n, dim)``; ``t``: 0-d or ``(n,)`` normalized time; ``feature``: ``(n, dim)``."""
-        emb = self.embed(t.to(x.dtype).expand(x.shape[:-1]))
-        h = self.state_net(torch.cat([x, self.time_code(emb)], dim=-1))
+        """``x``: ``(n, dim)``; ``t``: 0-d or ``(n,)`` normalized time; ``feature``: ``(n, dim)``.
+
+        For a 0-d ``t`` (all samples at one time, as in the samplers) the time-only
+        networks run once on a single row and broadcast, so only ``NN_1`` costs ``O(n)``.
+        """
+        t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
+        emb = self.embed(t.reshape(-1) if t.dim() == 0 else t)  # (1 or n, 2 width)
+        code = self.time_code(emb).expand(*x.shape[:-1], self.width)
+        h = self.state_net(torch.cat([x, code], dim=-1))
         feat = feature.detach().clamp(-self.feature_clip, self.feature_clip)
         out = h + self.time_gain(emb) * feat
         return out.clamp(-self.output_clip, self.output_clip)
