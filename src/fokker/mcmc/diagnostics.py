@@ -21,7 +21,6 @@ ESS of the raw (not rank-normalized) split chains.
 from __future__ import annotations
 
 import torch
-from pyro.ops.stats import effective_sample_size, gelman_rubin
 
 __all__ = ["split_chains", "rank_normalize", "ess_bulk", "ess_tail", "ess_mean", "rhat", "mcse_mean"]
 
@@ -54,6 +53,8 @@ def rank_normalize(x: torch.Tensor) -> torch.Tensor:
 
 
 def _ess(x: torch.Tensor) -> torch.Tensor:
+    from pyro.ops.stats import effective_sample_size  # imported lazily: pyro is heavy
+
     x = x.double()
     const = (x.amax((0, 1)) - x.amin((0, 1))) == 0
     ess = effective_sample_size(x, chain_dim=0, sample_dim=1)
@@ -82,6 +83,8 @@ def ess_tail(x: torch.Tensor) -> torch.Tensor:
 
 def rhat(x: torch.Tensor) -> torch.Tensor:
     """Rank-normalized split R-hat: max of the bulk and folded (tail) versions."""
+    from pyro.ops.stats import gelman_rubin
+
     xs = split_chains(x).double()
     bulk = gelman_rubin(rank_normalize(xs), chain_dim=0, sample_dim=1)
     med = xs.reshape(-1, *xs.shape[2:]).median(0).values

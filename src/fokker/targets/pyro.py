@@ -84,10 +84,16 @@ class PyroTarget(Target):
         self.model = model
         self.model_args = tuple(args)
         self.model_kwargs = dict(kwargs or {})
-        with torch.random.fork_rng(devices=[]), pyro.validation_enabled(True):
-            trace = poutine.trace(self._init_messenger("feasible")(model)).get_trace(
-                *self.model_args, **self.model_kwargs
-            )
+        self._dtype: torch.dtype | None = None
+        try:
+            with torch.random.fork_rng(devices=[]), pyro.validation_enabled(True):
+                trace = poutine.trace(self._init_messenger("feasible")(model)).get_trace(
+                    *self.model_args, **self.model_kwargs
+                )
+        except ValueError as e:
+            if "discrete" in str(e):
+                raise ParameterError(f"from_pyro supports continuous latent sites only: {e}") from e
+            raise
         sites = _latent_sites(trace)
         if not sites:
             raise ParameterError("model has no latent (unobserved) continuous sample sites")
@@ -98,8 +104,11 @@ class PyroTarget(Target):
             n: tuple(self.transforms[n].inverse_shape(torch.Size(self.param_shapes[n]))) for n in self.param_names
         }
         self._sizes = [math.prod(self.unconstrained_shapes[n]) for n in self.param_names]
-        proto = sites[0][1]["value"]
+        # dtype/device: the observed data's if any (flat-prior sites carry no dtype), else the latents'
+        observed = [s["value"] for s in trace.nodes.values() if s["type"] == "sample" and s["is_observed"]]
+        proto = next((v for v in observed if torch.is_tensor(v) and v.is_floating_point()), sites[0][1]["value"])
         self._proto = torch.zeros((), dtype=proto.dtype, device=proto.device)
+        self._dtype = proto.dtype
         name = getattr(model, "__name__", "pyro_model")
         super().__init__(sum(self._sizes), None, f"pyro:{name}")
         self._vmap_ok: bool | None = None
@@ -210,7 +219,7 @@ class PyroTarget(Target):
         return torch.cat(blocks, dim=-1)
 
     @staticmethod
-    def _init_messenger(strategy: str, radius: float = 2.0):
+    def _init_messenger(strategy: str, radius: float = 2.0, dtype: torch.dtype | None = None, device=None):
         from pyro.infer.autoguide.initialization import (
             InitMessenger,
             init_to_feasible,
@@ -234,14 +243,17 @@ class PyroTarget(Target):
                 t = transform_to(fn.support)
                 shape = t.inverse_shape(fn.shape())
                 if strategy == "uniform":
-                    u = (torch.rand(shape) * 2 - 1) * radius
+                    u = (torch.rand(shape, dtype=dtype, device=device) * 2 - 1) * radius
                 else:
-                    u = torch.zeros(shape)
+                    u = torch.zeros(shape, dtype=dtype, device=device)
                 value = t(u)
                 value._pyro_custom_init = False
                 return value
 
         return InitMessenger(init_fn)
+
+    def _init_messenger_typed(self, strategy: str):
+        return self._init_messenger(strategy, dtype=self._dtype, device=self._proto.device)
 
     def init(self, num_chains: int, strategy: str = "uniform", max_tries: int = 100) -> torch.Tensor:
         """``num_chains`` initial points ``(num_chains, dim)`` from a Pyro init strategy.
@@ -258,23 +270,26 @@ class PyroTarget(Target):
         check_int(num_chains, "num_chains", 1)
         if strategy not in _STRATEGIES:
             raise ParameterError(f"strategy must be one of {_STRATEGIES}; got {strategy!r}")
-        model = self._init_messenger(strategy)(self.model)
+        model = self._init_messenger_typed(strategy)(self.model)
         found: list[torch.Tensor] = []
         tries = 0
         while len(found) < num_chains:
-            tries += 1
-            if tries > max_tries * num_chains:
+            need = num_chains - len(found)
+            if tries + need > max_tries * num_chains:
                 raise NonFiniteError(
                     f"could not find {num_chains} initial point(s) with finite log_prob and score "
-                    f"using strategy={strategy!r} after {tries - 1} tries"
+                    f"using strategy={strategy!r} after {tries} tries"
                 )
-            with pyro.validation_enabled(False), torch.no_grad():
-                tr = poutine.trace(model).get_trace(*self.model_args, **self.model_kwargs)
-            z = self.unconstrain({n: tr.nodes[n]["value"].detach() for n in self.param_names})
-            z = z.to(self._proto.dtype)
-            lp, g = self.log_prob_and_score(z.unsqueeze(0))
-            if bool(torch.isfinite(lp).all()) and bool(torch.isfinite(g).all()):
-                found.append(z)
+            tries += need
+            cand = []
+            for _ in range(need):
+                with pyro.validation_enabled(False), torch.no_grad():
+                    tr = poutine.trace(model).get_trace(*self.model_args, **self.model_kwargs)
+                cand.append(self.unconstrain({n: tr.nodes[n]["value"].detach() for n in self.param_names}))
+            z = torch.stack(cand).to(self._proto)
+            lp, g = self.log_prob_and_score(z)  # one batched evaluation
+            ok = torch.isfinite(lp) & torch.isfinite(g).all(-1)
+            found.extend(z[ok].unbind(0))
         return torch.stack(found)
 
     def extra_repr(self) -> str:

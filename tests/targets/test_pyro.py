@@ -1,0 +1,181 @@
+"""``from_pyro``: unconstrained log density vs hand-written ones, constrain, init strategies, errors."""
+
+from __future__ import annotations
+
+import math
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from torch.distributions import constraints
+
+from fokker import mcmc
+from fokker.errors import NonFiniteError, ParameterError, ShapeError
+from fokker.targets import EightSchools, from_pyro
+
+Y = torch.tensor([28.0, 8, -3, 7, -1, 1, 18, 12], dtype=torch.float64)
+SIGMA = torch.tensor([15.0, 10, 16, 11, 9, 11, 10, 18], dtype=torch.float64)
+
+
+def eight_schools(y, sigma, centered=False):
+    mu = pyro.sample("mu", dist.Normal(torch.tensor(0.0, dtype=y.dtype), 5.0))
+    tau = pyro.sample("tau", dist.HalfCauchy(torch.tensor(5.0, dtype=y.dtype)))
+    with pyro.plate("J", 8):
+        if centered:
+            theta = pyro.sample("theta", dist.Normal(mu, tau))
+        else:
+            tt = pyro.sample("theta_trans", dist.Normal(torch.zeros((), dtype=y.dtype), 1.0))
+            theta = pyro.deterministic("theta", mu + tau * tt)
+        pyro.sample("y", dist.Normal(theta, sigma), obs=y)
+
+
+@pytest.mark.parametrize("centered", [False, True])
+def test_eight_schools_equals_hand_written_up_to_a_constant(centered: bool) -> None:
+    t = from_pyro(eight_schools, Y, SIGMA, centered=centered)
+    ref = EightSchools(centered=centered).to(torch.float64)
+    assert t.dim == 10
+    assert t.param_names == ["mu", "tau", "theta" if centered else "theta_trans"]
+    z = torch.randn(500, 10, dtype=torch.float64) * torch.tensor([5.0, 1.5] + [2.0] * 8, dtype=torch.float64)
+    diff = t.log_prob(z) - ref.log_prob(z)
+    assert float(diff.std()) < 1e-9 * float(ref.log_prob(z).abs().max())
+    # both keep every normalizing constant, so the constant is 0 here
+    assert abs(float(diff.mean())) < 1e-8
+    torch.testing.assert_close(t.score(z), ref.score(z), rtol=1e-9, atol=1e-9)
+    # constrained values agree with the hand-written map
+    c, r = t.constrain(z[:7]), ref.constrain(z[:7])
+    torch.testing.assert_close(c["mu"], r["mu"])
+    torch.testing.assert_close(c["tau"], r["tau"])
+    torch.testing.assert_close(c["theta"], r["theta"])
+
+
+def test_log_prob_against_explicit_change_of_variables() -> None:
+    """Simplex and positive sites: log p(T(z)) + log|det J_T(z)| by hand (stick-breaking Jacobian by autograd)."""
+
+    def model():
+        w = pyro.sample("w", dist.Dirichlet(torch.tensor([2.0, 3.0, 4.0], dtype=torch.float64)))
+        s = pyro.sample("s", dist.Gamma(torch.tensor(2.0, dtype=torch.float64), 1.5))
+        pyro.sample("obs", dist.Normal(w[..., 0] * s, 1.0), obs=torch.tensor(0.7, dtype=torch.float64))
+
+    t = from_pyro(model)
+    assert t.dim == 3 and t.unconstrained_shapes == {"w": (2,), "s": ()}
+    sb = torch.distributions.transforms.StickBreakingTransform()
+    z = torch.randn(20, 3, dtype=torch.float64)
+    ref = []
+    for zi in z:
+        u, ls = zi[:2], zi[2]
+        w, s = sb(u), ls.exp()
+        # Jacobian of the stick-breaking map onto the first 2 coordinates (the simplex's chart)
+        jac = torch.autograd.functional.jacobian(lambda v: sb(v)[:2], u)
+        lp = (
+            dist.Dirichlet(torch.tensor([2.0, 3.0, 4.0], dtype=torch.float64)).log_prob(w)
+            + dist.Gamma(torch.tensor(2.0, dtype=torch.float64), 1.5).log_prob(s)
+            + dist.Normal(w[0] * s, 1.0).log_prob(torch.tensor(0.7, dtype=torch.float64))
+            + torch.linalg.slogdet(jac)[1]
+            + ls
+        )
+        ref.append(lp)
+    torch.testing.assert_close(t.log_prob(z), torch.stack(ref), rtol=1e-9, atol=1e-9)
+    c = t.constrain(z.reshape(4, 5, 3))
+    assert c["w"].shape == (4, 5, 3) and c["s"].shape == (4, 5)
+    torch.testing.assert_close(c["w"].sum(-1), torch.ones(4, 5, dtype=torch.float64))
+    torch.testing.assert_close(t.unconstrain(c), z.reshape(4, 5, 3))
+
+
+def test_vmap_and_loop_fallback_agree() -> None:
+    def model_with_python_branch(y):
+        m = pyro.sample("m", dist.Normal(torch.tensor(0.0, dtype=torch.float64), 1.0))
+        if float(m) > 100.0:  # data-dependent Python control flow: vmap cannot trace it
+            m = m * 1.0
+        pyro.sample("y", dist.Normal(m, 1.0), obs=y)
+
+    def model_plain(y):
+        m = pyro.sample("m", dist.Normal(torch.tensor(0.0, dtype=torch.float64), 1.0))
+        pyro.sample("y", dist.Normal(m, 1.0), obs=y)
+
+    y = torch.tensor(0.3, dtype=torch.float64)
+    a, b = from_pyro(model_plain, y), from_pyro(model_with_python_branch, y)
+    z = torch.randn(6, 1, dtype=torch.float64)
+    with pytest.warns(RuntimeWarning, match="falling back"):
+        lb = b.log_prob(z)
+    torch.testing.assert_close(a.log_prob(z), lb)
+    want = torch.distributions.Normal(0.0, 1.0).log_prob(z[:, 0]) + torch.distributions.Normal(z[:, 0], 1.0).log_prob(y)
+    torch.testing.assert_close(lb, want)
+
+
+def test_init_strategies() -> None:
+    t = from_pyro(eight_schools, Y, SIGMA)
+    u = t.init(50, "uniform")
+    assert u.shape == (50, 10) and u.dtype == torch.float64
+    assert (u.abs() <= 2.0).all() and u.std(0).min() > 0.5  # Pyro's uniform(-2, 2) box, spread across chains
+    assert torch.equal(t.init(3, "feasible"), torch.zeros(3, 10, dtype=torch.float64))
+    med = t.init(200, "median")
+    # median of 15 prior draws: for N(0, 5) the mean of those medians is ~0, and log tau ~ log 5
+    assert abs(float(med[:, 0].mean())) < 4 * 5 * 0.32 / math.sqrt(200)
+    assert abs(float(med[:, 1].median()) - math.log(5.0)) < 0.3
+    with pytest.raises(ParameterError, match="strategy"):
+        t.init(2, "random")
+    with pytest.raises(ParameterError, match="num_chains"):
+        t.init(0)
+
+
+def test_improper_uniform_flat_prior_init_and_sampling() -> None:
+    """Stan-style flat prior on a positive parameter: ImproperUniform cannot be sampled by Pyro's inits."""
+
+    def model(y):
+        s = pyro.sample("s", dist.ImproperUniform(constraints.positive, (), ()))
+        m = pyro.sample("m", dist.ImproperUniform(constraints.real, (), ()))
+        with pyro.plate("n", y.shape[0]):
+            pyro.sample("y", dist.Normal(m, s), obs=y)
+
+    y = torch.linspace(-1, 3, 30, dtype=torch.float64)
+    t = from_pyro(model, y)
+    for strategy in ("uniform", "median", "feasible"):
+        x = t.init(5, strategy)
+        assert x.shape == (5, 2) and torch.isfinite(t.log_prob(x)).all()
+    assert torch.equal(t.init(2, "feasible"), torch.zeros(2, 2, dtype=torch.float64))
+    # the flat-prior posterior of m is a Student-t around ybar: check the mean
+    res = mcmc.sample(t, mcmc.HMC(), num_chains=8, num_samples=150, warmup=150, seed=0, progress=False)
+    m = res.constrained["m"]
+    assert m.shape == (8, 150)
+    se = float(mcmc.diagnostics.mcse_mean(m.unsqueeze(-1)))
+    assert abs(float(m.mean()) - float(y.mean())) < 4 * se
+
+
+def test_sample_returns_constrained_named_draws() -> None:
+    t = from_pyro(eight_schools, Y, SIGMA)
+    res = mcmc.sample(t, mcmc.HMC(), num_chains=4, num_samples=50, warmup=60, seed=0, progress=False)
+    c = res.constrained
+    assert set(c) == {"mu", "tau", "theta_trans", "theta"}
+    assert c["theta"].shape == (4, 50, 8) and (c["tau"] > 0).all()
+    names = [r["name"] for r in res.summary_table()]
+    assert names[:3] == ["mu", "tau", "theta_trans[0]"] and "theta[7]" in names
+
+
+def test_errors() -> None:
+    t = from_pyro(eight_schools, Y, SIGMA)
+    with pytest.raises(ShapeError, match=r"\(\.\.\., 10\)"):
+        t.log_prob(torch.zeros(3, 9, dtype=torch.float64))
+    with pytest.raises(ShapeError, match="z"):
+        t.constrain(torch.zeros(3, dtype=torch.float64))
+
+    def discrete():
+        pyro.sample("k", dist.Bernoulli(0.3))
+
+    with pytest.raises(ParameterError, match="discrete"):
+        from_pyro(discrete)
+
+    def nothing(y):
+        pyro.sample("y", dist.Normal(0.0, 1.0), obs=y)
+
+    with pytest.raises(ParameterError, match="no latent"):
+        from_pyro(nothing, torch.tensor(0.0))
+    with pytest.raises(TypeError, match="callable"):
+        from_pyro(42)
+
+    def impossible():
+        x = pyro.sample("x", dist.Normal(torch.tensor(0.0, dtype=torch.float64), 1.0))
+        pyro.factor("wall", torch.where(x.abs() < 10, torch.tensor(-math.inf, dtype=torch.float64), x * 0))
+
+    with pytest.raises(NonFiniteError, match="initial point"):
+        from_pyro(impossible).init(2, "uniform", max_tries=3)
