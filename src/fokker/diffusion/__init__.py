@@ -4,7 +4,7 @@ flow matching, guidance, posterior sampling and latent diffusion (see ``docs/dif
 from __future__ import annotations
 
 from . import grids, likelihood, nets, parameterization, samplers
-from .dps import dps, gaussian_posterior_score
+from .dps import dps, posterior_score
 from .flow_matching import FlowMatching, ot_pairing
 from .grids import time_grid
 from .guidance import classifier_free_guidance, classifier_guidance
@@ -40,7 +40,7 @@ __all__ = [
     "classifier_free_guidance",
     "classifier_guidance",
     "dps",
-    "gaussian_posterior_score",
+    "posterior_score",
     "ot_pairing",
     "grids",
     "likelihood",

@@ -9,7 +9,10 @@ term is intractable and is approximated through the denoiser :math:`\hat x_0(x_t
   :math:`x_{i+1} \leftarrow x_{i+1}' - \zeta_i \nabla_{x_i}\|y - A(\hat x_0(x_i, t_i))\|^2`
   with :math:`\zeta_i = \zeta / \|y - A(\hat x_0)\|` (the authors' step rule).
   A heuristic: it does not sample the exact posterior even for Gaussian data.
-* :func:`gaussian_posterior_score` — the Gaussian approximation
+* :func:`posterior_score` with ``method="dps"`` — the same approximation written as a score
+  (seed 004): :math:`\nabla\log p_t(y|x_t) \approx \nabla_{x_t}\log N(y; A(\hat x_0), \sigma_y^2 I)`,
+  usable with every sampler;
+* :func:`posterior_score` with ``method="pigdm"`` — the Gaussian approximation
   :math:`p(y|x_t) \approx N(y;\, A(\hat x_0),\, (\sigma_y^2 + r_t^2) I)` with
   :math:`r_t^2 = v\sigma_t^2/(\alpha_t^2 v + \sigma_t^2)` (Song et al. 2023, "ΠGDM", for data
   of per-coordinate variance ``v``).  For Gaussian data :math:`N(m, vI)` and a linear ``A`` with
@@ -30,31 +33,38 @@ from .samplers import _setup, _tvec
 ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Operator = Callable[[torch.Tensor], torch.Tensor]
 
-__all__ = ["dps", "gaussian_posterior_score"]
+__all__ = ["dps", "posterior_score"]
 
 
-def gaussian_posterior_score(
+def posterior_score(
     score_fn: ScoreFn,
     sde: object,
     y: torch.Tensor,
     operator: Operator,
     sigma_y: float,
+    method: str = "pigdm",
     data_var: float = 1.0,
 ) -> ScoreFn:
     r"""Posterior score :math:`s(x,t) + \nabla_x \log N(y; A(\hat x_0(x,t)), (\sigma_y^2 + r_t^2) I)`.
 
+    ``method="dps"``: :math:`r_t = 0`, seed 004's DPS approximation
+    :math:`\nabla\log p_t(y|x_t) \approx -\frac{1}{2\sigma_y^2}\nabla_{x_t}\|y - A\hat x_0(x_t, t)\|^2`;
+    ``method="pigdm"``: :math:`r_t^2 = v\sigma_t^2/(\alpha_t^2 v + \sigma_t^2)` (exact for Gaussian data
+    of variance ``data_var`` and ``A`` with orthonormal rows).  Usable with every sampler;
     ``score_fn`` must be differentiable in ``x`` (gradients flow through the denoiser).
     """
     from .schedule import coefficients
 
     check_positive(sigma_y, "sigma_y")
     check_positive(data_var, "data_var")
+    if method not in ("dps", "pigdm"):
+        raise ParameterError(f"method must be 'dps' or 'pigdm'; got {method!r}")
 
     def score(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         c = coefficients(sde, t).to(x.dtype, x.device)
         a, s = expand_like(c.alpha, x), expand_like(c.sigma, x)
         r2 = data_var * c.sigma**2 / (c.alpha**2 * data_var + c.sigma**2)
-        var = sigma_y**2 + r2  # (batch,)
+        var = sigma_y**2 + (r2 if method == "pigdm" else 0.0 * r2)  # (batch,)
         with torch.enable_grad():
             xg = x.detach().requires_grad_(True)
             sc = score_fn(xg, t)
