@@ -7,8 +7,10 @@ import math
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import integrate, stats
-from target_testlib import KS_ALPHA, autograd_score, grid_cdf, ks_pvalue
+from target_testlib import KS_ALPHA, autograd_score, gauss_legendre_log_Z_2d, grid_cdf, grid_log_Z, ks_pvalue
 
 from fokker.errors import DeviceDtypeError, NonFiniteError, ParameterError, ShapeError
 from fokker.targets import Banana, DoubleWell, Funnel, ManyWell, Rings, catalogue
@@ -49,25 +51,17 @@ def test_sample_shape_dtype_device(name, device):
 
 def _grid_log_Z(t, lo, hi, n=1501) -> float:
     """log of the 2-D trapezoid integral of exp(log_prob) over [lo, hi]^2 (independent of log_Z)."""
-    g = torch.linspace(lo, hi, n, dtype=torch.float64)
-    X, Y = torch.meshgrid(g, g, indexing="ij")
-    lp = t.log_prob(torch.stack([X, Y], -1))
-    m = lp.max()
-    h = (hi - lo) / (n - 1)
-    return float(m + torch.log(torch.trapezoid(torch.trapezoid(torch.exp(lp - m), dx=h, dim=1), dx=h)))
+    return grid_log_Z(t.log_prob, lo, hi, n)
 
 
 def test_funnel_log_Z_by_quadrature():
     t = Funnel(dim=2, scale=3.0).double()
     s = t.scale
-
-    def dens(x1, x0):
-        return math.exp(t.log_prob(torch.tensor([x0, x1], dtype=torch.float64)).item())
-
-    Z, err = integrate.dblquad(
-        dens, -8 * s, 8 * s, lambda x0: -12 * math.exp(x0 / 2), lambda x0: 12 * math.exp(x0 / 2), epsabs=1e-9
+    # Gauss-Legendre in x0, inner limits following the neck +-12 e^{x0/2}
+    lz = gauss_legendre_log_Z_2d(
+        t.log_prob, -8 * s, 8 * s, lambda x0: -12 * torch.exp(x0 / 2), lambda x0: 12 * torch.exp(x0 / 2)
     )
-    assert abs(math.log(Z) - t.log_Z) < 1e-6
+    assert abs(lz - t.log_Z) < 1e-8
 
 
 def test_manywell_log_Z_matches_published_and_quadrature():
@@ -92,14 +86,11 @@ def test_doublewell_log_Z_by_quadrature(num_wells, delta):
 def test_banana_log_Z_by_quadrature():
     t = Banana(dim=2, curvature=0.1, scale=10.0).double()
     b, s = t.curvature, t.scale
-
-    def dens(x2, x1):
-        return math.exp(t.log_prob(torch.tensor([x1, x2], dtype=torch.float64)).item())
-
-    Z, _ = integrate.dblquad(
-        dens, -9 * s, 9 * s, lambda x1: -b * (x1**2 - s**2) - 10, lambda x1: -b * (x1**2 - s**2) + 10, epsabs=1e-10
+    # Gauss-Legendre in x1, inner window of +-10 around the banana's arc x2 = -b (x1^2 - s^2)
+    lz = gauss_legendre_log_Z_2d(
+        t.log_prob, -9 * s, 9 * s, lambda x1: -b * (x1**2 - s**2) - 10, lambda x1: -b * (x1**2 - s**2) + 10
     )
-    assert abs(math.log(Z) - t.log_Z) < 1e-6
+    assert abs(lz - t.log_Z) < 1e-8
 
 
 def test_rings_log_Z_by_cartesian_grid():
@@ -220,6 +211,29 @@ def test_input_errors(name):
         t.score(bad)
     with pytest.raises(DeviceDtypeError, match="x has dtype torch.float64"):
         t.log_prob(torch.zeros(2, t.dim, dtype=torch.float64))
+    with pytest.raises(DeviceDtypeError, match="x is on device meta"):
+        t.score(torch.zeros(2, t.dim, device="meta"))
+
+
+@settings(max_examples=15)
+@given(
+    dim=st.integers(2, 6),
+    scale=st.floats(0.2, 5.0),
+    curvature=st.floats(-0.5, 0.5),
+    delta=st.floats(0.1, 6.0),
+    seed=st.integers(0, 2**16),
+)
+def test_property_scores_match_autograd(dim, scale, curvature, delta, seed):
+    g = torch.Generator().manual_seed(seed)
+    for t in (
+        Funnel(dim, scale),
+        Banana(dim, curvature, scale),
+        DoubleWell(dim, num_wells=dim // 2, delta=delta),
+        ManyWell(2 * (dim // 2)),
+    ):
+        t = t.double()
+        x = 2 * torch.randn(5, t.dim, dtype=torch.float64, generator=g)
+        assert_close(t.score(x), autograd_score(t.log_prob, x))
 
 
 def test_catalogue_builds_every_analytic_target():

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 from scipy import integrate, stats
-from target_testlib import KS_ALPHA, autograd_score, ks_pvalue
+from target_testlib import KS_ALPHA, autograd_score, grid_log_Z, ks_pvalue
 
 from fokker.errors import DeviceDtypeError, NonFiniteError, ParameterError, ShapeError
 from fokker.targets import GaussianMixture, catalogue, mog40
@@ -57,12 +57,7 @@ def test_normalized_by_quadrature():
     gm = random_mixture(3, 2, seed=1)
     assert gm.log_Z == 0.0
     lo, hi = gm.loc.min().item() - 15, gm.loc.max().item() + 15
-
-    def dens(y, x):
-        return math.exp(gm.log_prob(torch.tensor([x, y], dtype=torch.float64)).item())
-
-    Z, err = integrate.dblquad(dens, lo, hi, lo, hi, epsabs=1e-8)
-    assert abs(Z - 1.0) < 1e-6 + 10 * err
+    assert abs(grid_log_Z(gm.log_prob, lo, hi, n=1201)) < 1e-8
 
 
 def test_one_dim_normalized_by_quadrature():
@@ -209,3 +204,34 @@ def test_input_validation():
         gm.score(torch.tensor([[0.0, float("inf")]]))
     with pytest.raises(DeviceDtypeError, match="x has dtype torch.float64"):
         gm.log_prob(torch.zeros(3, 2, dtype=torch.float64))
+
+
+# ------------------------------------------------------------- properties
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=15)
+@given(
+    K=st.integers(1, 4),
+    d=st.integers(1, 4),
+    batch=st.lists(st.integers(1, 3), min_size=0, max_size=2),
+    seed=st.integers(0, 2**16),
+)
+def test_property_log_prob_score_any_shape(K, d, batch, seed):
+    gm = random_mixture(K, d, seed=seed)
+    ref = torch_reference(gm)
+    x = 4 * torch.randn(*batch, d, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+    lp = gm.log_prob(x)
+    assert lp.shape == tuple(batch)
+    assert_close(lp, ref.log_prob(x))
+    assert_close(gm.score(x), autograd_score(ref.log_prob, x))
+
+
+def test_device_mismatch_named():
+    gm = GaussianMixture(*_parts())
+    with pytest.raises(DeviceDtypeError, match="x is on device meta"):
+        gm.log_prob(torch.zeros(3, 2, device="meta"))
+    loc, L, w = _parts()
+    with pytest.raises(DeviceDtypeError, match="weights is on device meta"):
+        GaussianMixture(loc, L, w.to("meta"))

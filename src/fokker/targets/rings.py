@@ -44,26 +44,35 @@ class Rings(Target):
         z = sum(s * s * math.exp(-r * r / (2 * s * s)) + r * s * math.sqrt(2 * math.pi) * _Phi(r / s) for r in radii)
         super().__init__(2, log_Z=math.log(2 * math.pi * z))
         self.register_buffer("_ref", torch.zeros(()))
+        self._radii_cache: dict[tuple[torch.dtype, torch.device], torch.Tensor] = {}
         self._radius = Univariate(self._log_radial, 0.0, max(radii) + 12 * s)
 
-    def _ring_terms(self, rho: torch.Tensor) -> torch.Tensor:
-        r = torch.tensor(self.radii, dtype=rho.dtype, device=rho.device)
+    def _r(self, like: torch.Tensor) -> torch.Tensor:
+        """The radii as a tensor like ``like``, made once per (dtype, device) from the exact Python floats."""
+        key = (like.dtype, like.device)
+        r = self._radii_cache.get(key)
+        if r is None:
+            r = self._radii_cache[key] = torch.tensor(self.radii, dtype=like.dtype, device=like.device)
+        return r
+
+    def _ring_terms(self, rho: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
         return -((rho.unsqueeze(-1) - r) ** 2) / (2 * self.sigma**2)
 
     def _log_radial(self, rho: torch.Tensor) -> torch.Tensor:
         """``log(rho * gamma(rho))`` for ``rho > 0``, ``-inf`` otherwise (radial log-density)."""
         pos = rho > 0
-        val = torch.log(torch.where(pos, rho, torch.ones_like(rho))) + torch.logsumexp(self._ring_terms(rho), -1)
+        r = self._r(rho)
+        val = torch.log(torch.where(pos, rho, torch.ones_like(rho))) + torch.logsumexp(self._ring_terms(rho, r), -1)
         return torch.where(pos, val, torch.full_like(rho, -math.inf))
 
     def _log_prob(self, x: torch.Tensor) -> torch.Tensor:
         rho = torch.linalg.vector_norm(x, dim=-1)
-        return torch.logsumexp(self._ring_terms(rho), -1)
+        return torch.logsumexp(self._ring_terms(rho, self._r(x)), -1)
 
     def _score(self, x: torch.Tensor) -> torch.Tensor:
         rho = torch.linalg.vector_norm(x, dim=-1)
-        r = torch.tensor(self.radii, dtype=x.dtype, device=x.device)
-        w = torch.softmax(self._ring_terms(rho), -1)
+        r = self._r(x)
+        w = torch.softmax(self._ring_terms(rho, r), -1)
         drho = -(w * (rho.unsqueeze(-1) - r)).sum(-1) / self.sigma**2
         safe = torch.where(rho > 0, rho, torch.ones_like(rho))
         return torch.where((rho > 0).unsqueeze(-1), (drho / safe).unsqueeze(-1) * x, torch.zeros_like(x))
