@@ -21,9 +21,12 @@ __all__ = ["TimeLike", "as_t64", "align_time", "check_time", "out_dtype"]
 
 
 def as_t64(t: TimeLike, device: torch.device | None = None) -> torch.Tensor:
-    """``t`` as a float64 tensor (on ``t``'s device, else ``device``, else CPU)."""
+    """``t`` as a float64 tensor (on ``t``'s device, else ``device``, else CPU).
+
+    Differentiable: a ``t`` that requires grad keeps its graph (the Fokker-Planck check
+    differentiates densities in ``t``)."""
     if isinstance(t, torch.Tensor):
-        return t.detach().to(torch.float64) if t.dtype != torch.float64 else t.detach()
+        return t.to(torch.float64)
     if isinstance(t, bool) or not isinstance(t, (int, float)):
         raise TypeError(f"t must be a float or a torch.Tensor; got {type(t).__name__}")
     return torch.tensor(float(t), dtype=torch.float64, device=device)
@@ -38,7 +41,7 @@ def out_dtype(t: TimeLike) -> torch.dtype:
 
 def check_time(t: TimeLike, low: float, high: float, name: str = "t") -> None:
     """Raise :class:`~fokker.errors.DomainError` unless ``low <= t <= high`` (tensor: only while validating)."""
-    check_in_interval(t, low, high, name)
+    check_in_interval(t.detach() if isinstance(t, torch.Tensor) else t, low, high, name)
 
 
 def align_time(

@@ -113,7 +113,7 @@ class CosineVPSDE(VPSDE):
     def _B(self, t: torch.Tensor) -> torch.Tensor:
         tc = t.clamp(max=self.t_star)
         b_cos = -2.0 * (torch.log(torch.cos(self._c * (tc + self.s))) - self._log_cos0)
-        return b_cos + self.max_beta * (t - tc)
+        return b_cos.clamp_min(0.0) + self.max_beta * (t - tc)
 
     def _beta(self, t: torch.Tensor) -> torch.Tensor:
         tc = t.clamp(max=self.t_star)
