@@ -242,3 +242,18 @@ def test_catalogue_builds_every_analytic_target():
         t = cat[name]()
         assert t.log_Z is not None and t.has_exact_samples
     assert cat["funnel"]().dim == 10 and cat["manywell"]().dim == 32
+
+
+@pytest.mark.parametrize("name", list(FACTORIES))
+def test_deepcopy_and_save_load_roundtrip(name, tmp_path):
+    import copy
+
+    t = FACTORIES[name]().double()
+    x = torch.randn(4, t.dim, dtype=torch.float64)
+    c = copy.deepcopy(t)  # e.g. EMA copies of a sampler holding the target
+    torch.save(t, tmp_path / "t.pt")
+    u = torch.load(tmp_path / "t.pt", weights_only=False)
+    for other in (c, u):
+        assert torch.equal(other.log_prob(x), t.log_prob(x))
+        assert other.sample((3,)).shape == (3, t.dim)
+    assert t.state_dict() == {}  # parameter-free: only a non-persistent dtype/device buffer

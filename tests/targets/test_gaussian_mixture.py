@@ -235,3 +235,10 @@ def test_device_mismatch_named():
     loc, L, w = _parts()
     with pytest.raises(DeviceDtypeError, match="weights is on device meta"):
         GaussianMixture(loc, L, w.to("meta"))
+
+
+def test_state_dict_roundtrip():
+    a, b = random_mixture(3, 2, seed=1), random_mixture(3, 2, seed=2)
+    b.load_state_dict(a.state_dict())
+    x = torch.randn(5, 2, dtype=torch.float64)
+    assert torch.equal(a.log_prob(x), b.log_prob(x))

@@ -40,7 +40,7 @@ class Banana(Target):
         super().__init__(dim, log_Z=0.0)
         self.curvature = float(curvature)
         self.scale = float(scale)
-        self.register_buffer("_ref", torch.zeros(()))
+        self.register_buffer("_ref", torch.zeros(()), persistent=False)
 
     def twist(self, x: torch.Tensor) -> torch.Tensor:
         """``phi(x)``: banana coordinates to Gaussian ones, ``(..., dim) -> (..., dim)``."""

@@ -40,7 +40,7 @@ class Funnel(Target):
         check_positive(scale, "scale")
         super().__init__(dim, log_Z=0.0)
         self.scale = float(scale)
-        self.register_buffer("_ref", torch.zeros(()))
+        self.register_buffer("_ref", torch.zeros(()), persistent=False)
 
     def _log_prob(self, x: torch.Tensor) -> torch.Tensor:
         x0, xr = x[..., 0], x[..., 1:]

@@ -93,7 +93,8 @@ class LGCP(Target):
         whitened: parameterize by ``e = L^{-1}(x - mu)`` instead of ``x``.
         signal_variance, length_scale: ``sigma^2`` and ``beta`` of the exponential kernel.
 
-    Buffers: ``counts (d,)``, ``mean`` (scalar ``mu``), ``scale_tril (d, d)``.
+    Buffers (non-persistent: rebuilt from the data): ``counts (d,)``, ``mean`` (scalar ``mu``),
+    ``scale_tril (d, d)``.
     """
 
     name = "lgcp"
@@ -126,9 +127,11 @@ class LGCP(Target):
         K = signal_variance * torch.exp(-torch.cdist(ij, ij) / (grid * length_scale))
         L = torch.linalg.cholesky(K)
         mu = math.log(126.0) - 0.5 * signal_variance
-        self.register_buffer("counts", torch.as_tensor(bin_counts(pts, grid).reshape(-1), dtype=dtype))
-        self.register_buffer("mean", torch.tensor(mu, dtype=dtype))
-        self.register_buffer("scale_tril", L.to(dtype))
+        # derived from the data file and the fixed kernel: follow .to() but stay out of state_dict
+        # (the 1600 x 1600 factor would add 20 MB to every checkpoint of a sampler holding the target)
+        self.register_buffer("counts", torch.as_tensor(bin_counts(pts, grid).reshape(-1), dtype=dtype), persistent=False)
+        self.register_buffer("mean", torch.tensor(mu, dtype=dtype), persistent=False)
+        self.register_buffer("scale_tril", L.to(dtype), persistent=False)
         self._half_logdet = float(torch.log(torch.diagonal(L)).sum())
 
     def _reference_tensor(self) -> torch.Tensor:

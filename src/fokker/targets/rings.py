@@ -43,7 +43,7 @@ class Rings(Target):
         s = self.sigma
         z = sum(s * s * math.exp(-r * r / (2 * s * s)) + r * s * math.sqrt(2 * math.pi) * _Phi(r / s) for r in radii)
         super().__init__(2, log_Z=math.log(2 * math.pi * z))
-        self.register_buffer("_ref", torch.zeros(()))
+        self.register_buffer("_ref", torch.zeros(()), persistent=False)
         self._radii_cache: dict[tuple[torch.dtype, torch.device], torch.Tensor] = {}
         self._radius = Univariate(self._log_radial, 0.0, max(radii) + 12 * s)
 

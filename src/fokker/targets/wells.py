@@ -62,7 +62,7 @@ class ManyWell(Target):
         self._x = Univariate(_manywell_x, -6.0, 6.0)
         log_z = self.n_pairs * (self._x.log_Z + _HALF_LOG_2PI)
         super().__init__(dim, log_Z=log_z)
-        self.register_buffer("_ref", torch.zeros(()))
+        self.register_buffer("_ref", torch.zeros(()), persistent=False)
 
     def _log_prob(self, x: torch.Tensor) -> torch.Tensor:
         a, b = x[..., 0::2], x[..., 1::2]
@@ -102,7 +102,7 @@ class DoubleWell(Target):
         self._x = Univariate(self._quartic, -math.sqrt(delta) - 6.0, math.sqrt(delta) + 6.0)
         log_z = m * self._x.log_Z + (dim - m) * _HALF_LOG_2PI
         super().__init__(dim, log_Z=log_z)
-        self.register_buffer("_ref", torch.zeros(()))
+        self.register_buffer("_ref", torch.zeros(()), persistent=False)
 
     def _quartic(self, x: torch.Tensor) -> torch.Tensor:
         return -((x * x - self.delta) ** 2)
