@@ -12,7 +12,7 @@ from fokker.train import fit
 DT = torch.float64
 M = torch.tensor([1.0, -0.5], dtype=DT)
 S = torch.tensor([[1.0, 0.6], [0.6, 2.0]], dtype=DT) * 0.5
-SIGMA_DSM = 0.1
+SIGMA_DSM = 0.3
 
 
 def _data(n: int = 4000) -> torch.Tensor:
