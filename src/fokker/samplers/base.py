@@ -229,21 +229,27 @@ class DiffusionSampler(nn.Module):
         return log_w.var()
 
     def check_target(self, n: int = 64) -> None:
-        """Raise :class:`NonFiniteError` if ``log gamma`` or its score is NaN/inf at initial samples."""
+        """Raise :class:`NonFiniteError` if ``log gamma`` or its score is NaN/inf where training starts.
+
+        Evaluated at the initial states ``y_0`` (when not a point mass) and at the end points
+        ``y_K`` of ``n`` paths of the current (untrained) sampler.
+        """
         with torch.no_grad():
             like = self._param_like()
             y0 = self.init_sample(n, like)
-            y = y0 if float(y0.abs().max()) > 0 else torch.randn_like(y0)
-            lp, sc = self.target.log_prob_and_score(y)
-            for name, val in (("log_prob", lp), ("score", sc)):
-                bad = ~torch.isfinite(val)
-                if bad.any():
-                    frac = float(bad.reshape(n, -1).any(-1).float().mean())
-                    raise NonFiniteError(
-                        f"target {self.target.name!r}: {name} is NaN/inf at {frac:.0%} of {n} initial samples "
-                        f"of the sampler (e.g. x = {y[bad.reshape(n, -1).any(-1)][0].tolist()}); "
-                        "check the target's support and parameters"
-                    )
+            points = [] if float(y0.abs().max()) == 0 else [("initial", y0)]
+            _, _, path = self.rollout(n, return_path=True)
+            points.append(("terminal", path[-1]))
+            for where, y in points:
+                lp, sc = self.target.log_prob_and_score(y)
+                for name, val in (("log_prob", lp), ("score", sc)):
+                    bad = ~torch.isfinite(val.reshape(n, -1)).all(-1)
+                    if bad.any():
+                        raise NonFiniteError(
+                            f"target {self.target.name!r}: {name} is NaN/inf at {float(bad.float().mean()):.0%} of "
+                            f"{n} {where} samples of the untrained sampler (e.g. x = {y[bad][0].tolist()}); "
+                            "check the target's support and parameters"
+                        )
         self._checked = True
 
     def fit(
