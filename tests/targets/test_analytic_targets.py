@@ -46,6 +46,7 @@ def test_sample_shape_dtype_device(name, device):
     assert x.shape == (4, 3, t.dim) and x.dtype == torch.float64 and x.device.type == torch.device(device).type
     assert torch.isfinite(t.log_prob(x)).all()
     assert t.sample(()).shape == (t.dim,)
+    assert t.sample((0, 2)).shape == (0, 2, t.dim)
     assert t.to(torch.float32).sample((2,)).dtype == torch.float32
 
 

@@ -87,6 +87,7 @@ def test_sample_shape_and_distribution_objects():
     gm = random_mixture(3, 2)
     assert gm.sample(()).shape == (2,)
     assert gm.sample((4, 5)).shape == (4, 5, 2)
+    assert gm.sample((0,)).shape == (0, 2)
     assert gm.num_components == 3
     assert gm.component_distribution().batch_shape == (3,)
     x = torch.randn(6, 2, dtype=torch.float64)

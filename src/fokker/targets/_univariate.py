@@ -74,7 +74,7 @@ class Univariate:
 
         The acceptance test runs in float64 (then cast), so float32 targets get exact draws too.
         """
-        out: list[torch.Tensor] = []
+        out: list[torch.Tensor] = [torch.empty(0, dtype=torch.float64, device=device)]
         have = 0
         accept_rate = math.exp(self.log_Z - self.log_M)
         m, s, w = (t.to(device=device) for t in (self.means, self.stds, self.weights))
