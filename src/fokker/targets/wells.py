@@ -10,8 +10,9 @@ pairs laid out as ``(x_0, y_0, x_1, y_1, ...)`` (quartic at even indices), as in
 ``Z_x = int exp(-x^4 + 6x^2 + x/2) dx ~= 11784.50927`` by 1-D quadrature; for
 ``dim = 32``: ``log Z = 164.695675``.  ``2^(dim/2)`` modes.
 
-``DoubleWell`` (the "dimension-separable" well of the diffusion-sampler literature, e.g.
-Vargas et al.'s DIS / Blessing et al. 2024 "many well" with ``m`` quartic coordinates):
+``DoubleWell`` (the "dimension-separable" well of the diffusion-sampler literature: the
+``ManyWell2`` target of Blessing et al. 2024, "Beyond ELBOs", whose ``many_well_554``
+configuration is ``dim = 5, m = 5, delta = 4`` -- ``catalogue()["doublewell"]``):
 
 .. math::  \\log\\gamma(x) = -\\sum_{i<m} (x_i^2 - \\delta)^2 - \\tfrac12 \\sum_{i \\ge m} x_i^2 ,
 
