@@ -255,9 +255,11 @@ class ScheduleSDE(LinearSDE):
     def _value_and_grad(self, fn: Callable[[torch.Tensor], torch.Tensor], t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.enable_grad():
             tt = t.detach().clone().requires_grad_(True)
-            v = fn(tt).to(torch.float64)
-            (dv,) = torch.autograd.grad(v.sum(), tt)
-        return v.detach(), dv
+            v = torch.as_tensor(fn(tt)).to(torch.float64)
+            if not v.requires_grad:  # constant in t
+                return v.detach().expand_as(t), torch.zeros_like(t)
+            (dv,) = torch.autograd.grad(v.sum(), tt, allow_unused=True)
+        return v.detach(), (torch.zeros_like(t) if dv is None else dv)
 
     def _log_alpha(self, t: torch.Tensor) -> torch.Tensor:
         return torch.log(self.alpha_fn(t).to(torch.float64))
