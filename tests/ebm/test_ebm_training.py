@@ -118,3 +118,27 @@ def test_neural_energy_trains_with_fit_and_loss_decreases():
     result = fit(model, _data(1000), steps=150, batch_size=128, lr=1e-2, progress=False)
     first, last = sum(result.losses[:20]) / 20, sum(result.losses[-20:]) / 20
     assert last < first
+
+
+def test_fit_with_ema_checkpoint_and_resume_keeps_pcd_buffer_and_nce_log_Z(tmp_path):
+    """EBM objectives' state (replay buffer, learned log Z) goes through fit's EMA copy and checkpoints."""
+    data = _data(512)
+    ck = tmp_path / "pcd.pt"
+
+    def make():
+        torch.manual_seed(0)  # the buffer is filled at construction
+        return ebm.EBM(ebm.GaussianEnergy(2, dtype=DT), ebm.persistent_contrastive_divergence(buffer_size=64, k=2))
+
+    full = make()
+    fit(full, data, steps=20, batch_size=64, lr=0.01, progress=False)
+    part = make()
+    fit(part, data, steps=10, batch_size=64, lr=0.01, progress=False, checkpoint=ck, checkpoint_every=10, ema=0.9)
+    resumed = make()
+    fit(resumed, data, steps=20, batch_size=64, lr=0.01, progress=False, checkpoint=ck, checkpoint_every=10, ema=0.9)
+    torch.testing.assert_close(resumed.objective.buffer.data, full.objective.buffer.data)
+    torch.testing.assert_close(resumed.energy_model.loc, full.energy_model.loc)
+
+    noise = torch.distributions.MultivariateNormal(torch.zeros(2, dtype=DT), 4 * torch.eye(2, dtype=DT))
+    model = ebm.EBM(ebm.GaussianEnergy(2, dtype=DT), ebm.nce(noise))
+    res = fit(model, data, steps=5, batch_size=64, lr=0.01, progress=False, ema=0.5)
+    assert res.ema is not None and "objective.log_Z" in dict(res.ema.module.named_parameters())
