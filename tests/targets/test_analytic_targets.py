@@ -33,7 +33,8 @@ def test_score_matches_autograd(name, device):
     s = t.score(x)
     assert s.shape == x.shape and s.dtype == torch.float64
     assert_close(s, autograd_score(t.log_prob, x))
-    lp, s2 = t.log_prob_and_score(x)
+    lp, s2 = t.log_prob_and_score(x.clone().requires_grad_(True))
+    assert not lp.requires_grad and not s2.requires_grad  # detached, as the base contract says
     assert_close(lp, t.log_prob(x))
     assert_close(s2, s)
     assert t.log_prob(x).shape == (6, 3)

@@ -118,7 +118,13 @@ class Target(nn.Module):
         return self._score(x)
 
     def log_prob_and_score(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(log gamma(x), grad log gamma(x))`` in one autograd pass, unchecked."""
+        """``(log gamma(x), grad log gamma(x))``, unchecked and detached (no graph).
+
+        One autograd pass, or the analytic ``_score`` when the subclass overrides it.
+        """
+        if type(self)._score is not Target._score:
+            with torch.no_grad():
+                return self._log_prob(x), self._score(x)
         with torch.enable_grad():
             xg = x.detach().requires_grad_(True)
             lp = self._log_prob(xg)
