@@ -8,9 +8,9 @@
 * a rejection sampler (von Neumann): proposal ``q`` = mixture of Gaussians centred at the
   grid's local maxima of ``f`` with widths ``1.5 / sqrt(-f'')`` (Laplace, inflated), weights
   ``~ exp(f(mode)) * width`` (total 0.9), plus a broad defensive component
-  ``N((lo + hi) / 2, ((hi - lo) / 4)^2)`` of weight 0.1 that covers the barriers; bound ``M = 1.05 * max_grid exp(f - log q)``.  A draw
-  ``x ~ q`` is accepted with probability ``exp(f(x) - log q(x) - log M)``, which yields exact
-  samples of ``exp(f) / Z`` as long as ``f - log q <= log M`` everywhere.  ``f`` decays at
+  ``N((lo + hi) / 2, ((hi - lo) / 4)^2)`` of weight 0.1 that covers the barriers; bound
+  ``M = 1.05 * max_grid exp(f - log q)``.  A draw ``x ~ q`` is accepted with probability
+  ``exp(f(x) - log q(x) - log M)``, which yields exact samples of ``exp(f) / Z`` as long as ``f - log q <= log M`` everywhere.  ``f`` decays at
   least as fast as a Gaussian narrower than ``q``'s components in the tails for every
   factor used in fokker, so the ratio is largest inside ``[lo, hi]`` where the grid
   (spacing ``(hi - lo) / 4e4``) locates its maximum; the 5 % margin covers the grid error.
@@ -50,7 +50,7 @@ class Univariate:
         for i in idx:
             curv = float((fg[i + 1] - 2 * fg[i] + fg[i - 1]) / h**2)
             width = 1.5 / math.sqrt(-curv) if curv < 0 else (hi - lo) / 10.0
-            width = max(width, 1e3 * h)
+            width = max(width, 50 * h)  # never narrower than the grid can resolve
             means.append(float(g[i]))
             stds.append(width)
             logw.append(float(fg[i]) + math.log(width))
