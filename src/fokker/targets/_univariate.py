@@ -10,10 +10,11 @@
   ``~ exp(f(mode)) * width`` (total 0.9), plus a broad defensive component
   ``N((lo + hi) / 2, ((hi - lo) / 4)^2)`` of weight 0.1 that covers the barriers; bound
   ``M = 1.05 * max_grid exp(f - log q)``.  A draw ``x ~ q`` is accepted with probability
-  ``exp(f(x) - log q(x) - log M)``, which yields exact samples of ``exp(f) / Z`` as long as ``f - log q <= log M`` everywhere.  ``f`` decays at
-  least as fast as a Gaussian narrower than ``q``'s components in the tails for every
-  factor used in fokker, so the ratio is largest inside ``[lo, hi]`` where the grid
-  (spacing ``(hi - lo) / 4e4``) locates its maximum; the 5 % margin covers the grid error.
+  ``exp(f(x) - log q(x) - log M)``, which yields exact samples of ``exp(f) / Z`` as long as
+  ``f - log q <= log M`` everywhere.  ``f`` decays at least as fast as a Gaussian narrower
+  than ``q``'s components in the tails for every factor used in fokker, so the ratio is
+  largest inside ``[lo, hi]`` where the grid (spacing ``(hi - lo) / 4e4``) locates its
+  maximum; the 5 % margin covers the grid error (tests check the bound on a wide grid).
 """
 
 from __future__ import annotations
