@@ -222,7 +222,7 @@ def test_float32_spline_far_outside_box_and_affine_on_huge_activations() -> None
     x = 100 * torch.randn(16, 4)
     y, ladj = layer.call_and_ladj(x)
     assert torch.isfinite(y).all() and torch.isfinite(ladj).all()
-    assert (ladj.abs() <= 2 * 3.0 + 1e-4).all()  # |s| < scale_bound per transformed coordinate
+    assert (ladj.abs() <= 2 * 7.0 + 1e-4).all()  # |s| < scale_bound per transformed coordinate
     xb, _ = layer.inverse_and_ladj(y)
     assert torch.isfinite(xb).all()
 

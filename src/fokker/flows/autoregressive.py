@@ -188,7 +188,7 @@ class MAF(MaskedAutoregressive):
     """Masked autoregressive flow layer (affine; density direction in one pass)."""
 
     def __init__(self, features: int, hidden: Sequence[int] = (64, 64), context_dim: int = 0,
-                 rank: Tensor | None = None, scale_bound: float = 3.0, **kwargs) -> None:
+                 rank: Tensor | None = None, scale_bound: float = 7.0, **kwargs) -> None:
         super().__init__(Affine(scale_bound), features, hidden, context_dim, rank, "inverse", **kwargs)
 
 
@@ -196,7 +196,7 @@ class IAF(MaskedAutoregressive):
     """Inverse autoregressive flow layer (affine; sampling direction in one pass)."""
 
     def __init__(self, features: int, hidden: Sequence[int] = (64, 64), context_dim: int = 0,
-                 rank: Tensor | None = None, scale_bound: float = 3.0, **kwargs) -> None:
+                 rank: Tensor | None = None, scale_bound: float = 7.0, **kwargs) -> None:
         super().__init__(Affine(scale_bound), features, hidden, context_dim, rank, "forward", **kwargs)
 
 

@@ -50,9 +50,10 @@ def _couplings(
     layers: list[Bijection] = []
     for i in range(transforms):
         h: ElementwiseMap = make_map() if callable(make_map) else make_map  # type: ignore[assignment]
-        layers.append(
-            Coupling(h, _vector_mask(dim, mask, flip=i % 2 == 1), hidden, context_dim, activation=activation)
-        )
+        # alternate so that the layer applied first to data (the last one here) uses the
+        # unflipped mask, as zuko's flows (which are written data -> noise) do
+        flip = (transforms - 1 - i) % 2 == 1
+        layers.append(Coupling(h, _vector_mask(dim, mask, flip=flip), hidden, context_dim, activation=activation))
     return layers
 
 
@@ -63,9 +64,12 @@ def _autoregressive(
     check_int(dim, "dim")
     check_int(transforms, "transforms")
     up = torch.arange(1, dim + 1)
+    # orders alternate ascending / descending, ascending for the layer that meets the data
+    # first (the last one in this noise -> data list), matching zuko's MAF / NSF
     return [
         MaskedAutoregressive(
-            make_map(), dim, hidden, context_dim, up if i % 2 == 0 else up.flip(0), one_pass, activation
+            make_map(), dim, hidden, context_dim, up if (transforms - 1 - i) % 2 == 0 else up.flip(0), one_pass,
+            activation,
         )
         for i in range(transforms)
     ]
@@ -82,7 +86,7 @@ def nice(
 
 def realnvp(
     dim: int, transforms: int = 4, hidden: Sequence[int] = (64, 64), context_dim: int = 0,
-    mask: str = "alternating", scale_bound: float = 3.0, activation: type[nn.Module] = nn.ReLU,
+    mask: str = "alternating", scale_bound: float = 7.0, activation: type[nn.Module] = nn.ReLU,
 ) -> Flow:
     """RealNVP: affine couplings with soft-clamped log-scales (Dinh et al. 2017)."""
     layers = _couplings(dim, transforms, lambda: Affine(scale_bound), hidden, context_dim, mask, activation)
@@ -91,7 +95,7 @@ def realnvp(
 
 def maf(
     dim: int, transforms: int = 5, hidden: Sequence[int] = (64, 64), context_dim: int = 0,
-    scale_bound: float = 3.0, activation: type[nn.Module] = nn.ReLU,
+    scale_bound: float = 7.0, activation: type[nn.Module] = nn.ReLU,
 ) -> Flow:
     """Masked autoregressive flow: density (``log_prob``) in one pass per layer."""
     layers = _autoregressive(dim, transforms, lambda: Affine(scale_bound), hidden, context_dim, "inverse", activation)
@@ -100,7 +104,7 @@ def maf(
 
 def iaf(
     dim: int, transforms: int = 5, hidden: Sequence[int] = (64, 64), context_dim: int = 0,
-    scale_bound: float = 3.0, activation: type[nn.Module] = nn.ReLU,
+    scale_bound: float = 7.0, activation: type[nn.Module] = nn.ReLU,
 ) -> Flow:
     """Inverse autoregressive flow: sampling and ``sample_and_log_prob`` in one pass per layer."""
     layers = _autoregressive(dim, transforms, lambda: Affine(scale_bound), hidden, context_dim, "forward", activation)
@@ -130,7 +134,7 @@ def nsf(
 
 def glow(
     shape: Sequence[int], levels: int = 2, steps: int = 4, hidden: int = 64, mask: str = "channel",
-    scale_bound: float = 3.0,
+    scale_bound: float = 7.0,
 ) -> Flow:
     """Glow-style multiscale flow on ``(C, H, W)`` images (``H``, ``W`` divisible by ``2**levels``).
 

@@ -194,7 +194,7 @@ class AdditiveCoupling(Coupling):
 
 
 class AffineCoupling(Coupling):
-    """RealNVP affine coupling ``y_B = x_B exp(s(x_A)) + t(x_A)``, ``s`` soft-clamped (seed 003).
+    """RealNVP affine coupling: data -> noise ``x_B = y_B exp(s(y_A)) + t(y_A)``, ``s`` soft-clamped (seed 003).
 
     Args:
         scale_bound: the log-scale bound ``B`` of :class:`~fokker.flows.elementwise.Affine`.
@@ -205,7 +205,7 @@ class AffineCoupling(Coupling):
         mask: Tensor,
         hidden: Sequence[int] = (64, 64),
         context_dim: int = 0,
-        scale_bound: float = 3.0,
+        scale_bound: float = 7.0,
         **kwargs,
     ) -> None:
         super().__init__(Affine(scale_bound), mask, hidden, context_dim, **kwargs)

@@ -67,30 +67,32 @@ class Additive(ElementwiseMap):
 
 
 class Affine(ElementwiseMap):
-    """RealNVP's affine map ``y = x * exp(s) + t`` (Dinh et al. 2017; seed 003).
+    """RealNVP's affine map (Dinh et al. 2017; seed 003), written in the density direction.
 
-    ``params[..., 0]`` is the shift ``t``, ``params[..., 1]`` the raw log-scale; the
-    log-scale is soft-clamped, ``s = B tanh(raw / B)``, so ``exp(s)`` stays in
-    ``[e^-B, e^B]`` however large the network's activations get.
-    ``log|h'(x)| = s`` (exact).
+    Data ``y`` -> noise ``x`` is ``x = y * exp(s) + t`` (RealNVP's and Glow's coupling
+    equation, zuko's convention); the layer direction noise -> data is its inverse
+    ``y = (x - t) * exp(-s)``.  ``params[..., 0]`` is the shift ``t``, ``params[..., 1]``
+    the raw log-scale; the log-scale is soft-clamped, ``s = B tanh(raw / B)``, so
+    ``exp(+-s)`` stays in ``[e^-B, e^B]`` however large the network's activations get.
+    ``log|h'(x)| = -s`` (exact).
 
     Args:
-        scale_bound: ``B`` (default 3).
+        scale_bound: ``B`` (default 7, about the range of zuko's soft clip with slope 1e-3).
     """
 
     num_params = 2
 
-    def __init__(self, scale_bound: float = 3.0) -> None:
+    def __init__(self, scale_bound: float = 7.0) -> None:
         check_positive(scale_bound, "scale_bound")
         self.scale_bound = float(scale_bound)
 
     def forward(self, x: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
         s = soft_clamp(params[..., 1], self.scale_bound)
-        return x * torch.exp(s) + params[..., 0], s
+        return (x - params[..., 0]) * torch.exp(-s), -s
 
     def inverse(self, y: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
         s = soft_clamp(params[..., 1], self.scale_bound)
-        return (y - params[..., 0]) * torch.exp(-s), -s
+        return y * torch.exp(s) + params[..., 0], s
 
     def __repr__(self) -> str:
         return f"Affine(scale_bound={self.scale_bound})"
