@@ -214,7 +214,7 @@ def test_divergence_stops_with_last_good_checkpoint(tmp_path):
     s = PIS(CallableTarget(log_gamma, 2, name="turns_nan"), num_steps=4, width=8)
     ckpt = tmp_path / "pis.pt"
     with pytest.raises(TrainingDivergedError, match="diverged"):
-        s.fit(steps=50, batch_size=16, checkpoint=ckpt, checkpoint_every=2, progress=False)
+        s.fit(steps=50, batch_size=16, checkpoint=ckpt, checkpoint_every=2, progress=False, max_bad_steps=2)
     saved = torch.load(ckpt, weights_only=False)
     assert all(bool(torch.isfinite(v).all()) for v in saved["model"].values())
     assert all(bool(torch.isfinite(p).all()) for p in s.net.parameters())
