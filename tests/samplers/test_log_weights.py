@@ -140,6 +140,7 @@ def test_optimal_control_gives_vanishing_log_weight_variance(kind, small, large,
         s = cls(target, num_steps=K, width=8, **kw).to(device, torch.float64)
         s.net = GaussianOptimalControl(s, target.mean, target.var)
         _, lw = s.sample(2000)
+        assert lw.dtype == torch.float64
         var[K] = float(lw.var())
         imp_se = float(torch.exp(lw - lw.max()).std() / torch.exp(lw - lw.max()).mean()) / math.sqrt(2000)
         assert abs(float(torch.logsumexp(lw, 0)) - math.log(2000) - LOG_Z) <= Z_SCORE * imp_se + 1e-3

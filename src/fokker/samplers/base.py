@@ -121,9 +121,13 @@ class DiffusionSampler(nn.Module):
         return self
 
     def _param_like(self) -> torch.Tensor:
+        """A tensor with the sampler's device and dtype (network parameters, buffers, else the target's)."""
         for p in self.net.parameters():
             return p
-        return torch.zeros(())
+        for b in self.net.buffers():
+            if b.is_floating_point():
+                return b
+        return torch.zeros((), dtype=self.target.dtype, device=self.target.device)
 
     def coefficient_tables(self) -> dict[str, torch.Tensor]:
         """Float64 per-step coefficients (subclasses): each value shape ``(K,)`` or ``(K + 1,)``."""
