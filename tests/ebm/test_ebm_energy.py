@@ -73,6 +73,8 @@ def test_energy_model_bad_inputs():
         ebm.EnergyModel(torch.nn.Linear(2, 1), dim=0)
     with pytest.raises(ParameterError, match="positive definite"):
         ebm.GaussianEnergy(2, precision=-torch.eye(2))
+    with pytest.raises(ParameterError, match="symmetric"):
+        ebm.GaussianEnergy(2, precision=torch.tensor([[1.0, 0.5], [0.0, 1.0]]))
     with pytest.raises(ShapeError, match="loc must have shape"):
         ebm.GaussianEnergy(2, loc=torch.zeros(3))
     with pytest.raises(ShapeError, match="precision must have shape"):

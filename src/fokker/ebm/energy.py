@@ -115,8 +115,9 @@ class GaussianEnergy(EnergyModel):
             precision = torch.eye(dim, dtype=dtype, device=device)
         if precision.shape != (dim, dim):
             raise ShapeError(f"precision must have shape ({dim}, {dim}); got {tuple(precision.shape)}")
-        chol, info = torch.linalg.cholesky_ex(precision.to(loc.device, dtype))
-        if bool(info != 0):
+        precision = precision.to(loc.device, dtype)
+        chol, info = torch.linalg.cholesky_ex(precision)
+        if bool(info != 0) or not torch.allclose(precision, precision.mT):
             raise ParameterError("precision must be symmetric positive definite")
         diag = torch.diagonal(chol)
         raw_diag = diag + torch.log(-torch.expm1(-diag))  # inverse softplus
