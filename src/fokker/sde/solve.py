@@ -41,6 +41,7 @@ from .reverse import ProbabilityFlowODE, ReverseSDE, _score_time
 __all__ = ["solve", "time_grid"]
 
 _FIXED = ("euler", "heun")
+_ADAPTIVE_ODE = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
 
 
 def time_grid(
@@ -273,6 +274,9 @@ def _dispatch(
         if is_ode:
             import torchdiffeq
 
+            if method in _ADAPTIVE_ODE and "options" not in kwargs:
+                # land steps on the grid: never evaluate the field beyond ts[-1] (outside [t_min, T])
+                kwargs["options"] = {"step_t": ts_x}
             out = torchdiffeq.odeint(obj, x0, ts_x, method=method, **kwargs)
         else:
             import torchsde
