@@ -112,7 +112,7 @@ def test_ebm_construction_and_loss_errors():
     assert isinstance(model.objective, ebm.ContrastiveDivergence)
     with pytest.raises(ShapeError, match="batch must have shape"):
         model.loss(torch.zeros(4, 3))
-    with pytest.raises(ParameterError, match="batch must have shape"):
+    with pytest.raises(ShapeError, match="batch must have shape"):
         model.loss(torch.zeros(2, 4, 2))
     with pytest.raises(ParameterError, match="log Z is unknown"):
         model.normalized_log_prob(torch.zeros(1, 2))

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from fokker.analytic.rbm import enumerate_binary, rbm_log_Z
+from fokker.analytic.rbm import enumerate_binary
 from fokker.ebm import RBM, ais_betas, base_rate_bias
 from fokker.errors import DomainError, ParameterError, ShapeError
 from fokker.tolerances import Z_SCORE, assert_close

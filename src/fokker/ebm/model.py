@@ -110,7 +110,7 @@ class EBM(nn.Module):
         check_tensor(batch, "batch")
         check_last_dim(batch, self.dim, "batch")
         if batch.dim() != 2:
-            raise ParameterError(f"batch must have shape (n, {self.dim}); got {tuple(batch.shape)}")
+            raise ShapeError(f"batch must have shape (n, {self.dim}); got {tuple(batch.shape)}")
         return self.objective(self.energy_model, batch)
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:

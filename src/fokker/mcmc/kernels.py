@@ -319,6 +319,7 @@ class HMC(Kernel):
         self.trajectory_length = float(trajectory_length)
         self.jitter = jitter
         self.max_num_steps = max_num_steps
+        self._step_cap: int | None = None  # set by ``sample`` while the metric is still the identity
         self._rng = random.Random(0)
 
     def seed(self, seed: int) -> None:
@@ -331,7 +332,8 @@ class HMC(Kernel):
         if self._eps_host is None:
             self._eps_host = float(eps.min())  # one host sync per step-size change
         u = self._rng.uniform(0.5, 1.5) if self.jitter else 1.0
-        return max(1, min(self.max_num_steps, math.ceil(self.trajectory_length * u / self._eps_host)))
+        cap = self.max_num_steps if self._step_cap is None else min(self._step_cap, self.max_num_steps)
+        return max(1, min(cap, math.ceil(self.trajectory_length * u / self._eps_host)))
 
     def step(self, state: State) -> tuple[State, StepInfo]:
         x = state.x

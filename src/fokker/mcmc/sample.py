@@ -19,7 +19,9 @@ never during sampling with a fixed number of steps.
 
 from __future__ import annotations
 
+import copy
 import math
+import random
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -37,6 +39,9 @@ from .metric import Metric, regularized_covariance
 
 __all__ = ["MCMCResult", "sample", "find_reasonable_step_size"]
 
+#: Leapfrog steps per HMC iteration before the first metric estimate (see ``_run``).
+WARMUP_STEP_CAP = 32
+
 
 @dataclass
 class MCMCResult:
@@ -53,6 +58,7 @@ class MCMCResult:
         constrained: for ``from_pyro`` targets, named constrained draws ``(chains, draws, *shape)``.
         num_steps: leapfrog steps per draw (HMC; 1 otherwise), summed over the draws.
         time_s: wall time of warm-up and sampling.
+        kernel: the adapted kernel (a copy; reuse it with ``warmup=0`` to draw more).
     """
 
     samples: torch.Tensor
@@ -66,6 +72,7 @@ class MCMCResult:
     num_steps: int = 0
     time_s: dict[str, float] = field(default_factory=dict)
     param_names: list[str] | None = None
+    kernel: Kernel | None = None
 
     # -------------------------------------------------------------- diagnostics
     @property
@@ -231,6 +238,12 @@ def sample(
     kernel = HMC() if kernel is None else kernel
     if not isinstance(kernel, Kernel):
         raise TypeError(f"kernel must be a fokker.mcmc Kernel (HMC(), MALA(), ULA(...)); got {type(kernel).__name__}")
+    # work on a copy: the caller's kernel keeps its settings; the adapted one is returned in the result
+    kernel = copy.copy(kernel)
+    if kernel.adapt_metric:
+        kernel.metric = None
+    if isinstance(kernel, HMC):
+        kernel._rng = random.Random(seed)
     kernel.bind(target)
     ref = target._reference_tensor()
     dtype = dtype or (ref.dtype if ref is not None else (init.dtype if isinstance(init, torch.Tensor) else torch.get_default_dtype()))
@@ -238,8 +251,6 @@ def sample(
     devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
-        if isinstance(kernel, HMC):
-            kernel.seed(seed)
         return _run(target, kernel, num_chains, num_samples, warmup, init, thin, progress, dtype, device, time.perf_counter)
 
 
@@ -270,6 +281,11 @@ def _run(target, kernel, num_chains, num_samples, warmup, init, thin, progress, 
     elif kernel.step_size is None:
         raise ParameterError("step_size is None and adaptation is off (warmup=0 or adapt_step_size=False); give a step size")
     buf: list[torch.Tensor] = []
+    # Until the first metric update the trajectory length is measured in the target's raw units,
+    # where ``trajectory_length / eps`` can be huge for a badly scaled target: cap the steps.
+    capped = isinstance(kernel, HMC) and bool(windows)
+    if capped:
+        kernel._step_cap = WARMUP_STEP_CAP
     bar = tqdm(total=warmup + num_samples * thin, desc="warmup", disable=not progress, leave=False)
     for it in range(warmup):
         if it in win_start:
@@ -285,6 +301,8 @@ def _run(target, kernel, num_chains, num_samples, warmup, init, thin, progress, 
             draws = torch.where(finite, draws, draws.nan_to_num(0.0))
             kernel.metric = Metric(regularized_covariance(draws, kernel.dense))
             buf = []
+            if capped:
+                kernel._step_cap = None
             if da is not None:
                 eps = find_reasonable_step_size(kernel, state, kernel._step_size)
                 da.reset(eps)
@@ -339,4 +357,5 @@ def _run(target, kernel, num_chains, num_samples, warmup, init, thin, progress, 
         num_steps=total_steps,
         time_s={"warmup": t_warm - t_start, "sampling": t_end - t_warm, "total": t_end - t_start},
         param_names=getattr(target, "param_names", None) if constrained is None else None,
+        kernel=kernel,
     )

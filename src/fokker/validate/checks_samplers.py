@@ -112,7 +112,7 @@ def _run_method(kind: str, target, cfg: RunConfig, seed: int) -> MethodResult:
     log_z, ess, elbos = [], [], []
     if kind in ("DDS", "PIS", "DIS"):
         torch.manual_seed(seed)
-        sampler = _make_sampler(kind, target, cfg)
+        sampler = _make_sampler(kind, target, cfg).to(device=target.device)
         steps = cfg.train_steps
         sched = lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps, eta_min=1e-4)  # noqa: E731
         sampler.fit(steps=steps, batch_size=cfg.batch_size, lr=5e-3, scheduler=sched, progress=False, seed=seed)
