@@ -142,3 +142,17 @@ def test_fit_with_ema_checkpoint_and_resume_keeps_pcd_buffer_and_nce_log_Z(tmp_p
     model = ebm.EBM(ebm.GaussianEnergy(2, dtype=DT), ebm.nce(noise))
     res = fit(model, data, steps=5, batch_size=64, lr=0.01, progress=False, ema=0.5)
     assert res.ema is not None and "objective.log_Z" in dict(res.ema.module.named_parameters())
+
+
+@pytest.mark.parametrize("name", ["exact", "cd_mala"])
+def test_float32_training_on_device(name, device):
+    """float32 parameters and data on every device: the fit follows the inputs' dtype and device."""
+    data = _data(2000).to(device, torch.float32)
+    obj = _objective(name)
+    model = ebm.EBM(ebm.GaussianEnergy(2, dtype=torch.float32, device=device), obj)
+    _fit(model, data, steps=300)
+    g = model.energy_model
+    assert g.loc.dtype == torch.float32 and g.loc.device.type == device.type
+    with torch.no_grad():
+        assert float((g.loc - data.mean(0)).norm()) < 0.08
+        assert float((g.covariance - torch.cov(data.T)).norm()) < 0.12
