@@ -101,3 +101,18 @@ def test_bad_arguments_raise() -> None:
         ContinuousFlow(2, T=0.0)
     with pytest.raises(ShapeError, match=r"x must have shape \(\.\.\., 2\)"):
         ContinuousFlow(2).call_and_ladj(torch.zeros(4, 3))
+
+
+def test_ffjord_integrates_to_one_and_samples_match_log_prob_1d() -> None:
+    torch.manual_seed(0)
+    flow = ffjord(1, hidden=(16,), T=1.0, rtol=1e-8, atol=1e-8).to(F64)
+    with torch.no_grad():
+        for p in flow.parameters():
+            p.mul_(3)
+    grid = torch.linspace(-10, 10, 2001, dtype=F64)[:, None]
+    with torch.no_grad():
+        dens = flow.log_prob(grid).exp()
+    mass = float(torch.trapezoid(dens, grid[:, 0]))
+    assert abs(mass - 1) < 1e-3
+    y, lp = flow.sample_and_log_prob((10,))
+    assert_close(flow.log_prob(y.detach()), lp.detach(), loose=True)
