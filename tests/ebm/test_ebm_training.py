@@ -150,7 +150,7 @@ def test_float32_training_on_device(name, device):
     data = _data(2000).to(device, torch.float32)
     obj = _objective(name)
     model = ebm.EBM(ebm.GaussianEnergy(2, dtype=torch.float32, device=device), obj)
-    _fit(model, data, steps=300)
+    _fit(model, data, steps=200)
     g = model.energy_model
     assert g.loc.dtype == torch.float32 and g.loc.device.type == device.type
     with torch.no_grad():
