@@ -182,3 +182,22 @@ def test_planar_flow_trains_with_fit() -> None:
     result = fit(flow, data, steps=80, batch_size=128, lr=2e-2, progress=False)
     assert float(flow.loss(data)) < before - 0.3
     assert len(result.losses) == 80
+
+
+def test_part_b_layers_are_transform_modules_with_vector_metadata() -> None:
+    from pyro.distributions.torch_transform import TransformModule
+
+    from fokker.flows.batchnorm import BatchNormFlow
+    from fokker.flows.continuous import ContinuousFlow
+    from fokker.flows.radial import Radial
+    from fokker.flows.residual import ResidualFlow
+    from fokker.flows.sylvester import Sylvester
+
+    for layer in (Planar(2), Radial(2), Sylvester(2), BatchNormFlow(2), ResidualFlow(2, hidden=(4,)), ContinuousFlow(2, hidden=(4,))):
+        assert isinstance(layer, TransformModule)
+        assert layer.bijective and layer.event_dim == 1
+        assert layer.domain.event_dim == 1 and layer.codomain.event_dim == 1
+        assert layer.inv.inv is layer
+        z = torch.randn(3, 2)
+        y = layer(z)
+        assert layer.log_abs_det_jacobian(z, y).shape == (3,)
