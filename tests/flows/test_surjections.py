@@ -6,6 +6,8 @@ import math
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch.distributions import (
     AffineTransform,
     Distribution,
@@ -205,3 +207,37 @@ def test_bad_arguments_raise() -> None:
         Max(3).inverse(torch.zeros(2, 3))
     with pytest.raises(TypeError, match=r"layers\[0\] must be a torch Transform or a Surjection"):
         SurjectiveFlow(Normal(0.0, 1.0), [lambda x: x])
+
+
+@given(d=st.integers(2, 5), b1=st.integers(1, 3), b2=st.integers(1, 3), seed=st.integers(0, 1000))
+@settings(max_examples=10)
+def test_inverse_is_a_right_inverse_with_batch_dims(d: int, b1: int, b2: int, seed: int) -> None:
+    """For every inference surjection, forward(inverse(z)) == z, and v has the batch shape."""
+    torch.manual_seed(seed)
+    layers = [(Abs(d), (b1, b2, d), True), (Sort(d), (b1, b2, d), False), (Max(d).to(F64), (b1, b2, 1), False),
+              (Slice(d, d - 1).to(F64), (b1, b2, d - 1), False)]
+    for layer, zshape, positive in layers:
+        z = torch.randn(zshape, dtype=F64)
+        z = z.abs() if positive else (z.sort(-1).values if isinstance(layer, Sort) else z)
+        x = layer.inverse(z)
+        z2, v = layer(x)
+        assert_close(z2, z)
+        assert v.shape == (b1, b2)
+
+
+def test_slice_on_top_of_a_trainable_flow_base() -> None:
+    from fokker.flows.builders_b import planar_flow
+    from fokker.train import fit
+
+    torch.manual_seed(0)
+    base = planar_flow(1, 2)
+    layer = Slice(2, 1)
+    flow = SurjectiveFlow(base, [layer])
+    data = torch.randn(256, 2) @ torch.tensor([[1.0, 0.8], [0.0, 0.6]])
+    x = data[:5]
+    expected = base.log_prob(x[:, :1]) + layer.decoder(x[:, :1]).log_prob(x[:, 1:])
+    assert_close(flow.log_prob(x), expected)
+    before = float(flow.loss(data).detach())
+    fit(flow, data, steps=40, batch_size=128, lr=2e-2, progress=False)
+    assert float(flow.loss(data).detach()) < before
+    assert flow.sample((3,)).shape == (3, 2)
