@@ -142,8 +142,9 @@ class ResidualFlow(Bijection):
         n_terms: number of terms of the truncated series (``"series"``).
         n_exact_terms: terms always computed by the roulette estimator.
         geom_p: success probability ``p`` of the roulette's geometric draw.
-        atol, rtol: fixed-point tolerance ``|x_{n+1} - x_n| <= atol + rtol |x_n|`` (checked every
-            10 iterations); ``max_iter``: iteration cap, exceeded -> ``NotInvertibleError``.
+        atol, rtol: fixed-point tolerance ``|x_{n+1} - x_n| <= atol + rtol (|x_n| + |z|)`` (checked
+            every 10 iterations), each floored at ``4 eps`` of the input dtype so float32 can meet it;
+            ``max_iter``: iteration cap, exceeded -> ``NotInvertibleError``.
         probe: Hutchinson probe distribution, ``"gaussian"`` or ``"rademacher"``.
 
     The forward (fixed point) is differentiable to first order by implicit
@@ -288,7 +289,12 @@ class ResidualFlow(Bijection):
         _, ld = self.log_det_jacobian(x, weights)
         return x, -ld
 
+    def _tolerances(self, dtype: torch.dtype) -> tuple[float, float]:
+        floor = 4 * torch.finfo(dtype).eps
+        return max(self.atol, floor), max(self.rtol, floor)
+
     def _fixed_point(self, z: Tensor, weights: list[Tensor]) -> Tensor:
+        atol, rtol = self._tolerances(z.dtype)
         with torch.no_grad():
             zd = z.detach()
             wd = [w.detach() for w in weights]
@@ -297,7 +303,7 @@ class ResidualFlow(Bijection):
             for it in range(1, self.max_iter + 1):
                 x_new = zd - self._g(x, wd)
                 if it % 10 == 0 or it == self.max_iter:
-                    err = (x_new - x).abs() - (self.atol + self.rtol * x.abs())
+                    err = (x_new - x).abs() - (atol + rtol * (x.abs() + zd.abs()))
                     if bool((err <= 0).all()):
                         x = x_new
                         converged = True
@@ -305,7 +311,7 @@ class ResidualFlow(Bijection):
                 x = x_new
             if not converged:
                 raise NotInvertibleError(
-                    f"ResidualFlow fixed-point inverse did not reach atol={self.atol}, rtol={self.rtol} in "
+                    f"ResidualFlow fixed-point inverse did not reach atol={atol:.3g}, rtol={rtol:.3g} in "
                     f"max_iter={self.max_iter} iterations (Lipschitz bound {float(self.lipschitz_bound()):.4f}); "
                     "increase max_iter or lower coeff"
                 )
@@ -324,7 +330,7 @@ class ResidualFlow(Bijection):
             for _ in range(self.max_iter):
                 (jtb,) = torch.autograd.grad(g0, x0, b, retain_graph=True)
                 b_new = a - jtb
-                if bool(((b_new - b).abs() <= self.atol + self.rtol * b.abs()).all()):
+                if bool(((b_new - b).abs() <= atol + rtol * (b.abs() + a.abs())).all()):
                     return b_new
                 b = b_new
             return b
