@@ -10,7 +10,7 @@ Rows: MAF and NSF (autoregressive spline, zuko's default NSF; plus the coupling 
 Prints a markdown table with milliseconds and the ratio fokker / zuko (<= 1 means
 fokker is at least as fast).  Usage::
 
-    python benchmarks/flows_vs_zuko.py [--threads N] [--repeat R] [--device cpu|cuda]
+    python benchmarks/flows_vs_zuko.py [--threads N] [--repeat R] [--device cpu|cuda] [--pyro]
 """
 
 from __future__ import annotations
@@ -67,6 +67,36 @@ def pair(kind: str, d: int):
     raise ValueError(kind)
 
 
+def pyro_flow(kind: str, d: int):
+    """Pyro's own layers of the same size (``--pyro``): why fokker does not re-export them."""
+    import pyro.distributions as pdist
+    import pyro.distributions.transforms as T_
+
+    make = T_.affine_autoregressive if kind == "MAF" else T_.spline_autoregressive
+    layers = [make(d, hidden_dims=list(HIDDEN)) for _ in range(T)]
+    modules = torch.nn.ModuleList(layers)
+    base = pdist.Normal(torch.zeros(d), torch.ones(d)).to_event(1)
+    return modules, lambda: pdist.TransformedDistribution(base, layers)
+
+
+def bench_pyro(kind: str, d: int, batch: int, repeat: int) -> tuple[float, float]:
+    modules, dist = pyro_flow(kind, d)
+    ours = flows.maf(d, T, HIDDEN) if kind == "MAF" else flows.nsf(d, T, HIDDEN, kind="autoregressive")
+    x = torch.randn(batch, d)
+
+    def train_pyro() -> None:
+        # a fresh tensor each step: Pyro's layers cache (x, y) by identity and reusing the
+        # same data tensor raises "backward through the graph a second time"
+        modules.zero_grad(set_to_none=True)
+        (-dist().log_prob(x.clone()).mean()).backward()
+
+    def train_ours() -> None:
+        ours.zero_grad(set_to_none=True)
+        (-ours.log_prob(x).mean()).backward()
+
+    return timeit_pair(train_ours, train_pyro, torch.device("cpu"), repeat, warmup=1)
+
+
 def bench(kind: str, d: int, batch: int, repeat: int, device: torch.device) -> dict[str, float]:
     ours, theirs = pair(kind, d)
     ours, theirs = ours.to(device), theirs.to(device)
@@ -101,6 +131,7 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--dims", type=int, nargs="+", default=[8, 32])
     p.add_argument("--kinds", nargs="+", default=["MAF", "NSF-AR", "NSF-coupling"])
+    p.add_argument("--pyro", action="store_true", help="also time Pyro's autoregressive layers (train step, CPU)")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -118,6 +149,13 @@ def main() -> None:
                 f"{r['sample_zuko']:.1f} | {r['sample_fokker'] / r['sample_zuko']:.2f} |",
                 flush=True,
             )
+    if args.pyro:
+        print("\n| Pyro layer (train step) | d | fokker (ms) | Pyro (ms) | Pyro / fokker |")
+        print("|---|---|---|---|---|")
+        for kind in ("MAF", "NSF-AR"):
+            for d in args.dims:
+                ours_ms, pyro_ms = bench_pyro(kind, d, args.batch, max(2, args.repeat // 2))
+                print(f"| {kind} | {d} | {ours_ms:.1f} | {pyro_ms:.1f} | {pyro_ms / ours_ms:.1f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -61,6 +61,14 @@ def test_image_layer_inverse_and_log_det(name: str, device: torch.device) -> Non
     assert_close(layer.call_and_ladj(layer.inverse_and_ladj(y2)[0])[0], y2, loose=True)
     J = jacobian(lambda v: layer.call_and_ladj(v)[0], x[0])
     assert_close(ladj[0], torch.linalg.slogdet(J)[1], loose=True)
+    # gradients reach every parameter; second order through the density direction
+    xg = x.clone().requires_grad_(True)
+    z, l = layer.inverse_and_ladj(xg)
+    logp = (-0.5 * z**2).sum() + l.sum()
+    (gx,) = torch.autograd.grad(logp, xg, create_graph=True)
+    params = list(layer.parameters())
+    grads = torch.autograd.grad((gx**2).sum() + logp, params)
+    assert all(torch.isfinite(g).all() and g.abs().sum() > 0 for g in grads)
 
 
 def test_coupling_jacobian_structure() -> None:
@@ -186,6 +194,12 @@ def test_actnorm_data_dependent_init() -> None:
     loc = an.loc.detach().clone()
     an.inverse_and_ladj(y + 10)
     assert torch.equal(an.loc.detach(), loc)
+    # after initialization, eval and train modes agree
+    an.eval()
+    x_eval, l_eval = an.inverse_and_ladj(y)
+    an.train()
+    x_train, l_train = an.inverse_and_ladj(y)
+    assert torch.equal(x_eval, x_train) and torch.equal(l_eval, l_train)
     # the flag travels in the state dict
     fresh = flows.ActNorm(d).double()
     fresh.load_state_dict(an.state_dict())
