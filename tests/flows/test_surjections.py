@@ -241,3 +241,25 @@ def test_slice_on_top_of_a_trainable_flow_base() -> None:
     fit(flow, data, steps=40, batch_size=128, lr=2e-2, progress=False)
     assert float(flow.loss(data).detach()) < before
     assert flow.sample((3,)).shape == (3, 2)
+
+
+def test_augment_elbo_is_tight_with_the_true_conditional_and_a_bound_otherwise() -> None:
+    """Base p(x, e) Gaussian: with q(e|x) = p(e|x) every ELBO draw equals log p(x); otherwise E[ELBO] < log p(x)."""
+    from fokker.flows.surjections import Augment
+
+    cov = torch.tensor([[1.5, 0.7], [0.7, 1.0]], dtype=F64)
+    joint = MultivariateNormal(torch.zeros(2, dtype=F64), cov)
+    marginal = Normal(torch.tensor(0.0, dtype=F64), cov[0, 0].sqrt())
+    gain, cond_var = cov[1, 0] / cov[0, 0], cov[1, 1] - cov[1, 0] ** 2 / cov[0, 0]
+    exact_q = lambda x: Independent(Normal(gain * x, cond_var.sqrt()), 1)  # noqa: E731
+    x = torch.linspace(-3, 3, 7, dtype=F64)[:, None]
+    tight = SurjectiveFlow(joint, [Augment(1, 1, encoder=exact_q)])
+    assert not tight.exact
+    elbo = tight.log_prob(x.repeat_interleave(50, 0)).reshape(7, 50)
+    assert_close(elbo, marginal.log_prob(x).expand(7, 50))
+    loose = SurjectiveFlow(joint, [Augment(1, 1, encoder=lambda x: Independent(Normal(0 * x, 1.0), 1))])
+    n = 20_000
+    elbo = loose.log_prob(x.repeat_interleave(n, 0)).reshape(7, n).detach()
+    gap = marginal.log_prob(x[:, 0]) - elbo.mean(1)
+    assert bool((gap > Z_SCORE * elbo.std(1) / n**0.5).all())
+    assert tight.sample((4,)).shape == (4, 1)

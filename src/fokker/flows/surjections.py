@@ -29,6 +29,8 @@ when sampling and with ``forward`` when evaluating ``log_prob``.
 Layers (table 7 unless stated):
 
 * :class:`Slice` ``z = x_{1:k}``, ``v = log p(x_{k+1:D} | z)`` (decoder distribution);
+* :class:`Augment` (table 6, generative slicing) ``z = (x, e)``, ``e ~ q(e | x)``,
+  ``v = -log q(e | x)`` (a one-sample ELBO term; ``inverse`` drops ``e``);
 * :class:`Abs` ``z = |x|``, ``v = log p(s | z)``, ``s = sign x`` (Bernoulli per coordinate;
   ``1/2`` by default, exact for densities symmetric under coordinate sign flips);
 * :class:`Sort` ``z = sort x``, ``v = log p(I | z) = -log D!`` (uniform permutation, exact for
@@ -57,6 +59,7 @@ from ..errors import ParameterError
 __all__ = [
     "Surjection",
     "Slice",
+    "Augment",
     "Abs",
     "Sort",
     "Max",
@@ -137,6 +140,40 @@ class Slice(Surjection):
         check_tensor(z, "z")
         check_last_dim(z, self.keep, "z")
         return torch.cat([z, self.decoder(z).sample()], dim=-1)
+
+
+class Augment(Surjection):
+    """Generative slicing / augmentation (table 6): ``z = (x, e)``, ``e ~ q(e | x)``, ``v = -log q(e | x)``.
+
+    ``E_q[log p(z) + v] <= log p(x)`` with equality iff ``q(e|x)`` is the base's conditional
+    ``p(e | x)``.  ``inverse(z) = z[..., :dim]`` (the generative direction drops ``e``).
+
+    Args:
+        dim: size ``D`` of ``x``.
+        extra: number of augmented coordinates ``E``.
+        encoder: callable ``x -> Distribution`` over ``e`` (event dim 1, with ``rsample``);
+            default :class:`ConditionalGaussian`.
+    """
+
+    stochastic_forward = True
+
+    def __init__(self, dim: int, extra: int, encoder: Callable[[Tensor], Distribution] | None = None) -> None:
+        super().__init__()
+        self.dim = check_int(dim, "dim")
+        self.extra = check_int(extra, "extra")
+        self.encoder = encoder if encoder is not None else ConditionalGaussian(dim, extra)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        check_tensor(x, "x")
+        check_last_dim(x, self.dim, "x")
+        q = self.encoder(x)
+        e = q.rsample()
+        return torch.cat([x, e], dim=-1), -q.log_prob(e)
+
+    def inverse(self, z: Tensor) -> Tensor:
+        check_tensor(z, "z")
+        check_last_dim(z, self.dim + self.extra, "z")
+        return z[..., : self.dim]
 
 
 class Abs(Surjection):
