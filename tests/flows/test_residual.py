@@ -207,3 +207,12 @@ def test_float32_sampling_with_a_saturated_flow(device: torch.device) -> None:
             y = 3 * torch.randn(64, 2, device=device)
             z = layer.inverse_and_ladj(y)[0]
             assert_close(layer.call_and_ladj(z)[0], y, loose=True)
+
+
+def test_two_train_mode_passes_before_one_backward() -> None:
+    """Power iteration updates buffers in place; graphs built before must still backpropagate."""
+    torch.manual_seed(0)
+    flow = residual_flow(2, transforms=1, hidden=(8,), log_det="roulette", actnorm=False).train()
+    loss = flow.loss(torch.randn(16, 2)) + flow.loss(torch.randn(16, 2))
+    loss.backward()
+    assert all(p.grad is not None for p in flow.parameters())

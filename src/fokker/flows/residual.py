@@ -110,7 +110,8 @@ class SpectralNormLinear(nn.Module):
         """``W / max(1, sigma_hat / c)`` (runs the power iteration first in training mode)."""
         if self.training:
             self._power_iteration(self.n_power_iterations)
-        sigma = self.u @ self.weight @ self.v
+        # clones: the buffers are updated in place by later calls, the graph must keep these values
+        sigma = self.u.clone() @ self.weight @ self.v.clone()
         return self.weight / torch.clamp(sigma / self.coeff, min=1.0)
 
     def forward(self, x: Tensor, weight: Tensor | None = None) -> Tensor:
