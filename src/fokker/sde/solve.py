@@ -78,20 +78,20 @@ def _linear_plan(obj: Any, grid64: torch.Tensor, x: torch.Tensor) -> _LinearPlan
 
 def _noise_source(
     noise: torch.Tensor | None, bm: Any, x: torch.Tensor, n: int, grid: torch.Tensor, generator: torch.Generator | None
-) -> Callable[[int, float], torch.Tensor]:
-    """Returns ``dW(k, h)``: the Brownian increment of step ``k`` (a reused buffer when drawn here)."""
+) -> Callable[[int, float, float], torch.Tensor]:
+    """Returns ``dW(k, h, scale)``: ``scale`` times the Brownian increment of step ``k``, written
+    into one reused buffer (no per-step allocation; the caller may modify it in place)."""
+    buf = torch.empty_like(x)
     if noise is not None:
         check_tensor(noise, "noise")
         if tuple(noise.shape) != (n, *x.shape):
             raise ShapeError(f"noise must have shape ({n}, {', '.join(map(str, x.shape))}); got {tuple(noise.shape)}")
         noise = noise.to(x)
-        buf = torch.empty_like(x)
-        return lambda k, h: torch.mul(noise[k], math.sqrt(abs(h)), out=buf)
+        return lambda k, h, scale: torch.mul(noise[k], scale * math.sqrt(abs(h)), out=buf)
     if bm is not None:
         ts = grid.to(x)
-        return lambda k, h: bm(ts[k], ts[k + 1])
-    buf = torch.empty_like(x)
-    return lambda k, h: buf.normal_(0.0, math.sqrt(abs(h)), generator=generator)
+        return lambda k, h, scale: torch.mul(bm(ts[k], ts[k + 1]), scale, out=buf)
+    return lambda k, h, scale: buf.normal_(0.0, scale * math.sqrt(abs(h)), generator=generator)
 
 
 def solve(
@@ -192,30 +192,43 @@ def _fixed(
     plan = _linear_plan(obj, grid64, x)
 
     if plan is not None:
-        A, S, G, tsc, score = plan.A, plan.S, plan.G, plan.t_score, plan.score_fn
+        A, S, G, score = plan.A, plan.S, plan.G, plan.score_fn
+        tl = list(plan.t_score.unbind(0))  # 0-d time tensors, built once
 
-        def b(xx: torch.Tensor, k: int) -> torch.Tensor:  # drift, out of place
+        def b(xx: torch.Tensor, k: int) -> torch.Tensor:  # drift A x + S score, out of place
             out = xx * A[k]
-            return out.add_(score(xx, tsc[k]), alpha=S[k]) if score is not None else out
+            return out.add_(score(xx, tl[k]), alpha=S[k]) if score is not None else out
+
+        if method == "euler" and inplace:
+            # x <- (1 + h A) x + h S score(x, t) + G dW : three kernels per step besides the model
+            cx = [1.0 + hk * ak for hk, ak in zip(h, A)]
+            cs = [hk * sk for hk, sk in zip(h, S)]
+            for k in range(n):
+                noisy = dW is not None and G[k] != 0.0
+                if score is not None:
+                    s = score(x, tl[k])
+                    if noisy:
+                        w = dW(k, h[k], G[k]).add_(s, alpha=cs[k])
+                        torch.add(w, x, alpha=cx[k], out=x)
+                    else:
+                        x.mul_(cx[k]).add_(s, alpha=cs[k])
+                elif noisy:
+                    torch.add(dW(k, h[k], G[k]), x, alpha=cx[k], out=x)
+                else:
+                    x.mul_(cx[k])
+                if path is not None:
+                    path.append(x.clone())
+            return torch.stack(path) if path is not None else x
 
         for k in range(n):
             hk = h[k]
-            if method == "euler":
-                if inplace:
-                    s = score(x, tsc[k]) if score is not None else None
-                    if A[k] != 0.0:
-                        x.mul_(1.0 + hk * A[k])
-                    if s is not None:
-                        x.add_(s, alpha=hk * S[k])
-                    if dW is not None and G[k] != 0.0:
-                        x.add_(dW(k, hk), alpha=G[k])
-                else:
-                    x = x + hk * b(x, k)
-                    if dW is not None:
-                        x = x + G[k] * dW(k, hk)
+            if method == "euler":  # out of place (autograd through the path)
+                x = x + hk * b(x, k)
+                if dW is not None:
+                    x = x + dW(k, hk, G[k])
             else:  # heun
                 d1 = b(x, k)
-                w = dW(k, hk) if dW is not None else None
+                w = dW(k, hk, 1.0) if dW is not None else None
                 xt = x + hk * d1
                 if w is not None:
                     xt = xt + G[k] * w
@@ -248,7 +261,7 @@ def _fixed(
     for k in range(n):
         hk = h[k]
         d1 = drift(x, k)
-        w = dW(k, hk) if dW is not None else None
+        w = dW(k, hk, 1.0) if dW is not None else None
         if method == "euler":
             x_new = x + hk * d1
             if w is not None:
