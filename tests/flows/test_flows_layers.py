@@ -30,6 +30,7 @@ def test_vector_layer_inverse_and_log_det(name: str, d: int, batch: int, seed: i
     x = 2 * torch.randn(batch, d, dtype=F64, device=device)
     y, ladj = layer.call_and_ladj(x, ctx)
     assert y.shape == x.shape and ladj.shape == (batch,)
+    assert_close(layer.call(x, ctx), y)  # value-only sampling path
     # inverse both ways on arbitrary inputs
     x_back, ladj_inv = layer.inverse_and_ladj(y, ctx)
     assert_close(x_back, x, loose=True)

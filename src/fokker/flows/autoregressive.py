@@ -147,15 +147,26 @@ class MaskedAutoregressive(Bijection):
         self._check_input(v, name, self.features)
         self._check_context(context)
 
-    def _sequential(self, v: Tensor, context: Tensor | None, inverse: bool) -> tuple[Tensor, Tensor]:
-        # fixed-point sweep: after k sweeps the coordinates of rank <= k are exact
-        tr = self.transform
-        value_only, with_ladj = (tr.inv, tr.inverse) if inverse else (tr.call, tr.forward)
+    def _sweeps(self, v: Tensor, context: Tensor | None, inverse: bool, n: int) -> Tensor:
+        # fixed-point sweeps: after k sweeps the coordinates of rank <= k are exact
+        h = self.transform.inv if inverse else self.transform.call
         out = v
-        for _ in range(self.features - 1):
-            out = value_only(v, self.made(out, context))
-        out, ladj = with_ladj(v, self.made(out, context))
+        for _ in range(n):
+            out = h(v, self.made(out, context))
+        return out
+
+    def _sequential(self, v: Tensor, context: Tensor | None, inverse: bool) -> tuple[Tensor, Tensor]:
+        out = self._sweeps(v, context, inverse, self.features - 1)
+        h = self.transform.inverse if inverse else self.transform.forward
+        out, ladj = h(v, self.made(out, context))
         return out, ladj.sum(-1)
+
+    def call(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        """``y = T(x)`` without the log-det (sampling)."""
+        self._prep(x, "x", context)
+        if self.one_pass == "forward":
+            return self.transform.call(x, self.made(x, context))
+        return self._sweeps(x, context, inverse=False, n=self.features)
 
     def call_and_ladj(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         self._prep(x, "x", context)

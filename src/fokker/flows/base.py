@@ -102,7 +102,7 @@ class _CachedCalls:
 
     def _call(self, x: Tensor) -> Tensor:
         layer, ctx = self._layer(), self._ctx()
-        y, _ = layer.call_and_ladj(x, ctx)
+        y = layer.call(x, ctx)
         c = layer._fokker_cache
         c.fwd_x, c.fwd_y, c.fwd_version, c.fwd_context = x, weakref.ref(y), _version(layer), ctx
         return y
@@ -180,6 +180,10 @@ class Bijection(_CachedCalls, TransformModule):
     def ladj(self, x: Tensor, y: Tensor, context: Tensor | None = None) -> Tensor:
         """``log|det dT/dx|`` at ``x`` (with ``y = T(x)``); default recomputes the forward pass."""
         return self.call_and_ladj(x, context)[1]
+
+    def call(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        """``y = T(x)`` alone (sampling); layers may skip the log-det."""
+        return self.call_and_ladj(x, context)[0]
 
     # -- conditioning -------------------------------------------------------------
     def _layer(self) -> "Bijection":

@@ -181,7 +181,7 @@ class Flow(nn.Module):
         x = self._base_sample(shape, context)
         for t in self._transforms:
             if isinstance(t, Bijection):
-                x = t.call_and_ladj(x, context)[0]
+                x = t.call(x, context)
             else:
                 x = t(x)
         return x
