@@ -170,9 +170,11 @@ class FlowMatching(nn.Module):
 
             counter = [0]
 
+            lo, hi = min(t0, t1), max(t0, t1)
+
             def rhs(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
                 counter[0] += 1
-                return self.velocity(y, t.to(y.dtype))
+                return self.velocity(y, t.to(y.dtype).clamp(lo, hi))
 
             ts = torch.tensor([t0, t1], dtype=x.dtype, device=x.device)
             return odeint(rhs, x, ts, rtol=rtol, atol=atol, method="dopri5")[-1], counter[0]

@@ -109,13 +109,16 @@ def cnf_log_prob(
     probe = None if exact else rademacher(x, generator)
     counter = [0]
     b = x.shape[0]
+    lo, hi = min(t0, t1), max(t0, t1)
 
     def rhs(t: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         counter[0] += 1
         y = state[0]
+        # torchdiffeq's initial-step heuristic probes one point past the interval: clamp into it
+        tt = t.to(y.dtype).clamp(lo, hi).expand(b)
         with torch.enable_grad():
             y = y.detach().requires_grad_(True)
-            v = velocity(y, t.to(y.dtype).expand(b))
+            v = velocity(y, tt)
             div = divergence_exact(v, y) if exact else divergence_hutchinson(v, y, probe)
         return v.detach(), div.detach()
 

@@ -55,7 +55,9 @@ class LogSNRTimeSampler:
 
     def __call__(self, n: int, device: torch.device, generator: torch.Generator | None = None) -> torch.Tensor:
         u = torch.rand(n, dtype=torch.float64, generator=generator).to(device)
-        knots = self.knots.to(device)
+        if self.knots.device != torch.device(device):
+            self.knots = self.knots.to(device)  # moved once, then reused
+        knots = self.knots
         pos = u * (len(knots) - 1)
         i = pos.floor().long().clamp(max=len(knots) - 2)
         w = pos - i
