@@ -99,3 +99,17 @@ def test_cld_errors() -> None:
     cld = sde.CriticallyDampedLangevin()
     with pytest.raises(ShapeError, match="2d"):
         cld.drift(torch.randn(3, 5), 0.5)
+
+
+def test_cld_marginal_given_v0_is_transition_from_zero() -> None:
+    """marginal(x0, t, v0) == transition(cat(x0, v0), 0, t); v0 random adds gamma M p12^2 etc."""
+    cld = sde.CriticallyDampedLangevin()
+    x0, v0 = torch.randn(3, 2, dtype=torch.float64), torch.randn(3, 2, dtype=torch.float64)
+    a = cld.marginal(x0, 0.3, v0)
+    b = cld.transition(torch.cat([x0, v0], -1), 0.0, 0.3)
+    torch.testing.assert_close(a.mean, b.mean)
+    torch.testing.assert_close(a.variance, b.variance)
+    p11, p12, p21, p22 = cld.mean_coefs(0.3)
+    c = cld.marginal(x0, 0.3)
+    s0 = cld.gamma * cld.M
+    torch.testing.assert_close(c.variance[0, :2], b.variance[0, :2] + s0 * p12**2)

