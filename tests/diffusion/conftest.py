@@ -11,7 +11,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _oracle import IsoGMM, VP  # noqa: E402
+from _diffusion_oracle import IsoGMM, VP  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from fokker.diffusion.schedule import coefficients
 from fokker.errors import ParameterError
 from fokker.tolerances import Z_SCORE, assert_close
 
-from _oracle import IsoGMM, VP
+from _diffusion_oracle import IsoGMM, VP
 
 
 class CondOracleNet(torch.nn.Module):

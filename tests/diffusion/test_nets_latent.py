@@ -11,7 +11,7 @@ from torch.distributions.transforms import AffineTransform
 from fokker.diffusion import MLP, DiffusionModel, LatentDiffusion, UNet
 from fokker.errors import ParameterError, ShapeError
 
-from _oracle import OracleNet
+from _diffusion_oracle import OracleNet
 
 
 @pytest.mark.parametrize("embedding", ["sinusoidal", "fourier"])

@@ -63,7 +63,7 @@ def test_expand_like_and_bad_name():
 def test_coefficients_match_linear_sde_hooks(vpsde):
     """g^2 = d sigma^2/dt - 2 f sigma^2 and f = d log alpha/dt: forward-mode on alpha/sigma (generic path,
     test-local VP) vs the SDE's own closed forms."""
-    from _oracle import VP
+    from _diffusion_oracle import VP
 
     t = torch.linspace(0.01, 1.0, 7, dtype=torch.float64)
     a, b = coefficients(VP(), t), coefficients(vpsde, t)

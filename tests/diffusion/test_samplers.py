@@ -25,7 +25,7 @@ from fokker.diffusion.schedule import coefficients
 from fokker.errors import ParameterError, ShapeError
 from fokker.tolerances import Z_SCORE
 
-from _oracle import energy_distance
+from _diffusion_oracle import energy_distance
 
 T_MIN = 1e-3
 

@@ -12,7 +12,7 @@ from fokker.diffusion.samplers import DEFAULT_SPACING, SAMPLERS
 from fokker.targets import GaussianMixture
 from fokker.tolerances import assert_close
 
-from _oracle import energy_distance
+from _diffusion_oracle import energy_distance
 
 
 @pytest.fixture(scope="module")
