@@ -210,7 +210,7 @@ def toy2d(ctx: Context) -> list[CheckResult]:
     from ..train import fit
 
     names = ["eight_gaussians"] if ctx.quick else ["two_moons", "eight_gaussians", "checkerboard"]
-    steps = 700 if ctx.quick else 20000
+    steps = 700 if ctx.quick else 8000
     n_eval = 1000 if ctx.quick else 4000
     nfes = [10, 20, 50] if ctx.quick else [10, 20, 50, 100, 1000]
     rows = []
@@ -221,7 +221,7 @@ def toy2d(ctx: Context) -> list[CheckResult]:
         test = datasets.sample(name, n_eval, seed=ctx.seed + 1, device=dev)
         test2 = datasets.sample(name, n_eval, seed=ctx.seed + 2, device=dev)
         sde = VPSDE()
-        net = MLP(2, hidden=64, depth=2) if ctx.quick else MLP(2, hidden=256, depth=4)
+        net = MLP(2, hidden=64, depth=2) if ctx.quick else MLP(2, hidden=128, depth=3)
         model = DiffusionModel(sde, net.to(dev), "eps")
         t0 = time.perf_counter()
         res = fit(model, train, steps=steps, batch_size=256 if ctx.quick else 512, lr=3e-3 if ctx.quick else 1e-3,
@@ -266,9 +266,9 @@ def digits_unet(ctx: Context) -> list[CheckResult]:
     dev = _device()
     x_train, _ = datasets.digits("train", seed=ctx.seed, scale="symmetric", dtype=torch.float32, device=dev)
     x_test, _ = datasets.digits("test", seed=ctx.seed, scale="symmetric", dtype=torch.float32, device=dev)
-    steps = 120 if ctx.quick else 8000
+    steps = 120 if ctx.quick else 4000
     sde = VPSDE()
-    net = UNet(1, channels=8 if ctx.quick else 48, channel_mult=(1, 2), num_res_blocks=1, attention=not ctx.quick)
+    net = UNet(1, channels=8 if ctx.quick else 32, channel_mult=(1, 2), num_res_blocks=1, attention=not ctx.quick)
     model = DiffusionModel(sde, net.to(dev), "eps", event_shape=(1, 8, 8))
     t0 = time.perf_counter()
     res = fit(model, x_train, steps=steps, batch_size=64 if ctx.quick else 128, lr=3e-3 if ctx.quick else 1e-3,
