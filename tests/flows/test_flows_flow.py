@@ -291,3 +291,19 @@ def test_flow_bad_inputs() -> None:
         flows.nsf(3, kind="radial")
     with pytest.raises(ParameterError, match="dim"):
         flows.realnvp(1)
+
+
+def test_flow_accepts_plain_torch_and_pyro_transforms() -> None:
+    import pyro.distributions.transforms as pt
+    from torch.distributions.transforms import ExpTransform
+
+    layers = [perturb(flows.MAF(2, hidden=(8,))), pt.affine_coupling(2, hidden_dims=[8]), ExpTransform()]
+    flow = flows.Flow(layers, 2).double()
+    y = flow.sample((6,))
+    assert (y > 0).all()
+    ref = torch.distributions.TransformedDistribution(
+        torch.distributions.Independent(torch.distributions.Normal(torch.zeros(2, dtype=F64), 1.0), 1), layers
+    )
+    assert_close(flow.log_prob(y), ref.log_prob(y), loose=True)
+    x, lp = flow.sample_and_log_prob((6,))
+    assert_close(lp, ref.log_prob(x), loose=True)
