@@ -351,8 +351,11 @@ def annealed_langevin(
               \qquad \epsilon_i = \mathrm{step\_ratio}\cdot\sigma_i^2 ,
 
     i.e. NCSN's :math:`\alpha_i = \epsilon\,\sigma_i^2/\sigma_L^2` written with the ratio
-    ``step_ratio = epsilon / sigma_L^2`` (here :math:`\epsilon_i = \alpha_i/2`).  Each level
-    keeps a bias of order ``step_ratio``.  NFE = N * n_steps_each.
+    ``step_ratio = epsilon / sigma_L^2`` (here :math:`\epsilon_i = \alpha_i/2`).  Before the
+    steps of level ``i`` the samples are rescaled by :math:`\alpha_i/\alpha_{i-1}` (the mean
+    map of the forward transition; identity for VE, where this is exactly NCSN): without it a
+    VP chain would have to diffuse the whole data scale outwards with steps of size
+    :math:`\sigma_i`.  Each level keeps a bias of order ``step_ratio``.  NFE = N * n_steps_each.
     """
     check_int(n_steps_each, "n_steps_each")
     if not step_ratio > 0:
@@ -361,8 +364,10 @@ def annealed_langevin(
     eps = step_ratio * c.sigma**2
     noise_scale = torch.sqrt(2.0 * eps)
     n = len(c.t) - 1
+    rescale = c.alpha[1:] / c.alpha[:-1]
     for i in range(1, n + 1):
         t = _tvec(c, i, x)
+        x = rescale[i - 1] * x
         for _ in range(n_steps_each):
             x = x + eps[i] * score_fn(x, t) + noise_scale[i] * _noise(x, generator)
     return x, n * n_steps_each
