@@ -54,6 +54,8 @@ def main() -> None:
     ):
         if val is not None:
             setattr(cfg, field, val)
+    if a.train_steps is not None:
+        cfg.train_steps_by_method = {}
     if a.methods:
         cfg.methods = tuple(m.strip() for m in a.methods.split(","))
     t0 = time.perf_counter()

@@ -17,7 +17,14 @@ log-density-and-gradient evaluation per move, plus one log-density for the
 incremental weight).  The samplers' *training* cost is extra and reported in the
 details (steps x batch x (K + 1) evaluations).  The spread is over evaluation seeds of
 one trained model per method (training several seeds does not fit the CPU budget).
-Published numbers (``shared/validation/targets/README.md``) come from models
+Pass criteria: the log Z row compares the *median* IS estimate over the evaluation
+seeds (mean +- std in the details) with the true value; where a published number
+exists the tolerance is the published error plus its spread (the issue's goal: "within
+the published spread"), elsewhere a fixed quality tolerance (funnel / mog40 0.5 nats,
+ManyWell and the logistic regressions 1 nat).  MMD^2 rows must lie within 20x the
+exact-vs-exact floor (or 0.02).  ESS rows are reported (always pass).  A FAIL is a
+quality gap of the CPU-sized run, not necessarily a bug; ``--quick`` uses smoke-level
+tolerances.  Published numbers (``shared/validation/targets/README.md``) come from models
 trained for ~10^4 steps with 512 discretization steps on accelerators; the CPU
 budget here (``fokker validate`` <= 30 min on 2 cores) allows a few hundred training
 steps with ``K = 64``, so the learned samplers are not expected to reach them.
@@ -55,6 +62,10 @@ class RunConfig:
     sigma: float  # scale of the reference / base distribution
     methods: tuple[str, ...] = ("DDS", "PIS", "DIS", "AIS", "SMC")
     extra: dict[str, Any] = field(default_factory=dict)
+    train_steps_by_method: dict[str, int] = field(default_factory=dict)  # overrides train_steps
+
+    def steps_for(self, kind: str) -> int:
+        return self.train_steps_by_method.get(kind, self.train_steps)
 
 
 def _make_sampler(kind: str, target, cfg: RunConfig):
@@ -113,7 +124,7 @@ def _run_method(kind: str, target, cfg: RunConfig, seed: int) -> MethodResult:
     if kind in ("DDS", "PIS", "DIS"):
         torch.manual_seed(seed)
         sampler = _make_sampler(kind, target, cfg).to(device=target.device)
-        steps = cfg.train_steps
+        steps = cfg.steps_for(kind)
         sched = lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps, eta_min=1e-4)  # noqa: E731
         sampler.fit(steps=steps, batch_size=cfg.batch_size, lr=5e-3, scheduler=sched, progress=False, seed=seed)
         xs = None
@@ -148,6 +159,10 @@ def _mean_std(v: list[float]) -> tuple[float, float]:
     return float(t.mean()), float(t.std()) if len(v) > 1 else 0.0
 
 
+def _median(v: list[float]) -> float:
+    return float(torch.tensor(v, dtype=torch.float64).median())
+
+
 def _table(target_name: str, target, cfg: RunConfig, ctx: Context, log_z_tol: float) -> list[CheckResult]:
     from .. import metrics
 
@@ -161,6 +176,7 @@ def _table(target_name: str, target, cfg: RunConfig, ctx: Context, log_z_tol: fl
     for kind in cfg.methods:
         res = _run_method(kind, target, cfg, ctx.seed)
         mean, std = _mean_std(res.log_z)
+        med = _median(res.log_z)  # robust to the rare huge weight of a heavy-tailed IS estimate
         ess_mean, _ = _mean_std(res.ess)
         pub = PUBLISHED.get((target_name, kind))
         pub_s = ""
@@ -168,10 +184,10 @@ def _table(target_name: str, target, cfg: RunConfig, ctx: Context, log_z_tol: fl
             pub_s = f"published {pub[0]:.3f}" + (f" +- {pub[1]:.3f}" if pub[1] is not None else "") + f" ({pub[2]}); "
         budget = (
             f"K={cfg.num_steps}, n={cfg.n_eval}, {res.evals_per_estimate} target evals per estimate"
-            + (f", training {cfg.train_steps} steps x {cfg.batch_size} ({res.train_evals} evals)" if res.train_evals else "")
+            + (f", training {cfg.steps_for(kind)} steps x {cfg.batch_size} ({res.train_evals} evals)" if res.train_evals else "")
             + f", {res.seconds:.0f}s"
         )
-        spread = f"mean {mean:.3f} +- {std:.3f} over {len(res.log_z)} eval seeds; " + res.note
+        spread = f"median {med:.3f}, mean {mean:.3f} +- {std:.3f} over {len(res.log_z)} eval seeds; " + res.note
         name = f"{target_name}/{kind}"
         if ctx.quick:
             budget = "quick smoke run (smoke-level tolerances); " + budget
@@ -180,14 +196,14 @@ def _table(target_name: str, target, cfg: RunConfig, ctx: Context, log_z_tol: fl
             if pub is not None and pub[1] is not None and not ctx.quick:
                 tol = abs(pub[0] - true) + pub[1]  # goal: no worse than the published error plus its spread
             rows.append(
-                CheckResult.compare(f"{name} log Z (IS)", mean, float(true), tol, details=pub_s + spread + budget)
+                CheckResult.compare(f"{name} log Z (IS)", med, float(true), tol, details=pub_s + spread + budget)
             )
         else:
             ref, tol = (pub[0], 2 * pub[1]) if pub is not None and pub[1] is not None else (float("nan"), log_z_tol)
             if math.isfinite(ref):
-                rows.append(CheckResult.compare(f"{name} log Z (IS)", mean, ref, tol, details=pub_s + spread + budget))
+                rows.append(CheckResult.compare(f"{name} log Z (IS)", med, ref, tol, details=pub_s + spread + budget))
             else:
-                rows.append(CheckResult(f"{name} log Z (IS)", mean, "-", "-", math.isfinite(mean), details=spread + budget))
+                rows.append(CheckResult(f"{name} log Z (IS)", med, "-", "-", math.isfinite(med), details=spread + budget))
         rows.append(CheckResult.bound(f"{name} ESS (normalized)", ess_mean, 0.0, upper=False, details="reported; >= 0"))
         if exact is not None:
             x = res.samples.to(exact)
@@ -214,16 +230,18 @@ def _skipped_quick() -> CheckResult:
 # --------------------------------------------------------------------- settings
 def _cfg(target_name: str, quick: bool) -> RunConfig:
     if quick:
-        return RunConfig(num_steps=32, train_steps=60, batch_size=64, n_eval=512, eval_seeds=2, sigma=1.0,
+        return RunConfig(num_steps=32, train_steps=60, batch_size=64, n_eval=512, eval_seeds=3, sigma=1.0,
                          methods=("DDS", "SMC"), extra={"step_size_spread": 3.0})
-    base = dict(num_steps=64, train_steps=300, batch_size=128, n_eval=1024, eval_seeds=4)
+    # the DDS rows carry the published comparison: DDS gets the larger share of the CPU budget
+    base = dict(num_steps=64, train_steps=250, batch_size=128, n_eval=1024, eval_seeds=8,
+                train_steps_by_method={"DDS": 400})
     if target_name == "funnel":
         return RunConfig(**base, sigma=1.0, extra={"step_size_spread": 3.0})
     if target_name == "mog40":
         return RunConfig(**base, sigma=20.0, extra={"mala_step": 1.0})
     if target_name == "manywell":
         return RunConfig(**base, sigma=2.0)
-    return RunConfig(**{**base, "train_steps": 300}, sigma=1.0, methods=("DDS", "SMC"), extra={"mala_step": 0.01})
+    return RunConfig(**base, sigma=1.0, methods=("DDS", "SMC"), extra={"mala_step": 0.01})
 
 
 @register("samplers.funnel_table", group="samplers")
