@@ -176,3 +176,18 @@ def test_solve_errors() -> None:
         sde.solve(vp, x, torch.tensor([0.0, 0.5, 1.0]), noise=torch.randn(3, 4, 2))
     with pytest.raises(ShapeError, match="ts must be a 1-d grid"):
         sde.solve(vp, x, torch.tensor([0.5]))
+
+
+def test_solve_dispatches_to_torchsde_and_follows_dtype() -> None:
+    """Other SDE methods go to torchsde.sdeint (same result as calling it); float32 stays float32."""
+    vp = sde.VPSDE()
+    y0 = torch.randn(16, 2, dtype=torch.float64)
+    ts = torch.linspace(0.0, 0.5, 33, dtype=torch.float64)
+    bm = torchsde.BrownianInterval(t0=0.0, t1=0.5, size=y0.shape, dtype=torch.float64, entropy=3)
+    ours = sde.solve(vp, y0, ts, method="milstein", bm=bm, dt=1 / 64)
+    theirs = torchsde.sdeint(vp, y0, ts, method="milstein", bm=bm, dt=1 / 64)[-1]
+    torch.testing.assert_close(ours, theirs)
+    x32 = torch.randn(8, 2)
+    for method in ("euler", "heun"):
+        out = sde.solve(vp.reverse(lambda x, t: -x), x32, torch.linspace(0.0, 1.0, 11), method=method)
+        assert out.dtype == torch.float32 and bool(torch.isfinite(out).all())
