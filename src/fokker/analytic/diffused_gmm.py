@@ -80,7 +80,10 @@ class DiffusedGaussianMixture(nn.Module):
                 raise TypeError(f"mixture must have a {attr!r} attribute (e.g. fokker.targets.GaussianMixture)")
         loc, L, w = mixture.loc.detach(), mixture.scale_tril.detach(), mixture.weights.detach()
         if loc.dim() != 2 or L.shape != (*loc.shape, loc.shape[1]) or w.shape != loc.shape[:1]:
-            raise ShapeError(f"mixture needs loc (K, d), scale_tril (K, d, d), weights (K,); got {tuple(loc.shape)}, {tuple(L.shape)}, {tuple(w.shape)}")
+            raise ShapeError(
+                "mixture needs loc (K, d), scale_tril (K, d, d), weights (K,); "
+                f"got {tuple(loc.shape)}, {tuple(L.shape)}, {tuple(w.shape)}"
+            )
         self.sde = sde
         self.is_cld = isinstance(sde, CriticallyDampedLangevin)
         self.dim = int(loc.shape[1])
@@ -215,7 +218,8 @@ class DiffusedGaussianMixture(nn.Module):
         n = shape.numel()
         k = torch.multinomial(self.weights.to(torch.float64), n, replacement=True)
         L = torch.linalg.cholesky((self.eigvecs * self.eigvals.unsqueeze(-2)) @ self.eigvecs.mT)
-        x0 = self.loc[k] + (L[k] @ torch.randn(n, self.dim, 1, dtype=self.loc.dtype, device=self.loc.device)).squeeze(-1)
+        z = torch.randn(n, self.dim, 1, dtype=self.loc.dtype, device=self.loc.device)
+        x0 = self.loc[k] + (L[k] @ z).squeeze(-1)
         if isinstance(t, torch.Tensor) and t.dim() > 0:
             t = t.reshape(-1) if t.numel() == n else t
         xt, _ = self.sde.sample_marginal(x0, t)

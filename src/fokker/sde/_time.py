@@ -17,7 +17,7 @@ from ..errors import ShapeError
 
 TimeLike = float | int | torch.Tensor
 
-__all__ = ["TimeLike", "as_t64", "align_time", "check_time", "out_dtype"]
+__all__ = ["TimeLike", "as_t64", "align_time", "check_time", "out_dtype", "protocol_time"]
 
 
 def as_t64(t: TimeLike, device: torch.device | None = None) -> torch.Tensor:
@@ -30,6 +30,13 @@ def as_t64(t: TimeLike, device: torch.device | None = None) -> torch.Tensor:
     if isinstance(t, bool) or not isinstance(t, (int, float)):
         raise TypeError(f"t must be a float or a torch.Tensor; got {type(t).__name__}")
     return torch.tensor(float(t), dtype=torch.float64, device=device)
+
+
+def protocol_time(t: TimeLike) -> torch.Tensor:
+    """A solver's time argument (torchsde/torchdiffeq pass 0-d tensors) as a detached float64 tensor."""
+    if isinstance(t, torch.Tensor):
+        return t.detach().to(torch.float64)
+    return torch.tensor(float(t), dtype=torch.float64)
 
 
 def out_dtype(t: TimeLike) -> torch.dtype:

@@ -21,7 +21,7 @@ from torch import nn
 
 from .._validation import check_event_shape, check_finite, check_tensor
 from ..errors import ParameterError, ShapeError
-from ._time import TimeLike, check_time
+from ._time import TimeLike, check_time, protocol_time
 
 if TYPE_CHECKING:  # pragma: no cover
     from .reverse import ProbabilityFlowODE, ReverseSDE
@@ -109,12 +109,11 @@ class SDE(nn.Module):
     # ----------------------------------------------------- torchsde protocol
     def f(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """torchsde drift ``f(t, y)`` (``t`` 0-d, ``y`` ``(batch, d)``), unchecked."""
-        return self._drift(y, t.detach().to(torch.float64) if isinstance(t, torch.Tensor) else torch.tensor(float(t), dtype=torch.float64))
+        return self._drift(y, protocol_time(t))
 
     def g(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """torchsde diagonal diffusion ``g(t, y)`` of shape ``y.shape``, unchecked."""
-        t64 = t.detach().to(torch.float64) if isinstance(t, torch.Tensor) else torch.tensor(float(t), dtype=torch.float64)
-        return self._diffusion(y, t64).expand_as(y)
+        return self._diffusion(y, protocol_time(t)).expand_as(y)
 
     # ---------------------------------------------------------- reversal
     def reverse(self, score_fn: ScoreFn) -> "ReverseSDE":

@@ -192,7 +192,9 @@ class CriticallyDampedLangevin(SDE):
         return g
 
     # ------------------------------------------------------------ marginals
-    def _dist(self, mx: torch.Tensor, mv: torch.Tensor, cov: tuple[torch.Tensor, ...], ref: torch.Tensor) -> PhaseSpaceNormal:
+    def _dist(
+        self, mx: torch.Tensor, mv: torch.Tensor, cov: tuple[torch.Tensor, ...], ref: torch.Tensor
+    ) -> PhaseSpaceNormal:
         c = [align_time(c_, ref, 1) for c_ in cov]
         return PhaseSpaceNormal(torch.cat([mx, mv], -1), *c)
 
@@ -238,7 +240,13 @@ class CriticallyDampedLangevin(SDE):
         x, v = zs[..., :d], zs[..., d:]
         return self._dist(p11 * x + p12 * v, p21 * x + p22 * v, self._Q(dt), zs)
 
-    def prior(self, event_shape: tuple[int, ...] | None = None, *, dtype: torch.dtype | None = None, device=None) -> PhaseSpaceNormal:
+    def prior(
+        self,
+        event_shape: tuple[int, ...] | None = None,
+        *,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+    ) -> PhaseSpaceNormal:
         """Equilibrium ``N(0, I) x N(0, M I)`` on ``(2d,)``."""
         shape = event_shape if event_shape is not None else self.event_shape
         if shape is None or len(shape) != 1 or shape[0] % 2:

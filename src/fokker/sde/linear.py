@@ -252,7 +252,9 @@ class ScheduleSDE(LinearSDE):
             raise ShapeError(f"{name} must be elementwise (output shape {tuple(t.shape)}); got {tuple(out.shape)}")
         return out
 
-    def _value_and_grad(self, fn: Callable[[torch.Tensor], torch.Tensor], t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _value_and_grad(
+        self, fn: Callable[[torch.Tensor], torch.Tensor], t: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.enable_grad():
             tt = t.detach().clone().requires_grad_(True)
             v = torch.as_tensor(fn(tt)).to(torch.float64)

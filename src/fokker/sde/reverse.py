@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from .base import SDE, ScoreFn
-from ._time import TimeLike, align_time, as_t64, check_time
+from ._time import TimeLike, align_time, as_t64, check_time, protocol_time
 
 __all__ = ["ReverseSDE", "ProbabilityFlowODE"]
 
@@ -121,8 +121,7 @@ class ProbabilityFlowODE(nn.Module):
 
     def forward(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """torchdiffeq protocol ``func(t, y)``, unchecked."""
-        t64 = t.detach().to(torch.float64) if isinstance(t, torch.Tensor) else torch.tensor(float(t), dtype=torch.float64)
-        return self._drift(x, t64)
+        return self._drift(x, protocol_time(t))
 
     def extra_repr(self) -> str:
         return f"sde={type(self.sde).__name__}, t in [{self.t_min:g}, {self.T:g}]"

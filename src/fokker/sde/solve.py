@@ -45,7 +45,12 @@ _ADAPTIVE_ODE = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
 
 
 def time_grid(
-    start: float, end: float, steps: int, *, device: torch.device | str | None = None, dtype: torch.dtype = torch.float64
+    start: float,
+    end: float,
+    steps: int,
+    *,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float64,
 ) -> torch.Tensor:
     """Uniform grid of ``steps + 1`` points from ``start`` to ``end`` (``end < start`` allowed)."""
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
@@ -280,7 +285,15 @@ def _fixed(
 
 
 def _dispatch(
-    obj: Any, x0: torch.Tensor, ts: torch.Tensor, method: str, is_ode: bool, bm: Any, return_path: bool, grad: bool, **kwargs: Any
+    obj: Any,
+    x0: torch.Tensor,
+    ts: torch.Tensor,
+    method: str,
+    is_ode: bool,
+    bm: Any,
+    return_path: bool,
+    grad: bool,
+    **kwargs: Any,
 ) -> torch.Tensor:
     ts_x = ts.to(device=x0.device, dtype=x0.dtype)
     with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
