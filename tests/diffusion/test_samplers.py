@@ -196,3 +196,24 @@ def test_bad_arguments(gmm3, vpsde):
         ddim(gmm3.score, vpsde, x, grid, eta=1.5)
     with pytest.raises(ParameterError, match="snr"):
         SAMPLERS["predictor_corrector"](gmm3.score, vpsde, x, grid, snr=-1.0)
+
+
+@pytest.mark.parametrize("sde_name", ["ve", "subvp", "cosine"])
+def test_samplers_other_linear_sdes(sde_name, gmm3):
+    """The same samplers work unchanged for VE (t_min = 0, sigma_min > 0), sub-VP and cosine VP."""
+    from fokker.diffusion.schedule import domain
+    from fokker.sde import VESDE, VPSDE
+    from fokker.sde.vp import SubVPSDE
+
+    from _diffusion_oracle import IsoGMM
+
+    sde = {"ve": lambda: VESDE(sigma_min=0.01, sigma_max=20.0), "subvp": SubVPSDE, "cosine": VPSDE.cosine}[sde_name]()
+    g = IsoGMM(gmm3.mu, gmm3.s, gmm3.w, sde)
+    t_min, T = domain(sde)
+    gen = torch.Generator().manual_seed(4)
+    ref, ref2 = g.sample(N, t_min, generator=gen), g.sample(N, t_min, generator=gen)
+    floor = abs(float(energy_distance(ref2, ref)))
+    for name, steps in (("euler_maruyama", 100), ("heun", 25), ("dpm_solver", 20)):
+        out, _ = SAMPLERS[name](g.score, sde, g.sample(N, T, generator=gen), time_grid(sde, steps, DEFAULT_SPACING[name]),
+                                generator=gen)
+        assert float(energy_distance(out, ref)) < 0.005 + 3 * floor, (sde_name, name)
