@@ -217,3 +217,21 @@ def test_samplers_other_linear_sdes(sde_name, gmm3):
         out, _ = SAMPLERS[name](g.score, sde, g.sample(N, T, generator=gen), time_grid(sde, steps, DEFAULT_SPACING[name]),
                                 generator=gen)
         assert float(energy_distance(out, ref)) < 0.005 + 3 * floor, (sde_name, name)
+
+
+def test_samplers_follow_device_and_dtype(device, dtype, vpsde):
+    """Every sampler keeps the device/dtype of its input; Gaussian data N(m, 0.25) whose score is linear."""
+    m = torch.tensor([1.0, -1.0], dtype=dtype, device=device)
+
+    def score(x, t):
+        c = coefficients(vpsde, t)
+        a = c.alpha.to(x)[:, None]
+        s2 = (c.sigma**2).to(x)[:, None]
+        return -(x - a * m) / (a**2 * 0.25 + s2)
+
+    x = torch.randn(4000, 2, dtype=dtype, device=device)
+    for name in SAMPLERS:
+        steps = 1 if name == "ode_adaptive" else 30
+        out, _ = SAMPLERS[name](score, vpsde, x, time_grid(vpsde, steps, DEFAULT_SPACING[name]))
+        assert out.device.type == torch.device(device).type and out.dtype == dtype, name
+        assert float((out.mean(0) - m).abs().max()) < Z_SCORE * 0.5 / math.sqrt(4000) + 0.02, name
