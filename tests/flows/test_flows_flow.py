@@ -12,6 +12,8 @@ import pyro
 import pyro.distributions as pdist
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import stats
 
 from fokker import flows
@@ -307,3 +309,36 @@ def test_flow_accepts_plain_torch_and_pyro_transforms() -> None:
     assert_close(flow.log_prob(y), ref.log_prob(y), loose=True)
     x, lp = flow.sample_and_log_prob((6,))
     assert_close(lp, ref.log_prob(x), loose=True)
+
+
+BUILDERS = {
+    "nice": lambda d, c: flows.nice(d, 2, (8,), context_dim=c),
+    "realnvp": lambda d, c: flows.realnvp(d, 2, (8,), context_dim=c),
+    "maf": lambda d, c: flows.maf(d, 2, (8,), context_dim=c),
+    "iaf": lambda d, c: flows.iaf(d, 2, (8,), context_dim=c),
+    "nsf_coupling": lambda d, c: flows.nsf(d, 2, (8,), context_dim=c, bins=4, bound=2.0),
+    "nsf_ar": lambda d, c: flows.nsf(d, 2, (8,), context_dim=c, kind="autoregressive", bins=4, bound=2.0),
+}
+
+
+@settings(max_examples=6)
+@given(
+    name=st.sampled_from(sorted(BUILDERS)),
+    d=st.integers(2, 5),
+    context_dim=st.sampled_from([0, 2]),
+    n=st.integers(1, 4),
+    seed=st.integers(0, 2**16),
+)
+def test_builders_sample_and_log_prob_round_trip(name: str, d: int, context_dim: int, n: int, seed: int) -> None:
+    torch.manual_seed(seed)
+    flow = perturb(BUILDERS[name](d, context_dim), scale=0.2, seed=seed).double()
+    ctx = torch.randn(3, context_dim, dtype=F64) if context_dim else None
+    y, lp = flow.sample_and_log_prob((n,), ctx)
+    assert y.shape == (n, 3, d) if context_dim else y.shape == (n, d)
+    assert_close(lp, flow.log_prob(y, ctx), loose=True)
+    z, ladj_inv = flow.inverse_and_ladj(y, ctx)
+    y_back, ladj = flow.forward_and_ladj(z, ctx)
+    assert_close(y_back, y, loose=True)
+    assert_close(ladj, -ladj_inv, loose=True)
+    # the Pyro distribution is the same density
+    assert_close(flow.distribution(ctx).log_prob(y), lp, loose=True)
