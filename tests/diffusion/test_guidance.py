@@ -15,13 +15,12 @@ from fokker.diffusion import (
     posterior_score,
     time_grid,
 )
-from fokker.diffusion.parameterization import convert
 from fokker.diffusion.samplers import euler_maruyama
 from fokker.diffusion.schedule import coefficients
 from fokker.errors import ParameterError
 from fokker.tolerances import Z_SCORE, assert_close
 
-from _diffusion_oracle import IsoGMM, VP
+from _diffusion_oracle import IsoGMM
 
 
 class CondOracleNet(torch.nn.Module):

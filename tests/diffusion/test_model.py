@@ -12,7 +12,7 @@ from fokker.diffusion.likelihood import cnf_log_prob, divergence_exact, divergen
 from fokker.errors import DomainError, NonFiniteError, ParameterError, ShapeError
 from fokker.tolerances import Z_SCORE, assert_close
 
-from _diffusion_oracle import GaussEpsNet, IsoGMM, OracleNet, VP, energy_distance
+from _diffusion_oracle import GaussEpsNet, OracleNet, energy_distance
 
 
 @pytest.mark.parametrize("kind", ["eps", "x0", "score", "v"])
