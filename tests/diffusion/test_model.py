@@ -163,3 +163,21 @@ def test_bad_inputs(gmm3, vpsde):
         DiffusionModel(vpsde, OracleNet(gmm3), weighting="snr")
     with pytest.raises(ParameterError, match="sampler"):
         model.sample((3,), sampler="leapfrog")
+
+
+def test_elbo_on_library_ddpm_chain(vpsde):
+    """elbo(chain=DDPM.from_sde(sde, N, exact=True)) with the exact denoiser: below log p(x) and within the
+    same gap as the generic chain (both use the posterior variance; decoders and priors differ by O(1/N))."""
+    from fokker.sde import DDPM
+
+    m, s = torch.tensor([0.5], dtype=torch.float64), 0.6
+    model = DiffusionModel(vpsde, GaussEpsNet(m, math.log(s), vpsde), "eps")
+    x = m + s * torch.randn(3000, 1, dtype=torch.float64)
+    logp = (-0.5 * ((x - m) / s) ** 2 - math.log(s) - 0.5 * math.log(2 * math.pi)).squeeze(-1)
+    lib = model.elbo(x, chain=DDPM.from_sde(vpsde, 200, exact=True), variance="beta_tilde")
+    own = model.elbo(x, steps=200)
+    gap_lib, gap_own = logp - lib, logp - own
+    se = float(gap_lib.std()) / math.sqrt(len(x))
+    assert float(gap_lib.mean()) > -Z_SCORE * se
+    se2 = math.hypot(float(gap_lib.std()), float(gap_own.std())) / math.sqrt(len(x))
+    assert abs(float(gap_lib.mean() - gap_own.mean())) < Z_SCORE * se2 + 0.02

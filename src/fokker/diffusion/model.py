@@ -294,7 +294,14 @@ class DiffusionModel(nn.Module):
         return res.log_prob
 
     @torch.no_grad()
-    def elbo(self, x: torch.Tensor, steps: int = 1000, y: torch.Tensor | None = None) -> torch.Tensor:
+    def elbo(
+        self,
+        x: torch.Tensor,
+        steps: int = 1000,
+        y: torch.Tensor | None = None,
+        chain: nn.Module | None = None,
+        variance: str = "beta_tilde",
+    ) -> torch.Tensor:
         r"""ELBO ``(batch,)`` of the discrete DDPM chain ``x -> x_1 -> ... -> x_K`` on the times
         ``t_k = t_0 + k (T - t_0)/K`` (``t_0`` = the SDE's ``t_min``), a Monte-Carlo estimate.
 
@@ -313,9 +320,19 @@ class DiffusionModel(nn.Module):
         (the KL terms between Gaussians of equal variance; the last term is the KL to the prior
         :math:`N(0, \sigma_K^2 I)`).  One draw of ``x_k`` per term: unbiased for the ELBO, which
         lower-bounds :math:`\log p(x)` of the chain's model.  ``steps`` network evaluations.
+
+        With ``chain`` (a :class:`fokker.sde.DDPM`, e.g. ``DDPM.from_sde(sde, N, exact=True)``) the
+        bound is that chain's (``chain.elbo_terms`` with this model's noise prediction at
+        ``t_k = chain.time(k)`` and reverse variance ``variance``: ``"beta"`` or ``"beta_tilde"``),
+        for vector data ``(batch, d)``.
         """
-        check_int(steps, "steps", minimum=2)
         self._check(x, self.T)
+        if chain is not None:
+            def eps_model(xk: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+                return self.predict(xk, chain.time(k).to(xk.dtype).to(xk.device), "eps", y)
+
+            return -chain.elbo_terms(x, eps_model, variance=variance).total()
+        check_int(steps, "steps", minimum=2)
         t0 = float(getattr(self.sde, "t_min", 0.0))
         ts = torch.linspace(t0, self.T, steps + 1, dtype=torch.float64)[1:]
         c = coefficients(self.sde, ts).to(x.dtype, x.device)
