@@ -61,17 +61,24 @@ class Metric:
 
 
 def regularized_covariance(x: torch.Tensor, dense: bool) -> torch.Tensor:
-    """Stan's shrunk warm-up estimate of the target (co)variance from draws ``x`` ``(n, dim)``.
+    """Stan's shrunk warm-up estimate of the target (co)variance.
 
-    ``S = n/(n+5) * Cov(x) + 1e-3 * 5/(n+5) * I`` (Stan reference manual,
-    "HMC algorithm parameters": windowed adaptation), with the diagonal only
-    when ``dense`` is False.
+    ``S = n/(n+5) * Cov + 1e-3 * 5/(n+5) * I`` (Stan reference manual, "HMC
+    algorithm parameters": windowed adaptation), with the diagonal only when
+    ``dense`` is False.  ``x`` is ``(n, dim)`` draws, or ``(draws, chains, dim)``:
+    then ``Cov`` is the mean of the per-chain covariances (within-chain
+    variance), so chains that have not yet met do not inflate the metric, and
+    ``n`` is the total number of draws.
     """
-    n = x.shape[0]
-    xc = x - x.mean(0)
+    if x.dim() == 2:
+        x = x.unsqueeze(1)
+    t, c, d = x.shape
+    n = t * c
+    xc = x - x.mean(0, keepdim=True)
+    denom = max(t - 1, 1) * c
     if dense:
-        cov = xc.mT @ xc / max(n - 1, 1)
-        eye = torch.eye(x.shape[1], dtype=x.dtype, device=x.device)
+        cov = torch.einsum("tci,tcj->ij", xc, xc) / denom
+        eye = torch.eye(d, dtype=x.dtype, device=x.device)
         return (n / (n + 5.0)) * cov + 1e-3 * (5.0 / (n + 5.0)) * eye
-    var = (xc * xc).sum(0) / max(n - 1, 1)
+    var = (xc * xc).sum((0, 1)) / denom
     return (n / (n + 5.0)) * var + 1e-3 * (5.0 / (n + 5.0))

@@ -296,9 +296,8 @@ def _run(target, kernel, num_chains, num_samples, warmup, init, thin, progress, 
         if in_window[it]:
             buf.append(state.x)
         if (it + 1) in win_end:
-            draws = torch.cat(buf, 0)
-            finite = torch.isfinite(draws).all(-1, keepdim=True)
-            draws = torch.where(finite, draws, draws.nan_to_num(0.0))
+            draws = torch.stack(buf, 0)  # (window, chains, dim): within-chain (co)variance
+            draws = draws.nan_to_num(0.0, posinf=0.0, neginf=0.0)
             kernel.metric = Metric(regularized_covariance(draws, kernel.dense))
             buf = []
             if capped:
