@@ -11,8 +11,8 @@ A linear SDE :math:`dX = f(t) X\,dt + g(t)\,dW` has Gaussian transitions
 
 :func:`coefficients` reads ``alpha`` and ``sigma`` from the SDE object and obtains
 ``f`` and ``g^2`` from the SDE's own float64 hooks (``fokker.sde.LinearSDE``) or,
-for any other object with ``alpha(t)``/``sigma(t)``, by forward-mode differentiation
-of those two functions in float64, so the samplers need no per-SDE code.  Everything here runs
+for any other object with ``alpha(t)``/``sigma(t)``, by automatic differentiation
+of those two (elementwise) functions in float64, so the samplers need no per-SDE code.  Everything here runs
 once per sampling call, on the precomputed time grid, never inside a loop.
 """
 
@@ -21,7 +21,6 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
-from torch.func import jvp
 
 from ..errors import ParameterError
 
@@ -91,7 +90,14 @@ def coefficients(sde: object, t: torch.Tensor | float) -> Coefficients:
     if all(hasattr(sde, h) for h in ("_log_alpha", "_sigma2", "_a", "_g2")):
         alpha, sigma = _alpha_sigma(sde, t)
         return Coefficients(t, alpha, sigma, sde._a(t).expand_as(t), sde._g2(t).expand_as(t))
-    (alpha, sigma), (dalpha, dsigma) = jvp(lambda s: _alpha_sigma(sde, s), (t,), (torch.ones_like(t),))
+    # alpha and sigma act elementwise on t, so the gradient of their sum is the elementwise derivative
+    with torch.enable_grad():
+        tg = t.detach().requires_grad_(True)
+        alpha, sigma = _alpha_sigma(sde, tg)
+        zero = torch.zeros_like(t)
+        dalpha = torch.autograd.grad(alpha.sum(), tg, retain_graph=True)[0] if alpha.requires_grad else zero
+        dsigma = torch.autograd.grad(sigma.sum(), tg)[0] if sigma.requires_grad else zero
+    alpha, sigma = alpha.detach(), sigma.detach()
     f = dalpha / alpha
     g2 = 2.0 * sigma * dsigma - 2.0 * f * sigma**2
     return Coefficients(t, alpha, sigma, f, g2.clamp_min(0.0))
