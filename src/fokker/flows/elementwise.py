@@ -156,25 +156,35 @@ class RationalQuadratic(ElementwiseMap):
     def __repr__(self) -> str:
         return f"RationalQuadratic(bins={self.bins}, bound={self.bound})"
 
-    def _knots(self, params: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def _knots(self, params: Tensor) -> tuple[Tensor, Tensor]:
+        """Knots ``(..., 2, K + 1)`` (row 0: x, row 1: y) and derivatives ``(..., K + 1)``."""
         K, B = self.bins, self.bound
-        w = F.softmax(params[..., :K], dim=-1) * (1 - self.min_width * K) + self.min_width
-        h = F.softmax(params[..., K : 2 * K], dim=-1) * (1 - self.min_height * K) + self.min_height
+        wh = params[..., : 2 * K].unflatten(-1, (2, K))
+        # softmax per row, written out: torch's softmax is slow on CPU for a short last
+        # dim of a strided view; subtracting each row's max keeps it overflow-free
+        e = torch.exp(wh - wh.amax(-1, keepdim=True))
+        wh = e / e.sum(-1, keepdim=True)
+        if self.min_width == self.min_height:
+            wh = wh * (1 - self.min_width * K) + self.min_width
+        else:
+            lo = wh.new_tensor([[self.min_width], [self.min_height]])
+            wh = wh * (1 - lo * K) + lo
         # interior knots from the cumulative sums; end knots pinned exactly at -B and B
-        xs = F.pad(F.pad(torch.cumsum(w[..., :-1], -1) * (2 * B) - B, (1, 0), value=-B), (0, 1), value=B)
-        ys = F.pad(F.pad(torch.cumsum(h[..., :-1], -1) * (2 * B) - B, (1, 0), value=-B), (0, 1), value=B)
+        c = torch.cumsum(wh[..., :-1], -1)
+        knots = F.pad(F.pad(c, (1, 0), value=0.0), (0, 1), value=1.0) * (2 * B) - B
         d = F.softplus(params[..., 2 * K :] + self._dshift) + self.min_derivative
         d = F.pad(d, (1, 1), value=1.0)
-        return xs, ys, d
+        return knots, d
 
     def _segment(self, v: Tensor, params: Tensor, inverse: bool) -> tuple[Tensor, ...]:
         """Bin containing ``v`` (clamped into the box) and that bin's knots and slopes."""
-        xs, ys, d = self._knots(params)
-        ref = ys if inverse else xs
-        k = (v[..., None] >= ref[..., 1:-1]).sum(-1, keepdim=True)
+        knots, d = self._knots(params)
+        ref = knots[..., 1 if inverse else 0, 1:-1]
+        k = (v[..., None] >= ref).sum(-1, keepdim=True)
         kk = torch.cat([k, k + 1], -1)
-        x0, x1 = torch.gather(xs, -1, kk).unbind(-1)
-        y0, y1 = torch.gather(ys, -1, kk).unbind(-1)
+        xy = torch.gather(knots, -1, kk.unsqueeze(-2).expand(*kk.shape[:-1], 2, 2))
+        x0, x1 = xy[..., 0, :].unbind(-1)
+        y0, y1 = xy[..., 1, :].unbind(-1)
         d0, d1 = torch.gather(d, -1, kk).unbind(-1)
         return x0, x1, y0, y1, d0, d1
 
