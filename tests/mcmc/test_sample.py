@@ -114,3 +114,22 @@ def test_nan_chain_is_reported_not_kept() -> None:
     assert any("non-finite" in str(x.message) for x in w)
     assert torch.isfinite(res.ess_bulk()).all()  # diagnostics use the finite chains only
     assert "nan_chains=[1]" in res.summary(print_table=False)
+
+
+def test_stuck_chain_is_restarted_during_warmup() -> None:
+    """Normal model y_i ~ N(mu, sigma) in (mu, log sigma): a chain started at log sigma = -8 sits
+    where the curvature is ~e^16 times larger than in the bulk, so with the shared step size it
+    never accepts; warm-up restarts it from a moving chain and the draws are then correct."""
+    y = 2.0 + torch.linspace(-1.0, 1.0, 20, dtype=torch.float64)
+
+    def lp(z: torch.Tensor) -> torch.Tensor:
+        mu, ls = z[..., :1], z[..., 1:]
+        return (-0.5 * ((y - mu) / ls.exp()) ** 2 - ls).sum(-1)  # flat priors on (mu, log sigma)
+
+    init = torch.tensor([[2.0, 0.0]] * 7 + [[2.0, -8.0]], dtype=torch.float64)
+    res = mcmc.sample(lp, mcmc.HMC(), num_chains=8, num_samples=200, warmup=200, init=init, dim=2, seed=0, progress=False)
+    assert res.warmup_resets >= 1
+    assert int(res.divergences.sum()) == 0 and (res.accept_rate > 0.5).all()
+    # posterior of mu with flat priors on (mu, log sigma): Student-t, mean ybar
+    se = float(mcmc.diagnostics.mcse_mean(res.samples[..., :1]))
+    assert abs(float(res.samples[..., 0].mean()) - float(y.mean())) < Z_SCORE * se

@@ -41,6 +41,8 @@ __all__ = ["MCMCResult", "sample", "find_reasonable_step_size"]
 
 #: Leapfrog steps per HMC iteration before the first metric estimate (see ``_run``).
 WARMUP_STEP_CAP = 32
+#: A chain whose mean acceptance probability over a warm-up window is below this is "stuck".
+STUCK_ACCEPT = 0.01
 
 
 @dataclass
@@ -59,6 +61,7 @@ class MCMCResult:
         num_steps: leapfrog steps per draw (HMC; 1 otherwise), summed over the draws.
         time_s: wall time of warm-up and sampling.
         kernel: the adapted kernel (a copy; reuse it with ``warmup=0`` to draw more).
+        warmup_resets: chains restarted during warm-up because they accepted nothing for a whole window.
     """
 
     samples: torch.Tensor
@@ -73,6 +76,7 @@ class MCMCResult:
     time_s: dict[str, float] = field(default_factory=dict)
     param_names: list[str] | None = None
     kernel: Kernel | None = None
+    warmup_resets: int = 0
 
     # -------------------------------------------------------------- diagnostics
     @property
@@ -149,7 +153,7 @@ class MCMCResult:
         acc = self.accept_rate.mean().item()
         lines.append(
             f"chains={self.samples.shape[0]} draws={self.samples.shape[1]} accept={acc:.3f} "
-            f"divergences={int(self.divergences.sum())} nan_chains={self.nan_chains}"
+            f"divergences={int(self.divergences.sum())} nan_chains={self.nan_chains} warmup_resets={self.warmup_resets}"
         )
         text = "\n".join(lines)
         if print_table:
@@ -287,10 +291,14 @@ def _run(target, kernel, num_chains, num_samples, warmup, init, thin, progress, 
     if capped:
         kernel._step_cap = WARMUP_STEP_CAP
     bar = tqdm(total=warmup + num_samples * thin, desc="warmup", disable=not progress, leave=False)
+    win_acc = torch.zeros(num_chains, dtype=dtype, device=device)
+    resets = 0
     for it in range(warmup):
         if it in win_start:
             buf = []
+            win_acc = torch.zeros_like(win_acc)
         state, info = kernel.step(state)
+        win_acc = win_acc + info.accept_prob.nan_to_num(0.0)
         if da is not None:
             kernel._step_size, kernel._eps_host = da.update(info.accept_prob.mean()), None
         if in_window[it]:
@@ -298,6 +306,19 @@ def _run(target, kernel, num_chains, num_samples, warmup, init, thin, progress, 
         if (it + 1) in win_end:
             draws = torch.stack(buf, 0)  # (window, chains, dim): within-chain (co)variance
             draws = draws.nan_to_num(0.0, posinf=0.0, neginf=0.0)
+            # Chains that accepted (almost) nothing in the whole window are stuck where the shared
+            # step size is far too large (e.g. started in a region of high curvature).  During
+            # warm-up only, restart them from the current states of randomly chosen moving chains
+            # and keep them out of the metric estimate.  (One host sync per window.)
+            stuck = (win_acc / len(buf)) < STUCK_ACCEPT
+            n_stuck = int(stuck.sum())
+            if kernel.metropolis and 0 < n_stuck < num_chains:
+                good = torch.nonzero(~stuck).flatten()
+                donor = good[torch.randint(len(good), (num_chains,), device=device)]
+                src = torch.where(stuck, donor, torch.arange(num_chains, device=device))
+                state = State(state.x[src], state.log_prob[src], state.grad[src])
+                draws = draws[:, good]
+                resets += n_stuck
             kernel.metric = Metric(regularized_covariance(draws, kernel.dense))
             buf = []
             if capped:
@@ -354,6 +375,7 @@ def _run(target, kernel, num_chains, num_samples, warmup, init, thin, progress, 
         nan_chains=nan_chains,
         constrained=constrained,
         num_steps=total_steps,
+        warmup_resets=resets,
         time_s={"warmup": t_warm - t_start, "sampling": t_end - t_warm, "total": t_end - t_start},
         param_names=getattr(target, "param_names", None) if constrained is None else None,
         kernel=kernel,
