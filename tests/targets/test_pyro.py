@@ -179,3 +179,11 @@ def test_errors() -> None:
 
     with pytest.raises(NonFiniteError, match="initial point"):
         from_pyro(impossible).init(2, "uniform", max_tries=3)
+
+
+def test_sample_accepts_an_init_strategy_name() -> None:
+    t = from_pyro(eight_schools, Y, SIGMA)
+    res = mcmc.sample(t, mcmc.HMC(step_size=0.1, num_steps=2), num_chains=3, num_samples=2, warmup=0, init="feasible", progress=False)
+    assert res.samples.shape == (3, 2, 10)
+    with pytest.raises(ParameterError, match="strategy"):
+        mcmc.sample(t, mcmc.HMC(step_size=0.1), num_chains=2, num_samples=2, warmup=0, init="random", progress=False)

@@ -186,10 +186,12 @@ def find_reasonable_step_size(kernel: Kernel, state: State, eps0: torch.Tensor, 
     return eps
 
 
-def _initial_points(target: Target, num_chains: int, init: torch.Tensor | None, dtype, device) -> torch.Tensor:
-    if init is None:
+def _initial_points(target: Target, num_chains: int, init: torch.Tensor | str | None, dtype, device) -> torch.Tensor:
+    if init is None or isinstance(init, str):
         if hasattr(target, "init"):
-            return target.init(num_chains)  # type: ignore[attr-defined]
+            return target.init(num_chains) if init is None else target.init(num_chains, init)  # type: ignore[attr-defined]
+        if init not in (None, "uniform"):
+            raise ParameterError(f"init strategy {init!r} needs a target with an init() method (from_pyro); use 'uniform' or a tensor")
         return (torch.rand(num_chains, target.dim, dtype=dtype, device=device) * 4 - 2)
     if not isinstance(init, torch.Tensor):
         raise TypeError(f"init must be a torch.Tensor of shape ({num_chains}, {target.dim}); got {type(init).__name__}")
@@ -208,7 +210,7 @@ def sample(
     warmup: int = 1000,
     *,
     seed: int = 0,
-    init: torch.Tensor | None = None,
+    init: torch.Tensor | str | None = None,
     thin: int = 1,
     progress: bool = True,
     dim: int | None = None,
@@ -221,9 +223,10 @@ def sample(
         target: a :class:`~fokker.targets.Target` (incl. ``from_pyro``) or a
             ``log_prob`` callable ``(chains, dim) -> (chains,)`` (then ``dim``).
         kernel: a :class:`~fokker.mcmc.kernels.Kernel` (default :class:`HMC`); it is bound to ``target``.
-        init: ``(num_chains, dim)`` or ``(dim,)`` starting points; default: the
-            target's own ``init`` (Pyro init strategy "uniform" for ``from_pyro``)
-            else uniform on ``(-2, 2)^dim``.
+        init: ``(num_chains, dim)`` or ``(dim,)`` starting points, or a strategy name
+            (``"uniform"``, ``"median"``, ``"feasible"``) for targets with an ``init``
+            method (``from_pyro``); default: the target's own ``init`` (Pyro's
+            ``init_to_uniform``) else uniform on ``(-2, 2)^dim``.
         seed: seeds torch's RNG inside a forked RNG state (the global state is untouched).
 
     Returns:
