@@ -124,7 +124,7 @@ class MCMCResult:
         names = list(named)
         x = self._draws(torch.stack([named[k] for k in names], -1)).double()
         flat = x.reshape(-1, x.shape[-1])
-        q = torch.quantile(flat, torch.tensor([0.05, 0.5, 0.95], dtype=flat.dtype), dim=0)
+        q = torch.quantile(flat, torch.tensor([0.05, 0.5, 0.95], dtype=flat.dtype, device=flat.device), dim=0)
         stats = {
             "mean": flat.mean(0),
             "sd": flat.std(0),
