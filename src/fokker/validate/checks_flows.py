@@ -1,7 +1,7 @@
 """Validation checks for :mod:`fokker.flows`: density estimation next to zuko.
 
 * ``flows.toy2d``: NSF (autoregressive splines), RealNVP and MAF fitted to 2-D toys
-  from :mod:`fokker.datasets` (quick: two moons, 250 steps; full: two moons, 8 Gaussians,
+  from :mod:`fokker.datasets` (quick: two moons, 200 steps; full: two moons, 8 Gaussians,
   checkerboard and rings, 3000 steps).  zuko's flow of the same architecture
   (transforms, hidden sizes, bins, layer orders) is trained in the same script with the
   same optimizer, minibatches and step budget.  Pass when fokker's test NLL is at most
@@ -120,7 +120,7 @@ def toy2d(ctx: Context) -> list[CheckResult]:
 
     toys = TOYS_QUICK if ctx.quick else TOYS_FULL
     kinds = ("NSF", "RealNVP", "MAF")
-    steps = 250 if ctx.quick else 3000
+    steps = 200 if ctx.quick else 3000
     # run-to-run spread of the test NLL between two seeds is ~0.1-0.2 nats after a few
     # hundred steps (measured), a few hundredths after 3000
     slack = 0.3 if ctx.quick else 0.1
