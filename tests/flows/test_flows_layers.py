@@ -278,3 +278,35 @@ def test_bad_input_messages() -> None:
         flows.RationalQuadratic(bins=0)
     with pytest.raises(ParameterError, match="scale_bound"):
         flows.Affine(scale_bound=-1.0)
+
+
+def test_squeeze_is_a_permutation_and_inverts() -> None:
+    x = torch.randn(3, 2, 4, 6, dtype=F64)
+    s = flows.squeeze(x)
+    assert s.shape == (3, 8, 2, 3)
+    assert torch.equal(flows.unsqueeze(s), x)
+    # each output channel is one pixel of every 2x2 block: a permutation of the entries
+    assert torch.equal(torch.sort(s.reshape(3, -1)).values, torch.sort(x.reshape(3, -1)).values)
+    assert torch.equal(s[0, :4, 0, 0], torch.stack([x[0, 0, 0, 0], x[0, 0, 0, 1], x[0, 0, 1, 0], x[0, 0, 1, 1]]))
+    layer = flows.Squeeze((2, 4, 6))
+    y, ladj = layer.call_and_ladj(x)
+    assert torch.equal(y, s) and torch.equal(ladj, torch.zeros(3, dtype=F64))
+    xb, lb = layer.inverse_and_ladj(y)
+    assert torch.equal(xb, x) and torch.equal(lb, torch.zeros(3, dtype=F64))
+    J = jacobian(lambda v: flows.squeeze(v), x[0])
+    assert torch.equal(J.abs().sum(0), torch.ones(48, dtype=F64)) and torch.equal(J.abs().sum(1), torch.ones(48, dtype=F64))
+    from fokker.errors import ParameterError
+
+    with pytest.raises(ParameterError, match="even"):
+        flows.Squeeze((1, 3, 4))
+    with pytest.raises(ShapeError, match="x must have shape"):
+        layer.call_and_ladj(torch.randn(2, 4, 4))
+
+
+def test_glow_checkerboard_variant_log_det() -> None:
+    flow = perturb(flows.glow((2, 4, 4), levels=2, steps=1, hidden=4, mask="checkerboard")).double()
+    x = torch.randn(2, 2, 4, 4, dtype=F64)
+    z, ladj_inv = flow.inverse_and_ladj(x)
+    J = jacobian(lambda v: flow.inverse_and_ladj(v)[0], x[0])
+    assert_close(ladj_inv[0], torch.linalg.slogdet(J)[1], loose=True)
+    assert_close(flow.forward_and_ladj(z)[0], x, loose=True)

@@ -143,7 +143,8 @@ def glow(
         steps: flow steps per level, each (noise -> data) affine coupling, invertible 1x1
             convolution, ActNorm (so ActNorm meets the data first and is data-initialized).
         hidden: channel width of the coupling conditioners.
-        mask: ``"channel"`` (Glow) or ``"checkerboard"`` (RealNVP) coupling masks.
+        mask: ``"channel"`` (Glow) or ``"checkerboard"`` (RealNVP) coupling masks (a level
+            whose squeezed image is 1x1 uses channel masks).
     """
     C, H, W = (int(s) for s in shape)
     check_int(levels, "levels")
@@ -162,7 +163,9 @@ def glow(
         sq = (4 * c, h // 2, w // 2)
         layers: list[Bijection] = []
         for k in range(steps):
-            m = channel_mask(sq, flip=k % 2 == 1) if mask == "channel" else checkerboard_mask(sq, flip=k % 2 == 1)
+            # a 1x1 image has no checkerboard: the coarsest level falls back to channel masks
+            board = mask == "checkerboard" and sq[1] * sq[2] > 1
+            m = checkerboard_mask(sq, flip=k % 2 == 1) if board else channel_mask(sq, flip=k % 2 == 1)
             layers += [Coupling(Affine(scale_bound), m, (hidden,)), InvertibleConv1x1(sq[0]), ActNorm(sq[0], event_dim=3)]
         level = Multiscale((c, h, w), layers, next=level if i < levels - 1 else None)
     assert level is not None
