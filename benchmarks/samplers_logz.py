@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import time
 
-import torch
 
 from fokker.validate import Context
 from fokker.validate.checks_samplers import RunConfig, _cfg, _table
