@@ -183,3 +183,31 @@ def test_torchrun_two_processes_match_single_process(tmp_path: Path) -> None:
     a, b = a["state"], b["state"]
     for k in a:
         torch.testing.assert_close(b[k], a[k], rtol=1e-9, atol=1e-10)
+
+
+def test_validation_loss_and_early_stopping() -> None:
+    # train on data centred at +1, validate on data centred at -1: the validation loss
+    # 0.5 |mu + 1|^2 + const is minimal at the start (mu = 0 is nearer -1 than later
+    # iterates) so early stopping must trigger and restore mu = 0 exactly.
+    x_train = torch.ones(64, 3, dtype=torch.float64)
+    x_val = -torch.ones(32, 3, dtype=torch.float64)
+    model = GaussianMean()
+    res = fit(model, x_train, steps=200, batch_size=16, lr=0.05, val_data=x_val, val_every=1, patience=3,
+              progress=False)
+    assert res.stopped_early and res.best_step == 1 and res.steps == 4
+    first_val = res.val_losses[0][1]
+    # independent value of the validation loss at mu after one Adam step (mu = 0.05 per coord)
+    torch.testing.assert_close(torch.tensor(first_val), torch.tensor(0.5 * 3 * (1 + 0.05) ** 2), rtol=1e-6, atol=0)
+    torch.testing.assert_close(model.mu.data, torch.full((3,), 0.05, dtype=torch.float64), rtol=1e-6, atol=0)
+    with pytest.raises(ValueError, match="patience .* needs val_data"):
+        fit(GaussianMean(), x_train, steps=1, patience=2, progress=False)
+
+
+def test_validation_loss_is_the_full_heldout_mean() -> None:
+    x = torch.randn(50, 3, dtype=torch.float64)
+    v = torch.randn(37, 3, dtype=torch.float64)  # not a multiple of the batch size
+    model = GaussianMean()
+    res = fit(model, x, steps=5, batch_size=8, val_data=v, val_every=5, progress=False)
+    expected = 0.5 * ((v - model.mu.data) ** 2).sum(-1).mean()
+    assert res.val_losses[-1][0] == 5
+    assert res.val_losses[-1][1] == pytest.approx(float(expected), rel=1e-12)

@@ -8,6 +8,9 @@ Every fokker model (flows, diffusion models, EBMs, learned samplers) exposes
 * Adam by default (or any optimizer factory), optional gradient clipping and
   learning-rate scheduler;
 * an exponential moving average of the weights (``torch.optim.swa_utils.AveragedModel``);
+* an optional validation loss (``val_data``) every ``val_every`` steps, with early
+  stopping after ``patience`` evaluations without improvement (restoring the best
+  weights);
 * a NaN guard: a step with a non-finite loss or gradient is skipped; more than
   ``max_bad_steps`` in a row, or non-finite parameters, restore the last good
   state and raise :class:`fokker.errors.TrainingDivergedError` (the checkpoint on
@@ -56,6 +59,9 @@ class FitResult:
     ema: AveragedModel | None = None  #: EMA of the weights (``ema.module`` is a model copy)
     seconds: float = 0.0  #: wall time of this call
     resumed_from: int | None = None  #: step loaded from the checkpoint, if any
+    val_losses: list[tuple[int, float]] = field(default_factory=list)  #: (step, validation loss)
+    best_step: int | None = None  #: step of the lowest validation loss
+    stopped_early: bool = False  #: early stopping ended the run
 
 
 def _check_data(data: Any) -> None:
@@ -85,6 +91,9 @@ def fit(
     callback: Callable[[int, float, nn.Module], bool | None] | None = None,
     max_bad_steps: int = 10,
     loss_fn: Callable[[nn.Module, Any], torch.Tensor] | None = None,
+    val_data: DataLike = None,
+    val_every: int = 100,
+    patience: int | None = None,
 ) -> FitResult:
     """Train ``model`` by minimising ``model.loss(batch)`` for ``steps`` optimizer steps.
 
@@ -107,6 +116,11 @@ def fit(
         callback: ``callback(step, loss, model)``; returning ``True`` stops training.
         max_bad_steps: consecutive non-finite steps tolerated before giving up.
         loss_fn: ``loss_fn(model, batch)`` used instead of ``model.loss``.
+        val_data: held-out data (same kinds as ``data``; a callable is asked for one
+            batch) evaluated in eval mode without gradients every ``val_every`` steps.
+        val_every: steps between validation evaluations.
+        patience: stop after this many evaluations without a lower validation loss and
+            restore the best weights (``None``: never stop early).
 
     Returns:
         :class:`FitResult` with the loss history, step count and EMA model.
@@ -122,6 +136,13 @@ def fit(
     if loss_fn is None and not callable(getattr(model, "loss", None)):
         raise TypeError(f"{type(model).__name__} has no loss(batch) method; pass loss_fn=")
     _check_data(data)
+    if val_data is not None:
+        _check_data(val_data)
+        check_int(val_every, "val_every")
+    if patience is not None:
+        check_int(patience, "patience")
+        if val_data is None:
+            raise ValueError("patience (early stopping) needs val_data")
     loss_of = loss_fn or (lambda m, b: m.loss(b))
 
     rank, world = world_info()
@@ -181,6 +202,25 @@ def fit(
         if path is not None and rank == 0:
             ckpt.save_atomic(snapshot(step), path)
 
+    def validate() -> float:
+        was = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                if isinstance(val_data, (torch.Tensor, tuple, list)):
+                    parts = val_data if isinstance(val_data, (tuple, list)) else (val_data,)
+                    n = len(parts[0])
+                    total = 0.0
+                    for i in range(0, n, batch_size):
+                        chunk = tuple(p[i : i + batch_size] for p in parts)
+                        b = chunk[0] if isinstance(val_data, torch.Tensor) else chunk
+                        total += float(loss_of(model, to_device(b, device))) * len(chunk[0])
+                    return total / n
+                return float(loss_of(model, to_device(BatchSource(val_data, batch_size, seed).next(), device)))
+        finally:
+            model.train(was)
+
+    best_val, best_state, since_best = math.inf, None, 0
     last_good = copy.deepcopy({"model": model.state_dict(), "optimizer": opt.state_dict()})
     was_training = model.training
     model.train()
@@ -233,8 +273,23 @@ def fit(
                         f"parameters became non-finite by step {step}; restored the last good state"
                         + (f"; last good checkpoint kept at {path}" if path is not None else "")
                     )
-                last_good = copy.deepcopy({"model": model.state_dict(), "optimizer": opt.state_dict()})
+                    last_good = copy.deepcopy({"model": model.state_dict(), "optimizer": opt.state_dict()})
                 save(step)
+            if val_data is not None and (step % val_every == 0 or step == steps) and consecutive_bad == 0:
+                v = validate()
+                result.val_losses.append((step, v))
+                if v < best_val:
+                    best_val, since_best, result.best_step = v, 0, step
+                    if patience is not None:
+                        best_state = copy.deepcopy(model.state_dict())
+                else:
+                    since_best += 1
+                if patience is not None and since_best >= patience:
+                    if best_state is not None:
+                        model.load_state_dict(best_state)
+                    result.stopped_early = True
+                    save(step)
+                    break
             if callback is not None and callback(step, loss_v, model):
                 save(step)
                 break
