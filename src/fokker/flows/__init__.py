@@ -33,11 +33,12 @@ from .permute import Permute, Reverse
 from .batchnorm import BatchNormFlow
 from .builders_b import ffjord, planar_flow, residual_flow
 from .continuous import ContinuousFlow, TimeMLP
-from .planar import Planar
+from .planar import Planar, solve_tanh_equation
 from .radial import Radial
 from .residual import LipSwish, ResidualFlow, SpectralNormLinear
 from .surjections import (
     Abs,
+    Augment,
     ConditionalGaussian,
     Max,
     Slice,
@@ -107,6 +108,8 @@ __all__ = [
     "TimeMLP",
     "Surjection",
     "Slice",
+    "Augment",
+    "solve_tanh_equation",
     "Abs",
     "Sort",
     "Max",
