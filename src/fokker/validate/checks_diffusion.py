@@ -211,7 +211,7 @@ def toy2d(ctx: Context) -> list[CheckResult]:
 
     names = ["eight_gaussians"] if ctx.quick else ["two_moons", "eight_gaussians", "checkerboard"]
     steps = 1200 if ctx.quick else 8000
-    n_eval = 1000 if ctx.quick else 4000
+    n_eval = 1000 if ctx.quick else 2000
     nfes = [10, 20, 50] if ctx.quick else [10, 20, 50, 100, 1000]
     rows = []
     for name in names:
