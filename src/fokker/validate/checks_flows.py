@@ -38,14 +38,19 @@ TOYS_FULL = ("two_moons", "eight_gaussians", "checkerboard", "rings")
 
 def _train(
     log_prob: Callable[[Tensor], Tensor], params: list[nn.Parameter], data: Tensor, steps: int,
-    batch_size: int, lr: float, seed: int,
+    batch_size: int, lr: float, seed: int, val: Tensor | None = None, eval_every: int = 250,
 ) -> None:
     """Adam on ``-mean log_prob`` with minibatches drawn by a seeded generator (identical
-    batches for every model trained with the same seed)."""
+    batches for every model trained with the same seed).
+
+    With ``val``, the held-out NLL is measured every ``eval_every`` steps and the
+    parameters with the lowest one are restored at the end (model selection on a
+    validation split, never on the test set)."""
     opt = torch.optim.Adam(params, lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     g = torch.Generator().manual_seed(seed)
-    for _ in range(steps):
+    best, best_state = math.inf, None
+    for step in range(steps):
         idx = torch.randint(0, data.shape[0], (batch_size,), generator=g)
         loss = -log_prob(data[idx]).mean()
         opt.zero_grad(set_to_none=True)
@@ -53,6 +58,15 @@ def _train(
         torch.nn.utils.clip_grad_norm_(params, 10.0)
         opt.step()
         sched.step()
+        if val is not None and ((step + 1) % eval_every == 0 or step + 1 == steps):
+            with torch.no_grad():
+                v = float(-log_prob(val).mean())
+            if v < best:
+                best, best_state = v, [p.detach().clone() for p in params]
+    if val is not None and best_state is not None:
+        with torch.no_grad():
+            for p, b in zip(params, best_state):
+                p.copy_(b)
 
 
 def _gaussian_nll(train: Tensor, test: Tensor) -> Tensor:
@@ -177,7 +191,12 @@ def digits(ctx: Context) -> list[CheckResult]:
 
     train, _ = datasets.digits("train", seed=ctx.seed, dtype=torch.float32)
     test, _ = datasets.digits("test", seed=ctx.seed, dtype=torch.float32)
+    val = None
+    if not ctx.quick:  # long training overfits: select the model on a validation split of train
+        n_val = train.shape[0] // 5
+        train, val = train[n_val:], train[:n_val]
     flat_train, flat_test = train.reshape(-1, 64), test.reshape(-1, 64)
+    flat_val = None if val is None else val.reshape(-1, 64)
     to_bpd = 1 / (64 * math.log(2))
     offset = 64 * math.log(17)  # discrete bound: log P(k) >= log p(u) - 64 log 17
     if ctx.quick:  # a few hundred steps: compare with independent pixels
@@ -193,7 +212,7 @@ def digits(ctx: Context) -> list[CheckResult]:
     glow = flows.glow((1, 8, 8), levels=2, steps=2 if ctx.quick else 4, hidden=32 if ctx.quick else 64)
     with torch.no_grad():
         glow.log_prob(train[:512])  # ActNorm data-dependent init on a large batch
-    _train(glow.log_prob, list(glow.parameters()), train, steps, 128, 2e-3, ctx.seed)
+    _train(glow.log_prob, list(glow.parameters()), train, steps, 128, 2e-3, ctx.seed, val=val)
     glow.eval()
     with torch.no_grad():
         nll_glow = -glow.log_prob(test) + offset
@@ -210,8 +229,9 @@ def digits(ctx: Context) -> list[CheckResult]:
     T = 3 if ctx.quick else 5
     ours = flows.maf(64, T, hidden)
     theirs = zuko.flows.MAF(64, transforms=T, hidden_features=hidden)
-    _train(ours.log_prob, list(ours.parameters()), flat_train, steps, 128, 1e-3, ctx.seed)
-    _train(lambda x: theirs().log_prob(x), list(theirs.parameters()), flat_train, steps, 128, 1e-3, ctx.seed)
+    _train(ours.log_prob, list(ours.parameters()), flat_train, steps, 128, 1e-3, ctx.seed, val=flat_val)
+    _train(lambda x: theirs().log_prob(x), list(theirs.parameters()), flat_train, steps, 128, 1e-3, ctx.seed,
+           val=flat_val)
     with torch.no_grad():
         nll_o = -ours.log_prob(flat_test) + offset
         nll_t = -theirs().log_prob(flat_test) + offset
