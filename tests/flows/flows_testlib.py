@@ -70,3 +70,8 @@ def jacobian(f: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torc
     """Dense Jacobian of ``f`` at one event ``x`` (flattened to a square matrix)."""
     J = torch.autograd.functional.jacobian(f, x)
     return J.reshape(x.numel(), x.numel())
+
+
+def slogdet_autograd(layer: flows.Bijection, z: torch.Tensor) -> torch.Tensor:
+    """``log|det dT/dz|`` of a vector layer at each row of ``z`` from the autograd Jacobian."""
+    return torch.stack([torch.linalg.slogdet(jacobian(lambda v: layer.call_and_ladj(v)[0], zi))[1] for zi in z])

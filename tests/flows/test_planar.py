@@ -11,28 +11,18 @@ from fokker.errors import ShapeError
 from fokker.flows.planar import Planar, solve_tanh_equation
 from fokker.tolerances import assert_close
 
+from flows_testlib import perturb, slogdet_autograd
+
 F64 = torch.float64
 
 
-def _perturb(layer: torch.nn.Module, scale: float, seed: int) -> torch.nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in layer.parameters():
-            p.add_(scale * torch.randn(p.shape, generator=g, dtype=p.dtype))
-    return layer
-
-
-def _slogdet_autograd(layer: Planar, z: torch.Tensor) -> torch.Tensor:
-    return torch.stack(
-        [torch.linalg.slogdet(torch.autograd.functional.jacobian(lambda v: layer.call_and_ladj(v)[0], zi))[1] for zi in z]
-    )
 
 
 @given(dim=st.integers(1, 5), batch=st.integers(1, 4), seed=st.integers(0, 10_000), scale=st.sampled_from([0.3, 3.0]))
 @settings(max_examples=10)
 def test_planar_inverse_and_log_det_float64(dim: int, batch: int, seed: int, scale: float) -> None:
     torch.manual_seed(seed)
-    layer = _perturb(Planar(dim).to(F64), scale, seed)
+    layer = perturb(Planar(dim).to(F64), scale, seed)
     z = 5 * torch.randn(batch, dim, dtype=F64)
     y, ladj = layer.call_and_ladj(z)
     # inverse of produced values, and forward of inverse on ARBITRARY values
@@ -41,7 +31,7 @@ def test_planar_inverse_and_log_det_float64(dim: int, batch: int, seed: int, sca
     y_arb = 5 * torch.randn(batch, dim, dtype=F64)
     assert_close(layer.call_and_ladj(layer.inverse_and_ladj(y_arb)[0])[0], y_arb)
     # log-det vs autograd; inverse log-det is its negative
-    assert_close(ladj, _slogdet_autograd(layer, z))
+    assert_close(ladj, slogdet_autograd(layer, z))
     assert_close(ladj_inv, -ladj)
     # torch Transform protocol agrees
     assert_close(layer.log_abs_det_jacobian(z, y), ladj)
@@ -68,7 +58,7 @@ def test_solve_tanh_equation_near_singular_and_far() -> None:
 
 def test_planar_second_order_gradients_inverse() -> None:
     """gradcheck / gradgradcheck (finite differences) of log p(y) through the Newton inverse."""
-    layer = _perturb(Planar(3).to(F64), 1.0, 3)
+    layer = perturb(Planar(3).to(F64), 1.0, 3)
     y = torch.randn(4, 3, dtype=F64, requires_grad=True)
     u = layer.u.detach().clone().requires_grad_(True)
     w = layer.w.detach().clone().requires_grad_(True)
@@ -96,7 +86,7 @@ def _call_inverse(layer: Planar, params: dict[str, torch.Tensor], y: torch.Tenso
 
 
 def test_planar_float32_far_inputs_finite(device: torch.device) -> None:
-    layer = _perturb(Planar(4), 2.0, 0).to(device)
+    layer = perturb(Planar(4), 2.0, 0).to(device)
     y = 1e4 * torch.randn(64, 4, device=device)
     z, ladj = layer.inverse_and_ladj(y)
     assert torch.isfinite(z).all() and torch.isfinite(ladj).all()
@@ -105,7 +95,7 @@ def test_planar_float32_far_inputs_finite(device: torch.device) -> None:
 
 
 def test_planar_on_device_float32(device: torch.device) -> None:
-    layer = _perturb(Planar(3), 0.5, 1).to(device)
+    layer = perturb(Planar(3), 0.5, 1).to(device)
     y = torch.randn(16, 3, device=device)
     z, ladj_inv = layer.inverse_and_ladj(y)
     y2, ladj = layer.call_and_ladj(z)
@@ -114,7 +104,7 @@ def test_planar_on_device_float32(device: torch.device) -> None:
 
 
 def test_planar_state_dict_round_trip() -> None:
-    a = _perturb(Planar(3).to(F64), 1.0, 5)
+    a = perturb(Planar(3).to(F64), 1.0, 5)
     b = Planar(3).to(F64)
     b.load_state_dict(a.state_dict())
     y = torch.randn(7, 3, dtype=F64)
@@ -143,7 +133,7 @@ def test_planar_family_flow_integrates_to_one_2d(kind: str) -> None:
     from fokker.flows.builders_b import planar_flow
 
     torch.manual_seed(0)
-    flow = _perturb(planar_flow(2, 4, kind=kind), 0.3, 2).to(F64)
+    flow = perturb(planar_flow(2, 4, kind=kind), 0.3, 2).to(F64)
     pts, cell = _grid_2d(8.0, 321)
     with torch.no_grad():
         mass = float(flow.log_prob(pts).exp().sum()) * cell
@@ -155,7 +145,7 @@ def test_planar_flow_samples_agree_with_log_prob_1d() -> None:
     from fokker.flows.builders_b import planar_flow
 
     torch.manual_seed(0)
-    flow = _perturb(planar_flow(1, 3), 1.0, 4).to(F64)
+    flow = perturb(planar_flow(1, 3), 1.0, 4).to(F64)
     n = 4000
     with torch.no_grad():
         s = flow.sample((n,))[:, 0].sort().values

@@ -12,35 +12,25 @@ from fokker.errors import ShapeError
 from fokker.flows.radial import Radial
 from fokker.tolerances import assert_close
 
+from flows_testlib import perturb, slogdet_autograd
+
 F64 = torch.float64
 
 
-def _perturb(layer: torch.nn.Module, scale: float, seed: int) -> torch.nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in layer.parameters():
-            p.add_(scale * torch.randn(p.shape, generator=g, dtype=p.dtype))
-    return layer
-
-
-def _slogdet_autograd(layer: Radial, z: torch.Tensor) -> torch.Tensor:
-    return torch.stack(
-        [torch.linalg.slogdet(torch.autograd.functional.jacobian(lambda v: layer.call_and_ladj(v)[0], zi))[1] for zi in z]
-    )
 
 
 @given(dim=st.integers(1, 5), batch=st.integers(1, 4), seed=st.integers(0, 10_000), scale=st.sampled_from([0.3, 3.0]))
 @settings(max_examples=10)
 def test_radial_inverse_and_log_det_float64(dim: int, batch: int, seed: int, scale: float) -> None:
     torch.manual_seed(seed)
-    layer = _perturb(Radial(dim).to(F64), scale, seed)
+    layer = perturb(Radial(dim).to(F64), scale, seed)
     z = 4 * torch.randn(batch, dim, dtype=F64)
     y, ladj = layer.call_and_ladj(z)
     z_back, ladj_inv = layer.inverse_and_ladj(y.clone())
     assert_close(z_back, z)
     y_arb = 4 * torch.randn(batch, dim, dtype=F64)
     assert_close(layer.call_and_ladj(layer.inverse_and_ladj(y_arb)[0])[0], y_arb)
-    assert_close(ladj, _slogdet_autograd(layer, z))
+    assert_close(ladj, slogdet_autograd(layer, z))
     assert_close(ladj_inv, -ladj)
     assert_close(layer.log_abs_det_jacobian(z, y), ladj)
 
@@ -59,7 +49,7 @@ def test_radial_contracting_limit_beta_near_minus_alpha() -> None:
 
 
 def test_radial_second_order_gradients() -> None:
-    layer = _perturb(Radial(3).to(F64), 1.0, 2)
+    layer = perturb(Radial(3).to(F64), 1.0, 2)
     y = torch.randn(4, 3, dtype=F64, requires_grad=True)
     a = layer.alpha_raw.detach().clone().requires_grad_(True)
     b = layer.beta_raw.detach().clone().requires_grad_(True)
@@ -80,7 +70,7 @@ def test_radial_second_order_gradients() -> None:
 
 
 def test_radial_on_device_float32(device: torch.device) -> None:
-    layer = _perturb(Radial(3), 0.5, 1).to(device)
+    layer = perturb(Radial(3), 0.5, 1).to(device)
     y = torch.randn(16, 3, device=device)
     z, ladj_inv = layer.inverse_and_ladj(y)
     y2, ladj = layer.call_and_ladj(z)

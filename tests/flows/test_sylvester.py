@@ -11,21 +11,11 @@ from fokker.errors import ParameterError, ShapeError
 from fokker.flows.sylvester import Sylvester
 from fokker.tolerances import assert_close
 
+from flows_testlib import perturb, slogdet_autograd
+
 F64 = torch.float64
 
 
-def _perturb(layer: torch.nn.Module, scale: float, seed: int) -> torch.nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in layer.parameters():
-            p.add_(scale * torch.randn(p.shape, generator=g, dtype=p.dtype))
-    return layer
-
-
-def _slogdet_autograd(layer: Sylvester, z: torch.Tensor) -> torch.Tensor:
-    return torch.stack(
-        [torch.linalg.slogdet(torch.autograd.functional.jacobian(lambda v: layer.call_and_ladj(v)[0], zi))[1] for zi in z]
-    )
 
 
 @given(
@@ -36,7 +26,7 @@ def _slogdet_autograd(layer: Sylvester, z: torch.Tensor) -> torch.Tensor:
 def test_sylvester_inverse_and_log_det_float64(dim: int, m_frac: float, batch: int, seed: int, scale: float) -> None:
     torch.manual_seed(seed)
     m = max(1, round(m_frac * dim))
-    layer = _perturb(Sylvester(dim, m).to(F64), scale, seed)
+    layer = perturb(Sylvester(dim, m).to(F64), scale, seed)
     q, _, _ = layer.matrices()
     assert_close(q.T @ q, torch.eye(m, dtype=F64))
     z = 4 * torch.randn(batch, dim, dtype=F64)
@@ -45,12 +35,12 @@ def test_sylvester_inverse_and_log_det_float64(dim: int, m_frac: float, batch: i
     assert_close(z_back, z, loose=True)
     y_arb = 4 * torch.randn(batch, dim, dtype=F64)
     assert_close(layer.call_and_ladj(layer.inverse_and_ladj(y_arb)[0])[0], y_arb, loose=True)
-    assert_close(ladj, _slogdet_autograd(layer, z))
+    assert_close(ladj, slogdet_autograd(layer, z))
     assert_close(ladj_inv, -ladj, loose=True)
 
 
 def test_sylvester_inverse_jacobian_matches_negative_log_det() -> None:
-    layer = _perturb(Sylvester(4, 3).to(F64), 1.0, 4)
+    layer = perturb(Sylvester(4, 3).to(F64), 1.0, 4)
     y = torch.randn(3, 4, dtype=F64)
     for yi in y:
         J = torch.autograd.functional.jacobian(lambda v: layer.inverse_and_ladj(v)[0], yi)
@@ -58,7 +48,7 @@ def test_sylvester_inverse_jacobian_matches_negative_log_det() -> None:
 
 
 def test_sylvester_second_order_gradients() -> None:
-    layer = _perturb(Sylvester(3, 2).to(F64), 1.0, 6)
+    layer = perturb(Sylvester(3, 2).to(F64), 1.0, 6)
     y = torch.randn(3, 3, dtype=F64, requires_grad=True)
     d = layer.diag_a_raw.detach().clone().requires_grad_(True)
 
@@ -78,7 +68,7 @@ def test_sylvester_second_order_gradients() -> None:
 
 
 def test_sylvester_on_device_float32(device: torch.device) -> None:
-    layer = _perturb(Sylvester(4, 2), 0.5, 1).to(device)
+    layer = perturb(Sylvester(4, 2), 0.5, 1).to(device)
     y = 3 * torch.randn(16, 4, device=device)
     z, ladj_inv = layer.inverse_and_ladj(y)
     y2, ladj = layer.call_and_ladj(z)
