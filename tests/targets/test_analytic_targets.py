@@ -102,6 +102,21 @@ def test_rings_log_Z_by_cartesian_grid():
     assert abs(_grid_log_Z(t, -5.5, 5.5, n=2001) - t.log_Z) < 1e-7
 
 
+def test_funnel_deep_neck_float32_is_finite():
+    """At x0 < -88, exp(-x0) overflows float32; at x_{1:} = 0 the density is still finite.
+
+    Oracle: the same point in float64, where nothing overflows.
+    """
+    x = torch.tensor([[-100.0, 0.0, 0.0], [-100.0, 1e-3, 0.0]])
+    t32, t64 = Funnel(dim=3, scale=3.0), Funnel(dim=3, scale=3.0).double()
+    lp32, lp64 = t32.log_prob(x), t64.log_prob(x.double())
+    assert torch.isfinite(lp32[0]) and abs(float(lp32[0]) - float(lp64[0])) < 1e-3
+    assert float(lp32[1]) == -math.inf and float(lp64[1]) < -1e30  # true density underflows float32
+    sc32, sc64 = t32.score(x[:1]), t64.score(x[:1].double())
+    assert torch.isfinite(sc32).all()
+    torch.testing.assert_close(sc32.double(), sc64, rtol=1e-5, atol=1e-5)
+
+
 # ------------------------------------------------------------------ samples
 N = 4000
 

@@ -23,6 +23,11 @@ from .base import LOG_2PI, Target
 __all__ = ["Funnel"]
 
 
+def _times_exp(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a * exp(b)`` with ``0 * exp(b) = 0`` even where ``exp(b)`` overflows (deep in the neck)."""
+    return torch.where(a == 0, torch.zeros_like(a), a * torch.exp(b))
+
+
 class Funnel(Target):
     """Neal's funnel in ``R^dim``: ``x_0 ~ N(0, scale^2)``, ``x_{1:} | x_0 ~ N(0, e^{x_0} I)``.
 
@@ -47,14 +52,13 @@ class Funnel(Target):
         s2 = self.scale**2
         lp0 = -0.5 * x0 * x0 / s2 - 0.5 * math.log(2 * math.pi * s2)
         k = self.dim - 1
-        lpr = -0.5 * (xr * xr).sum(-1) * torch.exp(-x0) - 0.5 * k * x0 - 0.5 * k * LOG_2PI
+        lpr = -0.5 * _times_exp((xr * xr).sum(-1), -x0) - 0.5 * k * x0 - 0.5 * k * LOG_2PI
         return lp0 + lpr
 
     def _score(self, x: torch.Tensor) -> torch.Tensor:
         x0, xr = x[..., :1], x[..., 1:]
-        e = torch.exp(-x0)
-        g0 = -x0 / self.scale**2 + 0.5 * (xr * xr).sum(-1, keepdim=True) * e - 0.5 * (self.dim - 1)
-        return torch.cat([g0, -xr * e], dim=-1)
+        g0 = -x0 / self.scale**2 + 0.5 * _times_exp((xr * xr).sum(-1, keepdim=True), -x0) - 0.5 * (self.dim - 1)
+        return torch.cat([g0, -_times_exp(xr, -x0)], dim=-1)
 
     def _sample(self, sample_shape: torch.Size) -> torch.Tensor:
         dt, dev = self._ref.dtype, self._ref.device
