@@ -28,6 +28,7 @@ from typing import NamedTuple
 
 import torch
 
+from ..divergence import divergence_exact, divergence_hutchinson, rademacher
 from ..errors import ParameterError
 
 VelocityFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -45,31 +46,6 @@ class LikelihoodResult(NamedTuple):
     prior_log_prob: torch.Tensor
     delta: torch.Tensor
     nfe: int
-
-
-def divergence_exact(out: torch.Tensor, x: torch.Tensor, create_graph: bool = False) -> torch.Tensor:
-    r""":math:`\sum_i \partial out_i/\partial x_i` per sample by one backward pass per event dimension."""
-    b = x.shape[0]
-    flat = out.reshape(b, -1)
-    div = torch.zeros(b, dtype=out.dtype, device=out.device)
-    for i in range(flat.shape[1]):
-        (g,) = torch.autograd.grad(flat[:, i].sum(), x, create_graph=create_graph, retain_graph=True)
-        div = div + g.reshape(b, -1)[:, i]
-    return div
-
-
-def divergence_hutchinson(
-    out: torch.Tensor, x: torch.Tensor, probe: torch.Tensor, create_graph: bool = False
-) -> torch.Tensor:
-    r"""Hutchinson's estimate :math:`\epsilon^\top J\epsilon` (unbiased when :math:`E[\epsilon\epsilon^\top] = I`)."""
-    (g,) = torch.autograd.grad(out, x, probe, create_graph=create_graph)
-    return (g * probe).reshape(x.shape[0], -1).sum(-1)
-
-
-def rademacher(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Random signs of ``x``'s shape, dtype and device."""
-    r = torch.randint(0, 2, x.shape, device=x.device, generator=generator)
-    return (2 * r - 1).to(x.dtype)
 
 
 def cnf_log_prob(
@@ -119,7 +95,8 @@ def cnf_log_prob(
         with torch.enable_grad():
             y = y.detach().requires_grad_(True)
             v = velocity(y, tt)
-            div = divergence_exact(v, y) if exact else divergence_hutchinson(v, y, probe)
+            ev = y.dim() - 1
+            div = divergence_exact(v, y, ev) if exact else divergence_hutchinson(v, y, probe, ev)
         return v.detach(), div.detach()
 
     ts = torch.tensor([t0, t1], dtype=x.dtype, device=x.device)

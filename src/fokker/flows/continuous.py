@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from torchdiffeq import odeint, odeint_adjoint
 
 from .._validation import check_int, check_last_dim, check_positive, check_tensor
+from ..divergence import divergence_exact, divergence_hutchinson
 from ..errors import ParameterError
 from .base import Bijection
 
@@ -88,14 +89,9 @@ class _Dynamics(nn.Module):
                 x = x.detach().requires_grad_(True)
             dx = self.field(t, x)
             if len(state) == 2:
-                div = torch.zeros(x.shape[:-1], dtype=x.dtype, device=x.device)
-                for i in range(x.shape[-1]):
-                    (row,) = torch.autograd.grad(dx[..., i].sum(), x, create_graph=grad_on, retain_graph=True)
-                    div = div + row[..., i]
+                div = divergence_exact(dx, x, create_graph=grad_on)
             else:
-                e = state[2]
-                (vjp,) = torch.autograd.grad(dx, x, e, create_graph=grad_on, retain_graph=True)
-                div = (vjp * e).sum(-1)
+                div = divergence_hutchinson(dx, x, state[2], create_graph=grad_on)
         if not grad_on:
             dx, div = dx.detach(), div.detach()
         if len(state) == 2:
