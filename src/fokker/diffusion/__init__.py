@@ -4,7 +4,7 @@ flow matching, guidance, posterior sampling and latent diffusion (see ``docs/dif
 from __future__ import annotations
 
 from . import grids, likelihood, nets, parameterization, samplers
-from .dps import dps, posterior_score
+from .posterior import dps, posterior_score
 from .flow_matching import FlowMatching, ot_pairing
 from .grids import time_grid
 from .guidance import classifier_free_guidance, classifier_guidance
