@@ -223,33 +223,10 @@ class PersistentContrastiveDivergence(ContrastiveDivergence):
         return x
 
 
-def contrastive_divergence(
-    k: int = 10,
-    step_size: float = 1e-2,
-    sampler: str = "langevin",
-    noise_scale: float | None = None,
-    grad_clip: float | None = None,
-    energy_reg: float = 0.0,
-) -> ContrastiveDivergence:
-    """CD-k objective with Langevin or MALA negatives (see :class:`ContrastiveDivergence`)."""
-    return ContrastiveDivergence(k, step_size, sampler, noise_scale, grad_clip, energy_reg)
-
-
-def persistent_contrastive_divergence(
-    buffer_size: int = 10_000,
-    reinit_prob: float = 0.05,
-    init: Any = None,
-    k: int = 20,
-    step_size: float = 1e-2,
-    sampler: str = "langevin",
-    noise_scale: float | None = None,
-    grad_clip: float | None = None,
-    energy_reg: float = 0.0,
-) -> PersistentContrastiveDivergence:
-    """Persistent CD with a replay buffer (see :class:`PersistentContrastiveDivergence`)."""
-    return PersistentContrastiveDivergence(
-        buffer_size, reinit_prob, init, k, step_size, sampler, noise_scale, grad_clip, energy_reg
-    )
+#: CD-k objective with Langevin or MALA negatives: an alias of :class:`ContrastiveDivergence`
+contrastive_divergence = ContrastiveDivergence
+#: persistent CD with a replay buffer: an alias of :class:`PersistentContrastiveDivergence`
+persistent_contrastive_divergence = PersistentContrastiveDivergence
 
 
 __all__ = [
