@@ -1,7 +1,7 @@
 """Longer runs of the sampler validation table (more training steps / discretization steps).
 
-``fokker validate --only samplers`` runs a CPU-sized version (K = 64, a few hundred
-training steps).  This script runs the same rows with the budget given on the command
+``fokker validate --only samplers`` runs a CPU-sized version (K = 128, 600 DDS training
+steps).  This script runs the same rows with the budget given on the command
 line, e.g. closer to the papers' settings on an accelerator::
 
     python benchmarks/samplers_logz.py --target funnel --num-steps 128 --train-steps 5000 \\
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import replace
 
 
 from fokker.validate import Context
@@ -27,6 +28,7 @@ def main() -> None:
     p.add_argument("--num-steps", type=int, default=None)
     p.add_argument("--train-steps", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--loss", default=None, choices=["kl", "lv"])
     p.add_argument("--n-eval", type=int, default=None)
     p.add_argument("--eval-seeds", type=int, default=None)
     p.add_argument("--device", default="cpu")
@@ -44,23 +46,24 @@ def main() -> None:
     }[a.target]
     target = make().to(a.device)
     cfg: RunConfig = _cfg(a.target, quick=False)
-    for field, val in (
-        ("num_steps", a.num_steps),
-        ("train_steps", a.train_steps),
-        ("batch_size", a.batch_size),
-        ("n_eval", a.n_eval),
-        ("eval_seeds", a.eval_seeds),
-    ):
+    for field, val in (("num_steps", a.num_steps), ("n_eval", a.n_eval), ("eval_seeds", a.eval_seeds)):
         if val is not None:
             setattr(cfg, field, val)
-    if a.train_steps is not None:
-        cfg.train_steps_by_method = {}
+    for kind in ("DDS", "PIS", "DIS"):  # methods the table would not train get the DDS settings
+        tc = cfg.train.get(kind, cfg.train["DDS"])
+        cfg.train[kind] = replace(
+            tc,
+            steps=a.train_steps if a.train_steps is not None else tc.steps,
+            batch_size=a.batch_size if a.batch_size is not None else tc.batch_size,
+            loss=a.loss if a.loss is not None else tc.loss,
+        )
     if a.methods:
         cfg.methods = tuple(m.strip() for m in a.methods.split(","))
     t0 = time.perf_counter()
     rows = _table(a.target, target, cfg, Context(quick=False, seed=a.seed), log_z_tol=1.0)
     for r in rows:
-        print(f"{r.name:40s} {r.measured!s:>12.12} ref {r.reference!s:>10.10} tol {r.tolerance!s:>8.8} "
+        fmt = lambda v: f"{v:.6g}" if isinstance(v, float) else str(v)  # noqa: E731
+        print(f"{r.name:40s} {fmt(r.measured):>12} ref {fmt(r.reference):>10} tol {fmt(r.tolerance):>8} "
               f"{'pass' if r.passed else 'FAIL'}  {r.details}")
     print(f"total {time.perf_counter() - t0:.0f}s")
 

@@ -1,37 +1,44 @@
 """Validation table for the learned diffusion samplers (issue 8).
 
 For Funnel(10), mog40 and ManyWell(32) (exact samples and log Z known) each method
--- DDS, PIS, DIS (trained with the reverse-KL loss through ``fokker.train.fit``) and
-the baselines AIS / SMC from ``fokker.mcmc`` (geometric path, one MALA move per
-temperature, adaptive step size) -- is run; rows report the IS log Z estimate
-(mean over evaluation seeds, bias vs the true value, spread in the details), the
-normalized ESS, and MMD (median bandwidth) / energy distance of unweighted samples
-to exact samples (the floor between two exact sample sets is given beside).  For
+-- DDS, PIS, DIS (trained through ``fokker.train.fit``) and the baselines AIS / SMC from
+``fokker.mcmc`` (geometric path, one MALA move per temperature, adaptive step size) -- is
+run; rows report the IS log Z estimate (median over evaluation seeds, mean +- std in the
+details), the normalized ESS, and MMD (median bandwidth) / energy distance of unweighted
+samples to exact samples (the floor between two exact sample sets is given beside).  For
 Ionosphere (d = 35) and Sonar (d = 61) DDS and SMC give log Z next to the published
-long-run estimates.
+long-run estimates and to a reference value computed here (SMC started at the Laplace
+approximation, :func:`laplace_smc_log_Z`).
 
 Budgets.  The evaluation budget is matched: a learned sampler with ``K`` steps spends
-``K + 1`` target evaluations (log-density and score) per sample; AIS/SMC get the
-same number of particles and ``K`` temperatures with one MALA move each (one
-log-density-and-gradient evaluation per move, plus one log-density for the
-incremental weight).  The samplers' *training* cost is extra and reported in the
-details (steps x batch x (K + 1) evaluations).  The spread is over evaluation seeds of
-one trained model per method (training several seeds does not fit the CPU budget).
-Pass criteria: the log Z row compares the *median* IS estimate over the evaluation
-seeds (mean +- std in the details) with the true value; where a published number
-exists the tolerance is the published error plus its spread (the issue's goal: "within
-the published spread"), elsewhere a fixed quality tolerance (funnel / mog40 0.5 nats,
-ManyWell and the logistic regressions 1 nat).  MMD^2 rows must lie within 20x the
-exact-vs-exact floor (or 0.02).  ESS rows are reported (always pass).  A FAIL is a
-quality gap of the CPU-sized run, not necessarily a bug; ``--quick`` uses smoke-level
-tolerances.  Published numbers (``shared/validation/targets/README.md``) come from models
-trained for ~10^4 steps with 512 discretization steps on accelerators; the CPU
-budget here (``fokker validate`` <= 30 min on 2 cores) allows a few hundred training
-steps with ``K = 64``, so the learned samplers are not expected to reach them.
+``K + 1`` target evaluations (log-density and score) per sample; AIS/SMC get the same
+number of particles and ``K`` temperatures with one MALA move each (one
+log-density-and-gradient evaluation per move, plus one log-density for the incremental
+weight).  The samplers' *training* cost is extra and reported in the details (steps x
+batch x (K + 1) evaluations).  DDS carries the published comparison and gets the larger
+training share (see ``_cfg``).  The spread is over evaluation seeds of one trained model per
+method (training several seeds does not fit the CPU budget).
+
+Pass criteria (the issue's goal: "DDS within the published spread on every row, and better
+on the funnel"):
+
+* funnel DDS: ``|median - 0|`` below the published DDS error ``0.176``;
+* Ionosphere / Sonar DDS and SMC: within two published standard deviations of the
+  published mean; the reference row checks our target definition against the published
+  SMC value.  The error against our reference is in the details: on Sonar the published
+  DDS mean itself lies ~0.5 nats below the reference;
+* elsewhere a fixed quality tolerance (funnel / mog40 0.5 nats, ManyWell 1 nat);
+* MMD^2 within 20x the exact-vs-exact floor (or 0.02); ESS rows are reported (always pass).
+
+A FAIL of a baseline or of PIS/DIS is a quality gap of the CPU-sized run, not necessarily
+a bug; ``--quick`` uses smoke-level tolerances.  Published numbers come from
+``shared/validation/targets/README.md`` (models trained for ~10^4 steps with 512
+discretization steps on accelerators).
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from dataclasses import dataclass, field
@@ -54,33 +61,42 @@ PUBLISHED = {
 
 
 @dataclass
+class TrainConfig:
+    """How one learned sampler is built and trained in the table."""
+
+    steps: int
+    batch_size: int
+    loss: str = "kl"
+    lr: float = 5e-3
+    options: dict[str, Any] = field(default_factory=dict)  # constructor keywords (beta, T, width, ...)
+
+
+@dataclass
 class RunConfig:
     num_steps: int  # K (sampler steps = annealing temperatures)
-    train_steps: int
-    batch_size: int
-    n_eval: int
+    n_eval: int  # samples / particles per log Z estimate
     eval_seeds: int
     sigma: float  # scale of the reference / base distribution
+    train: dict[str, TrainConfig]  # per learned method
     methods: tuple[str, ...] = ("DDS", "PIS", "DIS", "AIS", "SMC")
     extra: dict[str, Any] = field(default_factory=dict)
-    train_steps_by_method: dict[str, int] = field(default_factory=dict)  # overrides train_steps
-
-    def steps_for(self, kind: str) -> int:
-        return self.train_steps_by_method.get(kind, self.train_steps)
+    n_metric: int = 4096  # samples used for MMD / energy distance (quadratic cost)
 
 
 def _make_sampler(kind: str, target, cfg: RunConfig):
     from .. import samplers
 
-    s = cfg.sigma
+    s, tc = cfg.sigma, cfg.train[kind]
     if kind == "DDS":
         # DDS funnel configuration (T = 6.4, cosine grid, alpha = 0.6875) with the reference scale sigma
-        return samplers.DDS(target, num_steps=cfg.num_steps, T=6.4, sigma=s)
+        opts = dict(T=6.4) | tc.options
+        return samplers.DDS(target, num_steps=cfg.num_steps, sigma=s, loss=tc.loss, **opts)
     if kind == "PIS":
         # T = 5 as in sde_sampler; sigma chosen so that the reference ends in N(0, s^2 I)
-        return samplers.PIS(target, num_steps=cfg.num_steps, T=5.0, sigma=s / math.sqrt(5.0))
+        opts = dict(T=5.0) | tc.options
+        return samplers.PIS(target, num_steps=cfg.num_steps, sigma=s / math.sqrt(opts["T"]), loss=tc.loss, **opts)
     if kind == "DIS":
-        return samplers.DIS(target, num_steps=cfg.num_steps, sigma=s)
+        return samplers.DIS(target, num_steps=cfg.num_steps, loss=tc.loss, **(dict(sigma=s) | tc.options))
     raise ValueError(kind)
 
 
@@ -125,10 +141,9 @@ def _run_method(kind: str, target, cfg: RunConfig, seed: int) -> MethodResult:
     if kind in ("DDS", "PIS", "DIS"):
         torch.manual_seed(seed)
         sampler = _make_sampler(kind, target, cfg).to(device=target.device)
-        steps = cfg.steps_for(kind)
-        sched = lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps, eta_min=1e-4)  # noqa: E731
-        lr = cfg.extra.get("lr", 5e-3)
-        sampler.fit(steps=steps, batch_size=cfg.batch_size, lr=lr, scheduler=sched, progress=False, seed=seed)
+        tc = cfg.train[kind]
+        sched = lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(opt, tc.steps, eta_min=1e-4)  # noqa: E731
+        sampler.fit(steps=tc.steps, batch_size=tc.batch_size, lr=tc.lr, scheduler=sched, progress=False, seed=seed)
         xs = None
         for r in range(cfg.eval_seeds):
             torch.manual_seed(seed + 1000 + r)
@@ -139,10 +154,10 @@ def _run_method(kind: str, target, cfg: RunConfig, seed: int) -> MethodResult:
             elbos.append(elbo)
             log_z.append(imp)
             ess.append(e)
-            xs = x if xs is None else xs
+            xs = x[: cfg.n_metric] if xs is None else xs
         return MethodResult(
-            log_z, ess, xs, cfg.n_eval * (cfg.num_steps + 1), steps * cfg.batch_size * (cfg.num_steps + 1),
-            time.perf_counter() - t0, note=f"ELBO {_mean_std(elbos)[0]:.3f}; ",
+            log_z, ess, xs, cfg.n_eval * (cfg.num_steps + 1), tc.steps * tc.batch_size * (cfg.num_steps + 1),
+            time.perf_counter() - t0, note=f"{tc.loss} loss; ELBO {_mean_std(elbos)[0]:.3f}; ",
         )
     ann = _annealer(kind, target, cfg)
     gen = torch.Generator().manual_seed(seed)
@@ -152,7 +167,7 @@ def _run_method(kind: str, target, cfg: RunConfig, seed: int) -> MethodResult:
         log_z.append(float(res.log_Z))
         ess.append(float(res.ess) / cfg.n_eval)  # AISResult.ess is unnormalized
         if xs is None:
-            xs = _resample(res.samples, res.log_weights, cfg.n_eval, gen)
+            xs = _resample(res.samples, res.log_weights, min(cfg.n_eval, cfg.n_metric), gen)
     return MethodResult(log_z, ess, xs, cfg.n_eval * cfg.num_steps * 2, 0, time.perf_counter() - t0)
 
 
@@ -165,13 +180,17 @@ def _median(v: list[float]) -> float:
     return float(torch.tensor(v, dtype=torch.float64).median())
 
 
-def _table(target_name: str, target, cfg: RunConfig, ctx: Context, log_z_tol: float) -> list[CheckResult]:
+def _table(
+    target_name: str, target, cfg: RunConfig, ctx: Context, log_z_tol: float,
+    reference: tuple[float, float] | None = None,
+) -> list[CheckResult]:
     from .. import metrics
 
     rows: list[CheckResult] = []
     true = target.log_Z
-    exact = target.sample((cfg.n_eval,)) if target.has_exact_samples else None
-    exact2 = target.sample((cfg.n_eval,)) if target.has_exact_samples else None
+    n_metric = min(cfg.n_eval, cfg.n_metric)
+    exact = target.sample((n_metric,)) if target.has_exact_samples else None
+    exact2 = target.sample((n_metric,)) if target.has_exact_samples else None
     floor_mmd = float(metrics.mmd(exact, exact2)) if exact is not None else None
     floor_ed = float(metrics.energy_distance(exact, exact2)) if exact is not None else None
     mode_means = getattr(target, "loc", None) if target_name == "mog40" else None
@@ -190,17 +209,23 @@ def _table(target_name: str, target, cfg: RunConfig, ctx: Context, log_z_tol: fl
             pub_s = f"published {pub[0]:.3f}" + (f" +- {pub[1]:.3f}" if pub[1] is not None else "") + f" ({pub[2]}); "
         budget = (
             f"K={cfg.num_steps}, n={cfg.n_eval}, {res.evals_per_estimate} target evals per estimate"
-            + (f", training {cfg.steps_for(kind)} steps x {cfg.batch_size} ({res.train_evals} evals)" if res.train_evals else "")
+            + (f", training {cfg.train[kind].steps} steps x {cfg.train[kind].batch_size} ({res.train_evals} evals)"
+               if res.train_evals else "")
             + f", {res.seconds:.0f}s"
         )
         spread = f"median {med:.3f}, mean {mean:.3f} +- {std:.3f} over {len(res.log_z)} eval seeds; " + res.note
+        if reference is not None:
+            spread += f"error vs the reference log Z {reference[0]:.3f}: {med - reference[0]:+.3f}"
+            if pub is not None:
+                spread += f" (published: {pub[0] - reference[0]:+.3f})"
+            spread += "; "
         name = f"{target_name}/{kind}"
         if ctx.quick:
             budget = "quick smoke run (smoke-level tolerances); " + budget
         if true is not None:
             tol = log_z_tol
             if pub is not None and pub[1] is not None and not ctx.quick:
-                tol = abs(pub[0] - true) + pub[1]  # goal: no worse than the published error plus its spread
+                tol = abs(pub[0] - true)  # the issue's goal on the funnel: more accurate than the published estimate
             rows.append(
                 CheckResult.compare(f"{name} log Z (IS)", med, float(true), tol, details=pub_s + spread + budget)
             )
@@ -236,19 +261,36 @@ def _skipped_quick() -> CheckResult:
 # --------------------------------------------------------------------- settings
 def _cfg(target_name: str, quick: bool) -> RunConfig:
     if quick:
-        return RunConfig(num_steps=32, train_steps=60, batch_size=64, n_eval=512, eval_seeds=3, sigma=1.0,
+        return RunConfig(num_steps=32, n_eval=512, eval_seeds=3, sigma=1.0, train={"DDS": TrainConfig(60, 64)},
                          methods=("DDS", "SMC"), extra={"step_size_spread": 3.0})
-    # the DDS rows carry the published comparison: DDS gets the larger share of the CPU budget
-    base = dict(num_steps=64, train_steps=250, batch_size=128, n_eval=1024, eval_seeds=8,
-                train_steps_by_method={"DDS": 400})
+    # DDS carries the published comparison and gets the larger share of the CPU budget: K = 128,
+    # 600 steps of batch 512.  The IS estimate is taken from 16384 paths (sampling is ~20x cheaper
+    # than a training step per path), AIS/SMC get as many particles and K temperatures.
+    dds = TrainConfig(600, 512)
+    other = TrainConfig(300, 256)
+    base = dict(num_steps=128, n_eval=16384, eval_seeds=5)
     if target_name == "funnel":
-        return RunConfig(**base, sigma=1.0, extra={"step_size_spread": 3.0})
+        # the funnel needs long training more than fine steps: K = 64 with 3000 steps beats K = 128
+        # with 1500 at equal cost (median IS log Z -0.18 vs -0.20 .. -0.23, reverse KL or log-variance
+        # loss); sigma = 2 widens the reference towards x0 ~ N(0, 9) (-0.27 vs -0.47 at 600 steps)
+        # DIS diverges with sigma = 2 and keeps the table's former sigma = 1
+        dis = TrainConfig(other.steps, other.batch_size, options={"sigma": 1.0})
+        return RunConfig(num_steps=64, n_eval=16384, eval_seeds=5, sigma=2.0,
+                         train={"DDS": TrainConfig(3000, 512), "PIS": other, "DIS": dis},
+                         extra={"step_size_spread": 3.0})
     if target_name == "mog40":
-        # sigma = 20 makes the DDS/DIS gains ~sigma^2: a smaller learning rate keeps training stable
-        return RunConfig(**base, sigma=20.0, extra={"mala_step": 1.0, "lr": 1e-3})
+        # sigma = 20 makes the DDS/DIS gains ~sigma^2: a smaller learning rate keeps training stable;
+        # DDS with the log-variance loss covers the 40 modes (coverage 0.99 vs 0.955 with reverse KL)
+        slow = lambda tc, loss="kl": TrainConfig(tc.steps, tc.batch_size, loss=loss, lr=1e-3)  # noqa: E731
+        return RunConfig(**base, sigma=20.0, train={"DDS": slow(dds, "lv"), "PIS": slow(other), "DIS": slow(other)},
+                         extra={"mala_step": 1.0})
     if target_name == "manywell":
-        return RunConfig(**base, sigma=2.0)
-    return RunConfig(**base, sigma=1.0, methods=("DDS", "SMC"), extra={"mala_step": 0.01})
+        return RunConfig(**base, sigma=2.0, train={"DDS": dds, "PIS": other, "DIS": other})
+    # logistic regressions: the posterior mean is ~4.4 from the origin, and with the funnel's
+    # beta = 0.236 the reference keeps e^{-beta T} = 0.22 of it at t = T (an irreducible KL of
+    # ~0.5 nats against N(0, I)); beta = 1 forgets it (e^{-6.4} = 0.002)
+    dds = TrainConfig(600, 512, options={"beta": 1.0})
+    return RunConfig(**base, sigma=1.0, train={"DDS": dds}, methods=("DDS", "SMC"), extra={"mala_step": 0.01})
 
 
 @register("samplers.funnel_table", group="samplers")
@@ -276,12 +318,65 @@ def manywell_table(ctx: Context) -> list[CheckResult]:
     return _table("manywell", ManyWell(32), _cfg("manywell", False), ctx, log_z_tol=1.0)
 
 
+def laplace_smc_log_Z(target, num_particles: int = 2048, num_temps: int = 200, seed: int = 0) -> tuple[float, float]:
+    """Reference ``log Z`` of a smooth unimodal posterior: ``(estimate, standard error)``.
+
+    SMC (``fokker.mcmc.SMC``, 8 groups) on the geometric path from the Laplace approximation
+    ``N(w*, 1.5 H^{-1})`` (MAP ``w*`` by L-BFGS, ``H`` the Hessian of ``-log gamma`` at ``w*``,
+    the covariance inflated so the base covers the posterior's skewed tails) to ``gamma``,
+    with ``num_temps`` linear temperatures and two HMC moves (5 leapfrog steps, adapted step size)
+    each, in float64.  Independent of the learned samplers it is compared with.
+    """
+    from torch.distributions import MultivariateNormal
+
+    from .. import mcmc
+
+    tg = copy.deepcopy(target).to(torch.float64)  # Module.to is in place: keep the caller's dtype
+    w = torch.zeros(tg.dim, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([w], max_iter=500, tolerance_grad=1e-10, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = -tg.log_prob(w[None])[0]
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    mode = w.detach()
+    H = torch.autograd.functional.hessian(lambda v: -tg.log_prob(v[None])[0], mode)
+    base = MultivariateNormal(mode, 1.5 * torch.linalg.inv(H))
+    kernel = mcmc.HMC(step_size=0.05, num_steps=5, adapt_step_size=False, adapt_metric=False)
+    betas = torch.linspace(0.0, 1.0, num_temps + 1, dtype=torch.float64)
+    res = mcmc.SMC(tg, base, betas, kernel, num_mcmc_steps=2, adapt_step_size=True).run(
+        num_particles, seed=seed, progress=False
+    )
+    return float(res.log_Z), float(res.log_Z_se)
+
+
+def _reference_row(name: str, target, seed: int) -> tuple[CheckResult, tuple[float, float]]:
+    """Our reference log Z next to the published long-run SMC estimate (checks the target's definition)."""
+    t0 = time.perf_counter()
+    ref, se = laplace_smc_log_Z(target, seed=seed)
+    pub, pub_sd, source = PUBLISHED[(name, "SMC")]
+    row = CheckResult.compare(
+        f"{name} reference log Z (Laplace-started SMC)", ref, pub, 2 * pub_sd + 3 * se,
+        details=f"SMC from N(MAP, 1.5 H^-1), 200 temperatures x 2 HMC moves, 2048 particles: {ref:.3f} +- {se:.3f} "
+        f"(SE); compared with the published {source} {pub:.3f} +- {pub_sd:.3f} (tolerance 2 sd + 3 SE); "
+        f"{time.perf_counter() - t0:.0f}s",
+    )
+    return row, (ref, se)
+
+
 @register("samplers.logreg_table", group="samplers", needs_data=True)
 def logreg_table(ctx: Context) -> list[CheckResult]:
     if ctx.quick:
         return [_skipped_quick()]
     from ..targets import ionosphere, sonar
 
-    rows = _table("ionosphere", ionosphere(), _cfg("ionosphere", False), ctx, log_z_tol=1.0)
-    rows += _table("sonar", sonar(), _cfg("sonar", False), ctx, log_z_tol=1.0)
+    rows: list[CheckResult] = []
+    for name, make in (("ionosphere", ionosphere), ("sonar", sonar)):
+        target = make()
+        ref_row, ref = _reference_row(name, target, ctx.seed)
+        rows.append(ref_row)
+        rows += _table(name, target, _cfg(name, False), ctx, log_z_tol=1.0, reference=ref)
     return rows
