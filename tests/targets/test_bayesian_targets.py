@@ -234,7 +234,7 @@ def test_eight_schools_constrain_roundtrip_and_data():
         t.constrain(torch.zeros(3, 9, dtype=torch.float64))
 
 
-@pytest.mark.parametrize("make", [EightSchools, lambda: LGCP("pines127", grid=3)])
+@pytest.mark.parametrize("make", [EightSchools, pytest.param(lambda: LGCP("pines127", grid=3), marks=needs_data)])
 def test_input_errors(make):
     t = make()
     with pytest.raises(ShapeError, match=rf"x must have shape \(\.\.\., {t.dim}\)"):
