@@ -115,6 +115,9 @@ def test_funnel_deep_neck_float32_is_finite():
     sc32, sc64 = t32.score(x[:1]), t64.score(x[:1].double())
     assert torch.isfinite(sc32).all()
     torch.testing.assert_close(sc32.double(), sc64, rtol=1e-5, atol=1e-5)
+    xg = x[:1].clone().requires_grad_(True)  # autograd through log_prob: also finite, equal to the score
+    (g,) = torch.autograd.grad(t32.log_prob(xg).sum(), xg)
+    torch.testing.assert_close(g.double(), sc64, rtol=1e-5, atol=1e-5)
 
 
 # ------------------------------------------------------------------ samples

@@ -24,8 +24,13 @@ __all__ = ["Funnel"]
 
 
 def _times_exp(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``a * exp(b)`` with ``0 * exp(b) = 0`` even where ``exp(b)`` overflows (deep in the neck)."""
-    return torch.where(a == 0, torch.zeros_like(a), a * torch.exp(b))
+    """``a * exp(b)`` with ``0 * exp(b) = 0`` even where ``exp(b)`` overflows (deep in the neck).
+
+    ``b`` is zeroed where ``a == 0`` before the exponential, so neither value nor gradient
+    sees ``0 * inf``.
+    """
+    zero = a == 0
+    return torch.where(zero, 0.0, a * torch.exp(torch.where(zero, 0.0, b)))
 
 
 class Funnel(Target):
