@@ -5,10 +5,12 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 import torch
 from scipy import integrate
 
-from fokker.targets import LogisticRegression
+from fokker.errors import ParameterError
+from fokker.targets import CallableTarget, LogisticRegression
 from fokker.tolerances import Z_SCORE
 from fokker.validate.checks_samplers import laplace_smc_log_Z
 
@@ -38,3 +40,10 @@ def test_laplace_smc_log_Z_leaves_the_target_dtype_alone():
     t = _small_logreg().float()
     laplace_smc_log_Z(t, num_particles=64, num_temps=5, seed=0)
     assert t.X.dtype == torch.float32
+
+
+def test_laplace_smc_log_Z_rejects_a_target_without_a_laplace_approximation():
+    """-x^4 has its mode at 0 with a zero Hessian: no Gaussian approximation exists."""
+    flat = CallableTarget(lambda x: -(x**4).sum(-1), dim=1)
+    with pytest.raises(ParameterError, match="positive-definite Hessian"):
+        laplace_smc_log_Z(flat, num_particles=64, num_temps=5)
