@@ -60,9 +60,9 @@ def _seed_and_validate() -> None:
     import fokker
 
     torch.manual_seed(0)
-    fokker.set_validate_args(True)
+    fokker.set_argument_checks(True)
     yield
-    fokker.set_validate_args(True)
+    fokker.set_argument_checks(True)
 
 
 if os.environ.get("PYTEST_XDIST_WORKER"):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from ._validation import is_validating, set_validate_args, validate_args
+from ._args import argument_checks, argument_checks_enabled, set_argument_checks
 
 __version__ = "0.1.0"
 
@@ -20,6 +20,7 @@ _SUBMODULES = (
     "diffusion",
     "ebm",
     "errors",
+    "importance",
     "flows",
     "mcmc",
     "metrics",
@@ -31,7 +32,7 @@ _SUBMODULES = (
     "validate",
 )
 
-__all__ = ["__version__", "set_validate_args", "validate_args", "is_validating", *_SUBMODULES]
+__all__ = ["__version__", "set_argument_checks", "argument_checks", "argument_checks_enabled", *_SUBMODULES]
 
 
 def __getattr__(name: str) -> Any:

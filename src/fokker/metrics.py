@@ -23,7 +23,7 @@ import math
 
 import torch
 
-from ._validation import check_int, check_positive, check_tensor
+from ._args import check_int, check_positive, check_tensor
 from .errors import DeviceDtypeError, ParameterError, ShapeError
 
 __all__ = [

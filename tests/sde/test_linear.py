@@ -192,6 +192,6 @@ def test_errors() -> None:
         sde.LinearSDE.from_schedule(lambda t: torch.ones_like(t), lambda t: 0.5 + 0.4 * torch.sin(6 * t))
     with pytest.raises(ParameterError, match="alpha_fn must be positive"):
         sde.LinearSDE.from_schedule(lambda t: 1.0 - 2.0 * t, lambda t: t)
-    with fokker.validate_args(True):
+    with fokker.argument_checks(True):
         with pytest.raises(fokker.errors.NonFiniteError, match="x0"):
             vp.marginal(torch.tensor([[float("nan"), 0.0]]), 0.5)

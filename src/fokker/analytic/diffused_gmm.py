@@ -34,7 +34,7 @@ import math
 import torch
 from torch import nn
 
-from .._validation import check_finite, check_tensor
+from .._args import check_finite, check_tensor
 from ..errors import ParameterError, ShapeError
 from ..sde._time import TimeLike, align_time, as_t64
 from ..sde.cld import CriticallyDampedLangevin

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch.distributions import Transform
 
-from .._validation import check_int, check_tensor
+from .._args import check_int, check_tensor
 from ..errors import ParameterError, ShapeError
 from ..tolerances import tolerance
 from .result import CheckOutcome

@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 import torch
 
-from .._validation import check_int, check_tensor
+from .._args import check_int, check_tensor
 from ..errors import ParameterError, ShapeError
 from ..sde._time import TimeLike, align_time, as_t64
 from ..sde.base import SDE

@@ -26,7 +26,7 @@ import functools
 
 import torch
 
-from .._validation import check_int
+from .._args import check_int
 from ..errors import ParameterError
 
 __all__ = ["digits", "N_TEST_DIGITS", "NUM_LEVELS"]

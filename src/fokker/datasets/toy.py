@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .._validation import check_int
+from .._args import check_int
 from ..errors import ParameterError
 
 __all__ = [

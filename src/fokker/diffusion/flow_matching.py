@@ -28,7 +28,7 @@ import math
 import torch
 from torch import nn
 
-from .._validation import check_finite, check_int, check_tensor
+from .._args import check_finite, check_int, check_tensor
 from ..errors import ParameterError, ShapeError
 from .likelihood import LikelihoodResult, cnf_log_prob
 from .model import gaussian_log_prob

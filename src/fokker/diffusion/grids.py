@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from .._validation import check_int
+from .._args import check_int
 from ..errors import DomainError, ParameterError
 from .schedule import domain, log_snr, t_from_log_snr
 

@@ -23,7 +23,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from .._validation import check_finite, check_in_interval, check_int, check_tensor
+from .._args import check_finite, check_in_interval, check_int, check_tensor
 from ..errors import ParameterError, ShapeError
 from .grids import time_grid
 from .likelihood import LikelihoodResult, cnf_log_prob

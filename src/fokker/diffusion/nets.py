@@ -20,7 +20,7 @@ import math
 import torch
 from torch import nn
 
-from .._validation import check_int
+from .._args import check_int
 from ..errors import ParameterError, ShapeError
 
 __all__ = ["TimeEmbedding", "MLP", "UNet"]

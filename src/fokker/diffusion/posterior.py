@@ -25,7 +25,7 @@ from collections.abc import Callable
 
 import torch
 
-from .._validation import check_positive
+from .._args import check_positive
 from ..errors import ParameterError
 from .parameterization import expand_like
 from .samplers import _setup, _tvec

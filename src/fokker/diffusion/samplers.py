@@ -25,7 +25,7 @@ from collections.abc import Callable
 
 import torch
 
-from .._validation import check_int, check_tensor
+from .._args import check_int, check_tensor
 from ..errors import ParameterError, ShapeError
 from .parameterization import expand_like, to_score
 from .schedule import Coefficients, coefficients

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._validation import check_int, check_positive
+from .._args import check_int, check_positive
 from ..errors import DeviceDtypeError, ParameterError
 from ..targets.base import Target
 from .langevin import langevin_chain

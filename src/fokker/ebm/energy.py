@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.nn.functional import softplus
 
-from .._validation import check_int
+from .._args import check_int
 from ..errors import ParameterError, ShapeError
 from ..targets.base import Target
 

@@ -27,7 +27,7 @@ from collections.abc import Callable
 
 import torch
 
-from .._validation import check_int, check_positive
+from .._args import check_int, check_positive
 from ..errors import ParameterError
 from ..targets.base import Target, as_target
 

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._validation import check_int, check_last_dim, check_tensor
+from .._args import check_int, check_last_dim, check_tensor
 from ..errors import ParameterError, ShapeError
 from ..targets.base import Target
 from .contrastive import contrastive_divergence, persistent_contrastive_divergence

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 from torch.nn.functional import softplus
 
-from .._validation import check_positive
+from .._args import check_positive
 from ..errors import DeviceDtypeError, ParameterError
 from .objective import Objective, log_prob_fn
 

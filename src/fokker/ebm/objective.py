@@ -16,7 +16,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from .._validation import check_int, check_positive
+from .._args import check_int, check_positive
 from ..errors import ParameterError
 from .score_matching import (
     denoising_constant,

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from torch.nn.functional import softplus
 
-from .._validation import check_int, check_positive, check_tensor, is_validating
+from .._args import check_int, check_positive, check_tensor, argument_checks_enabled
 from ..analytic.rbm import MAX_ENUMERATED_UNITS, rbm_free_energy, rbm_log_Z
 from ..errors import DomainError, ParameterError, ShapeError
 
@@ -146,7 +146,7 @@ class RBM(nn.Module):
         check_tensor(v, name)
         if v.dim() == 0 or v.shape[-1] != self.n_visible:
             raise ShapeError(f"{name} must have shape (..., {self.n_visible}); got {tuple(v.shape)}")
-        if is_validating() and not bool(((v == 0) | (v == 1)).all()):
+        if argument_checks_enabled() and not bool(((v == 0) | (v == 1)).all()):
             raise DomainError(f"{name} must be binary (entries 0 or 1)")
         return v
 

@@ -39,7 +39,7 @@ from collections.abc import Callable
 
 import torch
 
-from .._validation import check_positive
+from .._args import check_positive
 from ..errors import ParameterError, ShapeError
 
 LogProbFn = Callable[[torch.Tensor], torch.Tensor]

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._validation import check_int
+from .._args import check_int
 from ..errors import ParameterError
 from .base import Bijection, _act, broadcast_context
 from .elementwise import Affine, ElementwiseMap, RationalQuadratic

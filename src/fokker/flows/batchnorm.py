@@ -25,7 +25,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .._validation import check_int, check_last_dim, check_positive, check_tensor
+from .._args import check_int, check_last_dim, check_positive, check_tensor
 from ..errors import ParameterError
 from .base import Bijection
 

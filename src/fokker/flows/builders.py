@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .._validation import check_int
+from .._args import check_int
 from ..errors import ParameterError
 from .autoregressive import MaskedAutoregressive
 from .base import Bijection

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from .._validation import check_int
+from .._args import check_int
 from ..errors import ParameterError
 from .base import Bijection
 from .continuous import ContinuousFlow

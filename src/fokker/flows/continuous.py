@@ -34,7 +34,7 @@ import torch
 from torch import Tensor, nn
 from torchdiffeq import odeint, odeint_adjoint
 
-from .._validation import check_int, check_last_dim, check_positive, check_tensor
+from .._args import check_int, check_last_dim, check_positive, check_tensor
 from ..divergence import divergence_exact, divergence_hutchinson
 from ..errors import ParameterError
 from .base import Bijection

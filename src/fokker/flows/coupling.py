@@ -27,7 +27,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from .._validation import check_int
+from .._args import check_int
 from ..errors import ParameterError, ShapeError
 from .base import MLP, Bijection, broadcast_context
 from .elementwise import Additive, Affine, ElementwiseMap, RationalQuadratic

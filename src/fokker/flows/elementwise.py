@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .._validation import check_int, check_positive
+from .._args import check_int, check_positive
 from ..errors import ParameterError
 
 __all__ = ["ElementwiseMap", "Additive", "Affine", "RationalQuadratic", "soft_clamp"]

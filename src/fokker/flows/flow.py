@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution, Transform
 
-from .._validation import check_finite, check_tensor
+from .._args import check_finite, check_tensor
 from ..errors import ParameterError, ShapeError
 from .base import Bijection
 

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .._validation import check_int
+from .._args import check_int
 from ..errors import ParameterError, ShapeError
 from .base import Bijection
 

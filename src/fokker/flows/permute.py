@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .._validation import check_int
+from .._args import check_int
 from ..errors import ParameterError
 from .base import Bijection
 

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._validation import check_int, check_last_dim, check_tensor
+from .._args import check_int, check_last_dim, check_tensor
 from .base import Bijection
 
 __all__ = ["Planar", "solve_tanh_equation"]

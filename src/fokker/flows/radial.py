@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._validation import check_int, check_last_dim, check_tensor
+from .._args import check_int, check_last_dim, check_tensor
 from .base import Bijection
 
 __all__ = ["Radial"]

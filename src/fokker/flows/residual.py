@@ -48,7 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._validation import check_int, check_last_dim, check_positive, check_tensor
+from .._args import check_int, check_last_dim, check_positive, check_tensor
 from ..errors import NotInvertibleError, ParameterError
 from .base import Bijection
 

@@ -53,7 +53,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.distributions import Distribution, Independent, Normal, SigmoidTransform, TransformedDistribution, Transform
 
-from .._validation import check_int, check_last_dim, check_tensor
+from .._args import check_int, check_last_dim, check_tensor
 from ..errors import ParameterError
 
 __all__ = [

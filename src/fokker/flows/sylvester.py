@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._validation import check_int, check_last_dim, check_tensor
+from .._args import check_int, check_last_dim, check_tensor
 from ..errors import ParameterError
 from .base import Bijection
 from .planar import solve_tanh_equation

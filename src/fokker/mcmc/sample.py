@@ -29,7 +29,7 @@ from typing import Any, Callable
 import torch
 from tqdm.auto import tqdm
 
-from .._validation import check_int
+from .._args import check_int
 from ..errors import NonFiniteError, ParameterError, ShapeError
 from ..targets.base import Target, as_target
 from . import diagnostics as diag

@@ -38,7 +38,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._validation import check_int
+from .._args import check_int
 from ..errors import NoExactSamplesError, NonFiniteError, ParameterError
 from ..targets.base import Target, as_target
 

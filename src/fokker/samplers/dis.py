@@ -34,7 +34,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .._validation import check_positive
+from .._args import check_positive
 from ..errors import ParameterError
 from ..targets.base import Target, as_target
 from .base import DiffusionSampler, gaussian_log_prob

@@ -16,7 +16,7 @@ import math
 
 import torch
 
-from .._validation import check_int, check_positive
+from .._args import check_int, check_positive
 from ..errors import ParameterError
 
 __all__ = ["uniform_grid", "cosine_grid", "make_grid"]

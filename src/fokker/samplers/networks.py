@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .._validation import check_int, check_positive
+from .._args import check_int, check_positive
 
 __all__ = ["PISGradNet"]
 

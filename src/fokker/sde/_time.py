@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from .._validation import check_in_interval
+from .._args import check_in_interval
 from ..errors import ShapeError
 
 TimeLike = float | int | torch.Tensor

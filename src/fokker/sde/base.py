@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from .._validation import check_event_shape, check_finite, check_tensor
+from .._args import check_event_shape, check_finite, check_tensor
 from ..errors import ParameterError, ShapeError
 from ._time import TimeLike, check_time, protocol_time
 

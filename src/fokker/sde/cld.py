@@ -200,7 +200,7 @@ class CriticallyDampedLangevin(SDE):
 
     def marginal(self, x0: torch.Tensor, t: TimeLike, v0: torch.Tensor | None = None) -> PhaseSpaceNormal:
         """Law of ``z_t`` given ``x0`` (``(..., d)``) and either ``v0`` or ``v0 ~ N(0, gamma M I)``."""
-        from .._validation import check_finite, check_tensor
+        from .._args import check_finite, check_tensor
 
         check_tensor(x0, "x0")
         check_finite(x0, "x0")

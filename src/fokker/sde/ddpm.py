@@ -32,7 +32,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from .._validation import check_int, check_tensor
+from .._args import check_int, check_tensor
 from ..errors import DomainError, ParameterError, ShapeError
 
 __all__ = ["DDPM", "ELBOTerms"]
@@ -149,9 +149,9 @@ class DDPM(nn.Module):
                 raise ParameterError(f"k must be an integer tensor; got dtype {k.dtype}")
             if k.dim() > 0 and (k.dim() >= x.dim() or tuple(k.shape) != tuple(x.shape[: k.dim()])):
                 raise ShapeError(f"k must be an int, 0-d or have x's leading batch shape; got shape {tuple(k.shape)}")
-            from .._validation import is_validating
+            from .._args import argument_checks_enabled
 
-            if is_validating() and k.numel() and (int(k.min()) < lo or int(k.max()) > self.N):
+            if argument_checks_enabled() and k.numel() and (int(k.min()) < lo or int(k.max()) > self.N):
                 raise DomainError(f"k must lie in [{lo}, {self.N}]")
             return (k.to(self.betas.device) - 1).long()
         if isinstance(k, bool) or not isinstance(k, int) or not (lo <= k <= self.N):

@@ -140,9 +140,9 @@ class LinearSDE(SDE):
         self.check_t(t, "t")
         s64, t64 = as_t64(s), as_t64(t)
         if isinstance(s, torch.Tensor) or isinstance(t, torch.Tensor):
-            from .._validation import is_validating
+            from .._args import argument_checks_enabled
 
-            if is_validating() and bool((s64.to(t64.device) > t64).any()):
+            if argument_checks_enabled() and bool((s64.to(t64.device) > t64).any()):
                 raise DomainError("transition needs s <= t; got some s > t")
         elif float(s) > float(t):
             raise DomainError(f"transition needs s <= t; got s={s!r} > t={t!r}")

@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from .._validation import check_finite, check_tensor
+from .._args import check_finite, check_tensor
 from ..errors import DomainError, ParameterError, ShapeError
 from .base import SDE, ScoreFn
 from .linear import LinearSDE

@@ -17,7 +17,7 @@ import math
 
 import torch
 
-from .._validation import check_int, check_positive
+from .._args import check_int, check_positive
 from ..errors import ParameterError
 from .base import LOG_2PI, Target
 

@@ -7,7 +7,7 @@ public methods add input checks:
 
 * shape: ``x`` must be ``(..., dim)`` (always checked, free);
 * dtype/device: ``x`` must match the target's buffers, if it has any (free);
-* values: ``x`` must be finite (only while ``fokker.is_validating()``; it syncs).
+* values: ``x`` must be finite (only while ``fokker.argument_checks_enabled()``; it syncs).
 
 Inner loops of samplers call :meth:`Target.log_prob_unchecked` /
 :meth:`Target.score_unchecked`, which skip every check.
@@ -20,7 +20,7 @@ import math
 import torch
 from torch import nn
 
-from .._validation import check_finite, check_last_dim, check_like, check_tensor
+from .._args import check_finite, check_last_dim, check_like, check_tensor
 from ..errors import NoExactSamplesError
 
 _Size = torch.Size | tuple[int, ...] | list[int]

@@ -34,7 +34,7 @@ import os
 import numpy as np
 import torch
 
-from .._validation import check_int, check_positive
+from .._args import check_int, check_positive
 from ..data import data_file
 from ..errors import ParameterError
 from .base import LOG_2PI, Target

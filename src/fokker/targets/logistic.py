@@ -37,7 +37,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .._validation import check_positive, check_tensor
+from .._args import check_positive, check_tensor
 from ..data import data_file
 from ..errors import DeviceDtypeError, ParameterError, ShapeError
 from .base import LOG_2PI, Target

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch.distributions import Categorical, MixtureSameFamily, MultivariateNormal
 
-from .._validation import check_tensor
+from .._args import check_tensor
 from ..errors import DeviceDtypeError, ParameterError, ShapeError
 from ..tolerances import tolerance
 from .base import LOG_2PI, Target

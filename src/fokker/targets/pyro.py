@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 
-from .._validation import check_int
+from .._args import check_int
 from ..errors import NonFiniteError, ParameterError
 from .base import Target
 

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 import torch
 
-from .._validation import check_positive
+from .._args import check_positive
 from ..errors import ParameterError
 from ._univariate import Univariate
 from .base import Target

@@ -30,7 +30,7 @@ import math
 
 import torch
 
-from .._validation import check_int, check_positive
+from .._args import check_int, check_positive
 from ..errors import ParameterError
 from ._univariate import Univariate
 from .base import Target

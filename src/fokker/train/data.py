@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset, default_collate
 
-from .._validation import check_int
+from .._args import check_int
 
 
 class BatchSource:

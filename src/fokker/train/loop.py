@@ -40,7 +40,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
-from .._validation import check_int, check_positive
+from .._args import check_int, check_positive
 from ..errors import NonFiniteError, TrainingDivergedError
 from . import checkpoint as ckpt
 from .data import BatchSource, DataLike, to_device

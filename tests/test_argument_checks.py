@@ -1,4 +1,4 @@
-"""The validate_args switch and the check helpers raise the documented errors."""
+"""The argument-check switch and the check helpers raise the documented errors."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import fokker
-from fokker._validation import (
+from fokker._args import (
     check_event_shape,
     check_finite,
     check_in_interval,
@@ -23,13 +23,13 @@ def test_switch_and_context_manager() -> None:
     x = torch.tensor([1.0, float("nan")])
     with pytest.raises(NonFiniteError, match="x contains 1 non-finite"):
         check_finite(x, "x")
-    with fokker.validate_args(False):
-        assert not fokker.is_validating()
+    with fokker.argument_checks(False):
+        assert not fokker.argument_checks_enabled()
         check_finite(x, "x")  # skipped: would need a host sync
-    assert fokker.is_validating()
-    fokker.set_validate_args(False)
+    assert fokker.argument_checks_enabled()
+    fokker.set_argument_checks(False)
     check_finite(x, "x")
-    fokker.set_validate_args(True)
+    fokker.set_argument_checks(True)
 
 
 def test_shape_checks() -> None:

@@ -1,14 +1,14 @@
-"""Argument validation shared by all public entry points.
+"""Argument checks shared by all public entry points.
 
-Follows torch's ``Distribution.set_default_validate_args`` pattern: checks are
+Follows the pattern of torch's ``Distribution.set_default_validate_args``: checks are
 on by default and one global switch turns them off for speed::
 
-    fokker.set_validate_args(False)          # process-wide
-    with fokker.validate_args(False): ...    # temporarily
+    fokker.set_argument_checks(False)          # process-wide
+    with fokker.argument_checks(False): ...    # temporarily
 
 Cheap structural checks (shapes, dtypes, devices, Python-number parameters) cost
 no host-device synchronisation and always run.  Value checks on tensors
-(``isfinite(x).all()``) need a sync, so they run only while validation is on;
+(``isfinite(x).all()``) need a sync, so they run only while argument checks are on;
 inner sampling / training loops call the unchecked internals instead.
 """
 
@@ -23,30 +23,30 @@ import torch
 
 from .errors import DeviceDtypeError, DomainError, NonFiniteError, ParameterError, ShapeError
 
-_VALIDATE = True
+_CHECKS = True
 
 
-def set_validate_args(value: bool) -> None:
+def set_argument_checks(value: bool) -> None:
     """Turn value checks (NaN/inf inputs, ranges of tensor arguments) on or off globally."""
-    global _VALIDATE
-    _VALIDATE = bool(value)
+    global _CHECKS
+    _CHECKS = bool(value)
 
 
-def is_validating() -> bool:
+def argument_checks_enabled() -> bool:
     """Whether value checks are currently on."""
-    return _VALIDATE
+    return _CHECKS
 
 
 @contextlib.contextmanager
-def validate_args(value: bool) -> Iterator[None]:
-    """Context manager that sets the global validation switch and restores it on exit."""
-    global _VALIDATE
-    old = _VALIDATE
-    _VALIDATE = bool(value)
+def argument_checks(value: bool) -> Iterator[None]:
+    """Context manager that sets the global argument-check switch and restores it on exit."""
+    global _CHECKS
+    old = _CHECKS
+    _CHECKS = bool(value)
     try:
         yield
     finally:
-        _VALIDATE = old
+        _CHECKS = old
 
 
 def check_tensor(x: object, name: str) -> torch.Tensor:
@@ -74,8 +74,8 @@ def check_event_shape(x: torch.Tensor, event_shape: tuple[int, ...], name: str) 
 
 
 def check_finite(x: torch.Tensor, name: str) -> None:
-    """Require every entry of ``x`` to be finite (only while validation is on: it syncs)."""
-    if _VALIDATE and not bool(torch.isfinite(x).all()):
+    """Require every entry of ``x`` to be finite (only while argument checks are on: it syncs)."""
+    if _CHECKS and not bool(torch.isfinite(x).all()):
         n_bad = int((~torch.isfinite(x)).sum())
         raise NonFiniteError(f"{name} contains {n_bad} non-finite value(s) (NaN or inf)")
 
@@ -114,9 +114,9 @@ def check_int(value: object, name: str, minimum: int = 1) -> int:
 def check_in_interval(
     t: float | torch.Tensor, low: float, high: float, name: str = "t"
 ) -> None:
-    """Require ``low <= t <= high`` (tensor check only while validation is on)."""
+    """Require ``low <= t <= high`` (tensor check only while argument checks are on)."""
     if isinstance(t, torch.Tensor):
-        if not _VALIDATE:
+        if not _CHECKS:
             return
         if t.numel() == 0:
             return
