@@ -108,8 +108,8 @@ class AnnealedTarget(Target):
         self.base = base
         self.beta = beta
 
-    def _reference_tensor(self) -> torch.Tensor | None:
-        return self.target._reference_tensor()
+    def reference_tensor(self) -> torch.Tensor | None:
+        return self.target.reference_tensor()
 
     def base_log_prob(self, x: torch.Tensor) -> torch.Tensor:
         if isinstance(self.base, Target):
@@ -380,7 +380,7 @@ class _seeded:
 
     def __init__(self, seed: int | None, target: Target) -> None:
         self.seed = seed
-        ref = target._reference_tensor()
+        ref = target.reference_tensor()
         self.devices = [ref.device] if ref is not None and ref.device.type == "cuda" else []
         self._ctx = None
 

@@ -73,7 +73,7 @@ def log_prob_and_grad(target: Target, x: torch.Tensor) -> tuple[torch.Tensor, to
     Targets overriding ``_score`` (analytic scores) are evaluated in two cheap
     calls; the others in one forward/backward autograd pass.
     """
-    if type(target)._score is not Target._score:
+    if target.has_analytic_score:
         with torch.no_grad():
             return target.log_prob_unchecked(x), target.score_unchecked(x)
     return target.log_prob_and_score(x)

@@ -252,7 +252,7 @@ def sample(
     if isinstance(kernel, HMC):
         kernel._rng = random.Random(seed)
     kernel.bind(target)
-    ref = target._reference_tensor()
+    ref = target.reference_tensor()
     dtype = dtype or (ref.dtype if ref is not None else (init.dtype if isinstance(init, torch.Tensor) else torch.get_default_dtype()))
     device = torch.device(device) if device is not None else (ref.device if ref is not None else (init.device if isinstance(init, torch.Tensor) else torch.device("cpu")))
     devices = [device] if device.type == "cuda" else []

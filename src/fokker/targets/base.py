@@ -73,7 +73,14 @@ class Target(nn.Module):
     def has_exact_samples(self) -> bool:
         return type(self)._sample is not Target._sample
 
-    def _reference_tensor(self) -> torch.Tensor | None:
+    @property
+    def has_analytic_score(self) -> bool:
+        """Whether the score is a closed form (``_score`` overridden) rather than one autograd pass."""
+        return type(self)._score is not Target._score
+
+    def reference_tensor(self) -> torch.Tensor | None:
+        """A floating tensor the target holds (buffer or parameter), whose dtype and device its inputs
+        must share; ``None`` for a target that holds no tensors (it then follows its input)."""
         for b in self.buffers():
             if b.is_floating_point():
                 return b
@@ -84,12 +91,12 @@ class Target(nn.Module):
 
     @property
     def dtype(self) -> torch.dtype:
-        ref = self._reference_tensor()
+        ref = self.reference_tensor()
         return ref.dtype if ref is not None else torch.get_default_dtype()
 
     @property
     def device(self) -> torch.device:
-        ref = self._reference_tensor()
+        ref = self.reference_tensor()
         return ref.device if ref is not None else torch.device("cpu")
 
     # ---------------------------------------------------------------- public
@@ -97,7 +104,7 @@ class Target(nn.Module):
         """Validate ``x`` as a batch of points ``(..., dim)`` for this target."""
         check_tensor(x, name)
         check_last_dim(x, self.dim, name)
-        check_like(x, self._reference_tensor(), name, owner=f"{type(self).__name__}")
+        check_like(x, self.reference_tensor(), name, owner=f"{type(self).__name__}")
         check_finite(x, name)
         return x
 
@@ -122,7 +129,7 @@ class Target(nn.Module):
 
         One autograd pass, or the analytic ``_score`` when the subclass overrides it.
         """
-        if type(self)._score is not Target._score:
+        if self.has_analytic_score:
             with torch.no_grad():
                 return self._log_prob(x), self._score(x)
         with torch.enable_grad():

@@ -134,7 +134,7 @@ class LGCP(Target):
         self.register_buffer("scale_tril", L.to(dtype), persistent=False)
         self._half_logdet = float(torch.log(torch.diagonal(L)).sum())
 
-    def _reference_tensor(self) -> torch.Tensor:
+    def reference_tensor(self) -> torch.Tensor:
         return self.counts
 
     # x = L e + mu  and  e = L^{-1} (x - mu), batched over leading dims

@@ -114,7 +114,7 @@ class PyroTarget(Target):
         self._vmap_ok: bool | None = None
 
     # ----------------------------------------------------------- plumbing
-    def _reference_tensor(self) -> torch.Tensor | None:
+    def reference_tensor(self) -> torch.Tensor | None:
         return self._proto
 
     def _split(self, z: torch.Tensor) -> dict[str, torch.Tensor]:
