@@ -25,7 +25,7 @@ import torch
 
 from fokker.analytic import DiffusedGaussianMixture
 from fokker.diffusion import MLP, DiffusionModel
-from fokker.diffusion.grids import time_grid
+from fokker.sde import time_grid
 from fokker.diffusion.samplers import DEFAULT_SPACING, SAMPLERS
 from fokker.metrics import energy_distance
 from fokker.sde import VPSDE
@@ -57,10 +57,10 @@ def quality(n: int, nfes: list[int], device: str) -> None:
         for nfe in nfes:
             if name == "ode_adaptive":
                 tol = ADAPTIVE_TOL.get(nfe, 1e-4)
-                out, used = SAMPLERS[name](oracle.score_fn, sde, x_T.clone(), time_grid(sde, 1, t_min=t_min), rtol=tol, atol=tol)
+                out, used = SAMPLERS[name](oracle.score_fn, sde, x_T.clone(), time_grid(1, sde.T, t_min, sde=sde), rtol=tol, atol=tol)
             else:
                 steps = max(1, nfe // PER_STEP[name])
-                grid = time_grid(sde, steps, DEFAULT_SPACING[name], t_min=t_min)
+                grid = time_grid(steps, sde.T, t_min, DEFAULT_SPACING[name], sde=sde)
                 out, used = SAMPLERS[name](oracle.score_fn, sde, x_T.clone(), grid,
                                            generator=torch.Generator(device).manual_seed(1))
             ed = float(energy_distance(out, ref)) if bool(torch.isfinite(out).all()) else float("nan")
@@ -95,7 +95,7 @@ def overhead(device: str, batch: int = 1024, steps: int = 20, reps: int = 5) -> 
         print("| sampler | NFE | sampler wall (ms) | NFE x bare net (ms) | ratio (median of reps) |")
         print("|---|---|---|---|---|")
         for name in list(PER_STEP) + ["ode_adaptive"]:
-            grid = time_grid(sde, steps, DEFAULT_SPACING[name], t_min=model.t_min)
+            grid = time_grid(steps, sde.T, model.t_min, DEFAULT_SPACING[name], sde=sde)
             ratios, walls, bares = [], [], []
             for _ in range(reps):
                 # back-to-back: the sampler, then the same number of bare network calls, so that the

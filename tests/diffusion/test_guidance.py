@@ -13,10 +13,9 @@ from fokker.diffusion import (
     classifier_guidance,
     dps,
     posterior_score,
-    time_grid,
 )
+from fokker.sde import time_grid
 from fokker.diffusion.samplers import euler_maruyama
-from fokker.diffusion.schedule import coefficients
 from fokker.errors import ParameterError
 from fokker.tolerances import Z_SCORE, assert_close
 
@@ -107,7 +106,7 @@ Y = torch.tensor([1.5, 0.3], dtype=torch.float64)
 
 def _prior_score(sde):
     def score(x, t):
-        c = coefficients(sde, t)
+        c = sde.coefficients(t)
         a, s = c.alpha[:, None].to(x.dtype), c.sigma[:, None].to(x.dtype)
         return -(x - a * M) / (a**2 + s**2)  # data N(M, I)
 
@@ -127,7 +126,7 @@ def test_pigdm_posterior_exact_for_gaussian(vpsde):
     n, sy = 4000, 0.5
     score = posterior_score(_prior_score(vpsde), vpsde, Y, A, sy, method="pigdm")
     x = torch.randn(n, 4, dtype=torch.float64)
-    out, _ = euler_maruyama(score, vpsde, x, time_grid(vpsde, 200))
+    out, _ = euler_maruyama(score, vpsde, x, time_grid(200, sde=vpsde))
     mean, var = _exact_posterior(sy)
     assert bool(((out.mean(0) - mean).abs() < Z_SCORE * (var / n).sqrt()).all()), out.mean(0)
     assert bool(((out.var(0) - var).abs() < Z_SCORE * var * math.sqrt(2 / n) + 0.01).all()), out.var(0)
@@ -139,7 +138,7 @@ def test_dps_lands_near_posterior_mean(vpsde):
     large sigma_y it lands near y instead (bias sigma_y^2/(1 + sigma_y^2) |y - m|)."""
     n, sy = 4000, 0.05
     x = torch.randn(n, 4, dtype=torch.float64)
-    out, nfe = dps(_prior_score(vpsde), vpsde, x, time_grid(vpsde, 200), Y, A, zeta=0.3)
+    out, nfe = dps(_prior_score(vpsde), vpsde, x, time_grid(200, sde=vpsde), Y, A, zeta=0.3)
     mean, _ = _exact_posterior(sy)
     se = out.std(0) / math.sqrt(n)
     assert nfe == 200
@@ -152,4 +151,4 @@ def test_posterior_score_bad_args(vpsde):
     with pytest.raises(ParameterError, match="method"):
         posterior_score(_prior_score(vpsde), vpsde, Y, A, 0.1, method="mcg")
     with pytest.raises(ParameterError, match="zeta"):
-        dps(_prior_score(vpsde), vpsde, torch.zeros(2, 4, dtype=torch.float64), time_grid(vpsde, 3), Y, A, zeta=0.0)
+        dps(_prior_score(vpsde), vpsde, torch.zeros(2, 4, dtype=torch.float64), time_grid(3, sde=vpsde), Y, A, zeta=0.0)

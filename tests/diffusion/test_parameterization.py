@@ -7,9 +7,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fokker.diffusion.grids import SPACINGS, time_grid
+from fokker.sde import SPACINGS, time_grid
 from fokker.diffusion.parameterization import PARAMETERIZATIONS, convert, expand_like
-from fokker.diffusion.schedule import coefficients, log_snr, t_from_log_snr
 from fokker.errors import DomainError, ParameterError
 from fokker.tolerances import assert_close
 
@@ -29,12 +28,12 @@ def test_round_trip_exact(src, dst, alpha, sigma):
     torch.testing.assert_close(back, out, rtol=1e-10, atol=1e-10)
 
 
-def test_conversions_agree_with_tweedie_on_oracle(gmm3, device):
+def test_conversions_agree_with_tweedie_on_oracle(gmm3, vpsde, device):
     """Posterior mean E[x0|x_t] and E[eps|x_t] computed from the mixture's responsibilities (independent of
     the score) equal the Tweedie conversions of the exact score; v = alpha eps - sigma x0."""
     t = torch.rand(64, dtype=torch.float64) * 0.9 + 0.05
     x = gmm3.sample(64, 0.5)
-    c = coefficients(gmm3.sde, t)
+    c = vpsde.coefficients(t)  # the oracle's test-local VP has the same betas
     a, s = c.alpha[:, None], c.sigma[:, None]
     score = gmm3.score(x, t)
     # independent posterior mean: component k has x0|x_t,k ~ N(mu_k + a s_k^2/(a^2 s_k^2 + sigma^2)(x - a mu_k), .)
@@ -61,23 +60,27 @@ def test_expand_like_and_bad_name():
 
 
 def test_coefficients_match_linear_sde_hooks(vpsde):
-    """g^2 = d sigma^2/dt - 2 f sigma^2 and f = d log alpha/dt: forward-mode on alpha/sigma (generic path,
-    test-local VP) vs the SDE's own closed forms."""
+    """g^2 = d sigma^2/dt - 2 f sigma^2 and f = d log alpha/dt: autograd on the test-local VP's alpha/sigma
+    (LinearSDE.from_schedule) vs VPSDE's own closed forms."""
     from _diffusion_oracle import VP
 
+    from fokker.sde import LinearSDE
+
+    vp = VP()
+    generic = LinearSDE.from_schedule(vp.alpha, vp.sigma, T=vp.T, t_min=vp.t_min)
     t = torch.linspace(0.01, 1.0, 7, dtype=torch.float64)
-    a, b = coefficients(VP(), t), coefficients(vpsde, t)
+    a, b = generic.coefficients(t), vpsde.coefficients(t)
     for u, v in zip(a, b):
         torch.testing.assert_close(u, v, rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("spacing", SPACINGS)
 def test_time_grids(vpsde, spacing):
-    g = time_grid(vpsde, 12, spacing)
+    g = time_grid(12, spacing=spacing, sde=vpsde)
     assert g.dtype == torch.float64 and g.shape == (13,)
     assert g[0] == 1.0 and g[-1] == pytest.approx(1e-3)
     assert bool((g[1:] < g[:-1]).all())
-    lam = log_snr(vpsde, g)
+    lam = vpsde.log_snr(g)
     if spacing == "log_snr":
         torch.testing.assert_close(lam.diff(), lam.diff().mean().expand(12), rtol=1e-9, atol=1e-9)
     if spacing == "karras":
@@ -90,13 +93,13 @@ def test_time_grids(vpsde, spacing):
 
 def test_log_snr_inverse(vpsde):
     t = torch.linspace(0.002, 0.99, 9, dtype=torch.float64)
-    torch.testing.assert_close(t_from_log_snr(vpsde, log_snr(vpsde, t)), t, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(vpsde.time_at_log_snr(vpsde.log_snr(t)), t, rtol=1e-10, atol=1e-12)
 
 
 def test_grid_bad_arguments(vpsde):
     with pytest.raises(ParameterError, match="steps"):
-        time_grid(vpsde, 0)
+        time_grid(0, sde=vpsde)
     with pytest.raises(ParameterError, match="spacing"):
-        time_grid(vpsde, 5, "cosine")
-    with pytest.raises(DomainError, match="t_min"):
-        time_grid(vpsde, 5, t_min=2.0)
+        time_grid(5, spacing="cubic", sde=vpsde)
+    with pytest.raises(DomainError, match="must lie in"):
+        time_grid(5, vpsde.T, 2.0, sde=vpsde)

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from fokker.diffusion.grids import time_grid
+from fokker.sde import time_grid
 from fokker.diffusion.samplers import (
     DEFAULT_SPACING,
     SAMPLERS,
@@ -21,7 +21,6 @@ from fokker.diffusion.samplers import (
     ode_adaptive,
     ode_euler,
 )
-from fokker.diffusion.schedule import coefficients
 from fokker.errors import ParameterError, ShapeError
 from fokker.tolerances import Z_SCORE
 
@@ -64,7 +63,7 @@ def test_sampler_converges_to_gmm(name, steps, opts, gmm3, vpsde, reference):
     ref, floor = reference
     g = torch.Generator().manual_seed(2)
     x = gmm3.sample(N, 1.0, generator=g)
-    out, nfe = SAMPLERS[name](gmm3.score, vpsde, x, time_grid(vpsde, steps, DEFAULT_SPACING[name]), generator=g, **opts)
+    out, nfe = SAMPLERS[name](gmm3.score, vpsde, x, time_grid(steps, spacing=DEFAULT_SPACING[name], sde=vpsde), generator=g, **opts)
     assert out.shape == x.shape and out.dtype == torch.float64
     ed = float(energy_distance(out, ref))
     assert ed < 0.005 + 3 * floor, f"{name}: energy distance {ed:.4f} (exact-vs-exact {floor:.4f}), nfe={nfe}"
@@ -74,7 +73,7 @@ def test_samplers_fail_when_too_coarse(gmm3, vpsde, reference):
     """The ED test has power: annealed Langevin with 10 levels (50 NFE) is visibly off."""
     ref, _ = reference
     x = gmm3.sample(N, 1.0)
-    out, _ = SAMPLERS["annealed_langevin"](gmm3.score, vpsde, x, time_grid(vpsde, 10, "log_snr"), step_ratio=0.05)
+    out, _ = SAMPLERS["annealed_langevin"](gmm3.score, vpsde, x, time_grid(10, spacing="log_snr", sde=vpsde), step_ratio=0.05)
     assert float(energy_distance(out, ref)) > 0.05
 
 
@@ -90,16 +89,16 @@ def test_nfe_counts(gmm3, vpsde):
               "dpm_solver": 7, "annealed_langevin": 35}
     for name, n in expect.items():
         calls[0] = 0
-        _, nfe = SAMPLERS[name](score, vpsde, x, time_grid(vpsde, 7))
+        _, nfe = SAMPLERS[name](score, vpsde, x, time_grid(7, sde=vpsde))
         assert nfe == n == calls[0], name
     calls[0] = 0
-    _, nfe = ode_adaptive(score, vpsde, x, time_grid(vpsde, 7))
+    _, nfe = ode_adaptive(score, vpsde, x, time_grid(7, sde=vpsde))
     assert nfe == calls[0] > 0
 
 
 def _path_errors(gmm, sde, n=300):
     x = gmm.sample(n, 1.0, generator=torch.Generator().manual_seed(3))
-    ref, _ = ode_adaptive(gmm.score, sde, x, time_grid(sde, 1), rtol=1e-10, atol=1e-10)
+    ref, _ = ode_adaptive(gmm.score, sde, x, time_grid(1, sde=sde), rtol=1e-10, atol=1e-10)
     return x, lambda out: float((out - ref).norm(dim=-1).mean())
 
 
@@ -110,21 +109,21 @@ def test_pf_ode_solvers_orders(gmm8, vpsde):
     e = {}
     for name, fn, sp in [("euler", ode_euler, "uniform"), ("ddim", ddim, "quadratic"),
                          ("heun", heun, "karras"), ("dpm", dpm_solver, "quadratic")]:
-        e[name] = [err(fn(gmm8.score, vpsde, x, time_grid(vpsde, n, sp))[0]) for n in (50, 100)]
+        e[name] = [err(fn(gmm8.score, vpsde, x, time_grid(n, spacing=sp, sde=vpsde))[0]) for n in (50, 100)]
     assert 1.7 < e["euler"][0] / e["euler"][1] < 2.3
     assert 1.7 < e["ddim"][0] / e["ddim"][1] < 2.3
     assert e["heun"][0] / e["heun"][1] > 3.2
     assert e["dpm"][0] / e["dpm"][1] > 3.2
-    euler200 = err(ode_euler(gmm8.score, vpsde, x, time_grid(vpsde, 200))[0])
-    dpm20 = err(dpm_solver(gmm8.score, vpsde, x, time_grid(vpsde, 20, "quadratic"))[0])
-    heun100 = err(heun(gmm8.score, vpsde, x, time_grid(vpsde, 50, "quadratic"))[0])
+    euler200 = err(ode_euler(gmm8.score, vpsde, x, time_grid(200, sde=vpsde))[0])
+    dpm20 = err(dpm_solver(gmm8.score, vpsde, x, time_grid(20, spacing="quadratic", sde=vpsde))[0])
+    heun100 = err(heun(gmm8.score, vpsde, x, time_grid(50, spacing="quadratic", sde=vpsde))[0])
     assert dpm20 < euler200
     assert heun100 < euler200
 
 
 def _gauss_coefs(sde, grid, m, s2):
     """Exact law of the EM chain for N(m, s2) data: x_{i+1} = A_i x_i + B_i + C_i z (all float64)."""
-    c = coefficients(sde, grid)
+    c = sde.coefficients(grid)
     h = c.t[:-1] - c.t[1:]
     var_t = c.alpha**2 * s2 + c.sigma**2
     # score = -(x - alpha m)/var_t  ->  x - h (f x - g2 score) = (1 - h f - h g2/var) x + h g2 alpha m / var
@@ -140,7 +139,7 @@ def test_euler_maruyama_weak_error_first_order(vpsde):
     m, s2 = 1.5, 0.25
     errors = []
     for steps in (20, 40, 80, 160):
-        grid = time_grid(vpsde, steps)
+        grid = time_grid(steps, sde=vpsde)
         c, A, B, C2, var_t = _gauss_coefs(vpsde, grid, m, s2)
         mean, var = c.alpha[0] * m, var_t[0]
         for i in range(steps):
@@ -151,7 +150,7 @@ def test_euler_maruyama_weak_error_first_order(vpsde):
             x0 = (c.alpha[0] * m + var_t[0].sqrt() * torch.randn(n, 1, dtype=torch.float64))
 
             def score(x, t):
-                cc = coefficients(vpsde, t)
+                cc = vpsde.coefficients(t)
                 v = (cc.alpha**2 * s2 + cc.sigma**2)[:, None]
                 return -(x - cc.alpha[:, None] * m) / v
 
@@ -167,7 +166,7 @@ def test_euler_maruyama_weak_error_first_order(vpsde):
 def test_adapters_agree(gmm3, vpsde):
     x = gmm3.sample(16, 0.5)
     t = torch.full((16,), 0.3, dtype=torch.float64)
-    c = coefficients(vpsde, t)
+    c = vpsde.coefficients(t)
     s = gmm3.score(x, t)
     d = (x + c.sigma[:, None] ** 2 * s) / c.alpha[:, None]
     e = -c.sigma[:, None] * s
@@ -178,14 +177,14 @@ def test_adapters_agree(gmm3, vpsde):
 def test_float32_and_generator_reproducible(gmm3, vpsde):
     x = gmm3.sample(64, 1.0).float()
     score = lambda x, t: gmm3.score(x.double(), t.double()).float()  # noqa: E731
-    a, _ = SAMPLERS["euler_maruyama"](score, vpsde, x, time_grid(vpsde, 10), generator=torch.Generator().manual_seed(5))
-    b, _ = SAMPLERS["euler_maruyama"](score, vpsde, x, time_grid(vpsde, 10), generator=torch.Generator().manual_seed(5))
+    a, _ = SAMPLERS["euler_maruyama"](score, vpsde, x, time_grid(10, sde=vpsde), generator=torch.Generator().manual_seed(5))
+    b, _ = SAMPLERS["euler_maruyama"](score, vpsde, x, time_grid(10, sde=vpsde), generator=torch.Generator().manual_seed(5))
     assert a.dtype == torch.float32 and torch.equal(a, b)
 
 
 def test_bad_arguments(gmm3, vpsde):
     x = gmm3.sample(4, 1.0)
-    grid = time_grid(vpsde, 5)
+    grid = time_grid(5, sde=vpsde)
     with pytest.raises(ParameterError, match="sampler"):
         get_sampler("rk4")
     with pytest.raises(ParameterError, match="decreasing"):
@@ -201,7 +200,6 @@ def test_bad_arguments(gmm3, vpsde):
 @pytest.mark.parametrize("sde_name", ["ve", "subvp", "cosine"])
 def test_samplers_other_linear_sdes(sde_name, gmm3):
     """The same samplers work unchanged for VE (t_min = 0, sigma_min > 0), sub-VP and cosine VP."""
-    from fokker.diffusion.schedule import domain
     from fokker.sde import VESDE, VPSDE
     from fokker.sde.vp import SubVPSDE
 
@@ -209,12 +207,12 @@ def test_samplers_other_linear_sdes(sde_name, gmm3):
 
     sde = {"ve": lambda: VESDE(sigma_min=0.01, sigma_max=20.0), "subvp": SubVPSDE, "cosine": VPSDE.cosine}[sde_name]()
     g = IsoGMM(gmm3.mu, gmm3.s, gmm3.w, sde)
-    t_min, T = domain(sde)
+    t_min, T = sde.score_domain()
     gen = torch.Generator().manual_seed(4)
     ref, ref2 = g.sample(N, t_min, generator=gen), g.sample(N, t_min, generator=gen)
     floor = abs(float(energy_distance(ref2, ref)))
     for name, steps in (("euler_maruyama", 100), ("heun", 25), ("dpm_solver", 20)):
-        out, _ = SAMPLERS[name](g.score, sde, g.sample(N, T, generator=gen), time_grid(sde, steps, DEFAULT_SPACING[name]),
+        out, _ = SAMPLERS[name](g.score, sde, g.sample(N, T, generator=gen), time_grid(steps, spacing=DEFAULT_SPACING[name], sde=sde),
                                 generator=gen)
         assert float(energy_distance(out, ref)) < 0.005 + 3 * floor, (sde_name, name)
 
@@ -224,7 +222,7 @@ def test_samplers_follow_device_and_dtype(device, dtype, vpsde):
     m = torch.tensor([1.0, -1.0], dtype=dtype, device=device)
 
     def score(x, t):
-        c = coefficients(vpsde, t)
+        c = vpsde.coefficients(t)
         a = c.alpha.to(x)[:, None]
         s2 = (c.sigma**2).to(x)[:, None]
         return -(x - a * m) / (a**2 * 0.25 + s2)
@@ -232,6 +230,6 @@ def test_samplers_follow_device_and_dtype(device, dtype, vpsde):
     x = torch.randn(4000, 2, dtype=dtype, device=device)
     for name in SAMPLERS:
         steps = 1 if name == "ode_adaptive" else 30
-        out, _ = SAMPLERS[name](score, vpsde, x, time_grid(vpsde, steps, DEFAULT_SPACING[name]))
+        out, _ = SAMPLERS[name](score, vpsde, x, time_grid(steps, spacing=DEFAULT_SPACING[name], sde=vpsde))
         assert out.device.type == torch.device(device).type and out.dtype == dtype, name
         assert float((out.mean(0) - m).abs().max()) < Z_SCORE * 0.5 / math.sqrt(4000) + 0.02, name

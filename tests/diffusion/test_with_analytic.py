@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from fokker.analytic import DiffusedGaussianMixture
-from fokker.diffusion import DiffusionModel, time_grid
+from fokker.diffusion import DiffusionModel
+from fokker.sde import time_grid
 from fokker.diffusion.samplers import DEFAULT_SPACING, SAMPLERS
 from fokker.targets import GaussianMixture
 from fokker.tolerances import assert_close
@@ -38,7 +39,7 @@ class Exact(torch.nn.Module):
 def test_samplers_with_library_oracle(name, steps, oracle, vpsde):
     ref = oracle.sample((2000,), 1e-3)
     x = oracle.sample((2000,), 1.0)
-    out, _ = SAMPLERS[name](oracle.score_fn, vpsde, x, time_grid(vpsde, steps, DEFAULT_SPACING[name]))
+    out, _ = SAMPLERS[name](oracle.score_fn, vpsde, x, time_grid(steps, spacing=DEFAULT_SPACING[name], sde=vpsde))
     floor = abs(float(energy_distance(oracle.sample((2000,), 1e-3), ref)))
     assert float(energy_distance(out, ref)) < 0.005 + 3 * floor
 

@@ -126,7 +126,7 @@ def test_elbo_below_log_z_below_eubo(kind, device):
 @pytest.mark.parametrize(
     "kind,small,large,kw",
     [
-        ("DDS", 32, 128, dict(T=10.0, beta=1.0, sigma=1.0, grid="cosine")),
+        ("DDS", 32, 128, dict(T=10.0, beta=1.0, sigma=1.0, spacing="cosine")),
         ("PIS", 32, 128, {}),
         ("DIS", 128, 512, {}),
     ],
@@ -185,8 +185,8 @@ def test_bad_inputs():
         DDS(tg, sigma=-1.0)
     with pytest.raises(ParameterError, match="loss"):
         PIS(tg, loss="forward_kl")
-    with pytest.raises(ParameterError, match="grid"):
-        DIS(tg, grid="quadratic")
+    with pytest.raises(ParameterError, match="spacing"):
+        DIS(tg, spacing="cubic")
     with pytest.raises(ParameterError, match="num_steps"):
         DDS(tg, num_steps=0)
     with pytest.raises(ParameterError, match="beta_max"):

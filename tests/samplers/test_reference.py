@@ -9,49 +9,28 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fokker.errors import ParameterError
-from fokker.samplers import DDS, PIS, cosine_grid, make_grid, ou_step_coefficients, uniform_grid
+from fokker.samplers import DDS, PIS
 from fokker.tolerances import Z_SCORE, assert_close
 
 from .conftest import make_gaussian
 
 
-@given(T=st.floats(0.1, 20.0), K=st.integers(1, 300), kind=st.sampled_from(["uniform", "cosine"]))
-@settings(max_examples=15)
-def test_grids_start_at_zero_end_at_T_increasing(T, K, kind):
-    t = make_grid(kind, T, K)
-    assert t.shape == (K + 1,) and t.dtype == torch.float64
-    assert t[0] == 0.0 and t[-1] == T
-    assert bool((torch.diff(t) > 0).all())
-    if kind == "cosine" and K > 1:
-        assert bool((torch.diff(torch.diff(t)) <= 1e-15).all())  # steps shrink towards the target end
-
-
-def test_grid_errors():
-    with pytest.raises(ParameterError, match="num_steps"):
-        uniform_grid(1.0, 0)
-    with pytest.raises(ParameterError, match="T"):
-        cosine_grid(-1.0, 10)
-    with pytest.raises(ParameterError, match="grid"):
-        make_grid("linear", 1.0, 10)
-
-
 @given(beta=st.floats(1e-3, 5.0), T=st.floats(0.1, 10.0), K=st.integers(1, 200), sigma=st.floats(0.1, 5.0))
 @settings(max_examples=10)
-def test_ou_transition_coefficients_closed_form(beta, T, K, sigma):
-    """Exact OU step: sqrt(1-alpha)^2 + alpha = 1 (N(0, sigma^2) invariant); steps compose to exp(-beta T)."""
-    times = cosine_grid(T, K)
-    alpha, a = ou_step_coefficients(times, beta)
-    one = torch.ones_like(a)
-    torch.testing.assert_close(a * a + alpha, one, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(sigma**2 * a * a + (sigma * alpha.sqrt()) ** 2, sigma**2 * one, rtol=1e-12, atol=0)
-    # Chapman-Kolmogorov: the product of the step contractions is the one-shot contraction exp(-beta T)
-    torch.testing.assert_close(a.prod(), torch.tensor(math.exp(-beta * T), dtype=torch.float64), rtol=1e-10, atol=1e-300)
-    assert bool(((alpha > 0) & (alpha < 1)).all())
+def test_dds_reference_is_exact_ou(beta, T, K, sigma):
+    """DDS's reference steps are exact OU transitions: each leaves N(0, sigma^2) invariant
+    (ratio^2 sigma^2 + std^2 = sigma^2) and they compose to the one-shot contraction exp(-beta T)."""
+    s = DDS(make_gaussian(), num_steps=K, T=T, sigma=sigma, beta=beta, width=4)
+    tab = s.coefficient_tables()
+    a, std = tab["a"], tab["std"]
+    assert_close(sigma**2 * a * a + std * std, torch.full_like(a, sigma**2), scale=sigma**2)
+    assert_close(a.prod(), torch.tensor(math.exp(-beta * T), dtype=torch.float64))
+    assert bool(((std > 0) & (std < sigma)).all())
+    assert_close(tab["gain"], 2 * sigma**2 * (1 - a), scale=sigma**2)
 
 
 def test_dds_tables_use_exact_ou_coefficients():
-    s = DDS(make_gaussian(), num_steps=17, T=3.0, sigma=1.7, beta=0.4, grid="uniform")
+    s = DDS(make_gaussian(), num_steps=17, T=3.0, sigma=1.7, beta=0.4, spacing="uniform")
     tab = s.coefficient_tables()
     h = 3.0 / 17
     torch.testing.assert_close(tab["a"], torch.full((17,), math.exp(-0.4 * h), dtype=torch.float64))

@@ -60,7 +60,7 @@ def test_drift_diffusion_match_symbolic_coefficients(name: str) -> None:
     a, g2 = symbolic.sde_coefficients(obj)
     fa, fg = sp.lambdify(symbolic.t, a), sp.lambdify(symbolic.t, g2)
     for tt in torch.linspace(0.0, _t_hi(obj), 7, dtype=torch.float64):
-        assert math.isclose(float(obj.a(tt)), float(fa(float(tt))), rel_tol=1e-10, abs_tol=1e-12)
+        assert math.isclose(float(obj.f(tt)), float(fa(float(tt))), rel_tol=1e-10, abs_tol=1e-12)
         assert math.isclose(float(obj.g2(tt)), float(fg(float(tt))), rel_tol=1e-10, abs_tol=1e-12)
 
 
@@ -71,13 +71,13 @@ def test_from_schedule_coefficients_match_eq36() -> None:
     a, g2 = symbolic.schedule_coefficients(sp.cos(c * symbolic.t), sp.sin(c * symbolic.t))
     for tt in (0.05, 0.3, 0.7, 0.99):
         tt = torch.tensor(tt, dtype=torch.float64)
-        assert math.isclose(float(obj.a(tt)), float(a.subs(symbolic.t, float(tt))), rel_tol=1e-10)
+        assert math.isclose(float(obj.f(tt)), float(a.subs(symbolic.t, float(tt))), rel_tol=1e-10)
         assert math.isclose(float(obj.g2(tt)), float(g2.subs(symbolic.t, float(tt))), rel_tol=1e-10)
     # and a VP schedule given through from_schedule reproduces the VP SDE
     vp = sde.VPSDE()
     sched = sde.LinearSDE.from_schedule(lambda t: vp._log_alpha(t).exp(), lambda t: vp._sigma2(t).sqrt())
     tt = torch.linspace(0.01, 1.0, 9, dtype=torch.float64)
-    torch.testing.assert_close(sched.a(tt), vp.a(tt), rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(sched.f(tt), vp.f(tt), rtol=1e-9, atol=1e-9)
     torch.testing.assert_close(sched.g2(tt), vp.g2(tt), rtol=1e-9, atol=1e-9)
 
 
@@ -103,7 +103,7 @@ def test_marginal_vs_euler_maruyama(name: str, device: torch.device) -> None:
     x0 = torch.tensor([1.5, -0.5], dtype=torch.float64, device=device)
     t_end = 0.8 * _t_hi(obj)
     gen = torch.Generator(device=device).manual_seed(1)
-    res = check_marginal(obj, x0, t_end, n_paths=8000, n_steps=200, t0=0.05 * obj.T, generator=gen)
+    res = check_marginal(obj, x0, t_end, num_samples=8000, num_steps=200, t0=0.05 * obj.T, generator=gen)
     assert res.passed, res
 
 

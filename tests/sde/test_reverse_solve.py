@@ -80,11 +80,11 @@ def test_reverse_drift_formula() -> None:
     y = torch.randn(4, 2, dtype=torch.float64)
     s = torch.tensor([0.1, 0.2, 0.5, 0.9], dtype=torch.float64)
     t = vp.T - s
-    expected = -vp.a(t)[:, None] * y + vp.g2(t)[:, None] * score(y, t)
+    expected = -vp.f(t)[:, None] * y + vp.g2(t)[:, None] * score(y, t)
     torch.testing.assert_close(rev.drift(y, s), expected)
     torch.testing.assert_close(rev.diffusion(y, s), vp.g(t)[:, None])
     ode = vp.probability_flow(score)
-    torch.testing.assert_close(ode.drift(y, t), vp.a(t)[:, None] * y - 0.5 * vp.g2(t)[:, None] * score(y, t))
+    torch.testing.assert_close(ode.drift(y, t), vp.f(t)[:, None] * y - 0.5 * vp.g2(t)[:, None] * score(y, t))
     assert rev.T == vp.T - vp.t_min
 
 

@@ -36,7 +36,7 @@ from torch import nn
 
 from .._args import check_finite, check_tensor
 from ..errors import ParameterError, ShapeError
-from ..sde._time import TimeLike, align_time, as_t64
+from ..sde.times import TimeLike, align_time, as_time64
 from ..sde.cld import CriticallyDampedLangevin
 from ..sde.linear import LinearSDE
 
@@ -126,20 +126,21 @@ class DiffusedGaussianMixture(nn.Module):
 
     def _parts(self, x: torch.Tensor, t: TimeLike) -> dict[str, torch.Tensor]:
         """Per-component log densities and whitened residuals (exact)."""
-        t64 = as_t64(t, x.device)
+        t64 = as_time64(t, x.device)
         lam = self.eigvals.to(x)
         mu = self.loc.to(x)
         if not self.is_cld:
-            al = self._coef(torch.exp(self.sde._log_alpha(t64)), x)
-            s2 = self._coef(self.sde._sigma2(t64), x)
+            c = self.sde.coefficients(t64)
+            al = self._coef(c.alpha, x)
+            s2 = self._coef(c.sigma * c.sigma, x)
             y = self._rotate(x.unsqueeze(-2) - al * mu)  # (..., K, d)
             v = al * al * lam + s2
             Py = y / v  # eigen-coordinates of C_k^{-1}(x - alpha mu_k)
             logn = -0.5 * (y * Py + torch.log(v) + _LOG_2PI).sum(-1)
             return {"logn": logn, "Py": Py, "al": al, "s2": s2, "lam": lam, "mu": mu}
         d = self.dim
-        p11, p12, p21, p22 = (self._coef(p, x) for p in self.sde._phi(t64))
-        c11, c12, c22 = (self._coef(c, x) for c in self.sde._cov(t64, True))
+        p11, p12, p21, p22 = (self._coef(p, x) for p in self.sde.mean_coefs(t64))
+        c11, c12, c22 = (self._coef(c, x) for c in self.sde.cov(t64, v0_random=True))
         xs, vs = x[..., :d].unsqueeze(-2), x[..., d:].unsqueeze(-2)
         yx, yv = self._rotate(xs - p11 * mu), self._rotate(vs - p21 * mu)
         a = p11 * p11 * lam + c11

@@ -3,10 +3,9 @@ flow matching, guidance, posterior sampling and latent diffusion (see ``docs/dif
 
 from __future__ import annotations
 
-from . import grids, likelihood, nets, parameterization, samplers
+from . import likelihood, nets, parameterization, samplers
 from .posterior import dps, posterior_score
 from .flow_matching import FlowMatching, ot_pairing
-from .grids import time_grid
 from .guidance import classifier_free_guidance, classifier_guidance
 from .latent import LatentDiffusion
 from .likelihood import LikelihoodResult, cnf_log_prob
@@ -27,7 +26,6 @@ __all__ = [
     "get_sampler",
     "from_denoiser",
     "from_eps",
-    "time_grid",
     "convert",
     "to_x0",
     "to_eps",
@@ -42,7 +40,6 @@ __all__ = [
     "dps",
     "posterior_score",
     "ot_pairing",
-    "grids",
     "likelihood",
     "nets",
     "parameterization",

@@ -32,7 +32,6 @@ from .._args import check_finite, check_int, check_tensor
 from ..errors import ParameterError, ShapeError
 from .likelihood import LikelihoodResult, cnf_log_prob
 from .model import gaussian_log_prob
-from .schedule import coefficients
 
 __all__ = ["FlowMatching", "ot_pairing"]
 
@@ -96,7 +95,7 @@ class FlowMatching(nn.Module):
         if self.path == "linear":
             tt = t.reshape(shape)
             return (1 - tt) * x0 + tt * x1, x1 - x0
-        c = coefficients(self.sde, 1.0 - t.double()).to(x0.dtype, x0.device)
+        c = self.sde.coefficients(1.0 - t.double()).to(x0.dtype, x0.device)
         a, s = c.alpha.reshape(shape), c.sigma.reshape(shape)
         da = c.f.reshape(shape) * a  # d alpha / d s
         ds = (c.g2 + 2 * c.f * c.sigma**2).reshape(shape) / (2 * s)  # d sigma / d s

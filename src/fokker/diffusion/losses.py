@@ -25,7 +25,6 @@ import torch
 
 from ..errors import ParameterError
 from .parameterization import expand_like, to_eps
-from .schedule import coefficients, log_snr, t_from_log_snr
 
 WEIGHTINGS = ("simple", "sigma2", "likelihood")
 
@@ -46,9 +45,9 @@ class LogSNRTimeSampler:
     """
 
     def __init__(self, sde: object, t_min: float, T: float, n: int = 4097) -> None:
-        lam = log_snr(sde, torch.tensor([t_min, T], dtype=torch.float64))
+        lam = sde.log_snr(torch.tensor([t_min, T], dtype=torch.float64))
         self.lam_lo, self.lam_hi = float(lam[1]), float(lam[0])  # lambda decreases in t
-        self.knots = t_from_log_snr(sde, torch.linspace(self.lam_hi, self.lam_lo, n, dtype=torch.float64))
+        self.knots = sde.time_at_log_snr(torch.linspace(self.lam_hi, self.lam_lo, n, dtype=torch.float64))
         self.knots[0], self.knots[-1] = t_min, T
         #: normalizer Z = lambda(t_min) - lambda(T) = int g^2 / sigma^2 dt
         self.Z = self.lam_hi - self.lam_lo
@@ -82,7 +81,7 @@ def dsm_loss(
     importance-sampled form (``t`` must then be drawn by :class:`LogSNRTimeSampler`).
     """
     check_weighting(weighting)
-    c = coefficients(sde, t)
+    c = sde.coefficients(t)
     a, s = expand_like(c.alpha, xt), expand_like(c.sigma, xt)
     dims = tuple(range(1, xt.dim()))
     if weighting == "simple":

@@ -24,13 +24,12 @@ import torch
 from torch import nn
 
 from .._args import check_finite, check_in_interval, check_int, check_tensor
+from ..sde import time_grid
 from ..errors import ParameterError, ShapeError
-from .grids import time_grid
 from .likelihood import LikelihoodResult, cnf_log_prob
 from .losses import LogSNRTimeSampler, check_weighting, dsm_loss
 from .parameterization import check_parameterization, convert, expand_like
 from .samplers import DEFAULT_SPACING, get_sampler
-from .schedule import coefficients, domain
 
 __all__ = ["DiffusionModel", "gaussian_log_prob"]
 
@@ -82,7 +81,7 @@ class DiffusionModel(nn.Module):
         if importance_sampling and weighting != "likelihood":
             raise ParameterError("importance_sampling is defined for weighting='likelihood' only")
         self.importance_sampling = bool(importance_sampling)
-        lo, T = domain(sde)
+        lo, T = sde.score_domain()
         t_min = lo if t_min is None else float(t_min)
         if not (float(getattr(sde, "t_min", 0.0)) <= t_min < T):
             raise ParameterError(f"t_min must lie in [sde.t_min, T) = [{getattr(sde, 't_min', 0.0)}, {T}); got {t_min}")
@@ -103,7 +102,7 @@ class DiffusionModel(nn.Module):
 
     # ------------------------------------------------------------------ core
     def _ab(self, t: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        c = coefficients(self.sde, t)
+        c = self.sde.coefficients(t)
         return expand_like(c.alpha, x), expand_like(c.sigma, x)
 
     def _net(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
@@ -201,7 +200,7 @@ class DiffusionModel(nn.Module):
 
     def prior_std(self) -> float:
         """Standard deviation ``sigma(T)`` of the Gaussian prior ``N(0, sigma(T)^2 I)``."""
-        return float(coefficients(self.sde, torch.tensor([self.T], dtype=torch.float64)).sigma[0])
+        return float(self.sde.sigma(float(self.T)))
 
     @torch.no_grad()
     def sample(
@@ -238,7 +237,7 @@ class DiffusionModel(nn.Module):
         device = device if device is not None else (p.device if p is not None else "cpu")
         dtype = dtype or (p.dtype if p is not None else torch.get_default_dtype())
         n = math.prod(shape)
-        grid = time_grid(self.sde, steps, spacing or DEFAULT_SPACING[sampler], t_min=self.t_min, T=self.T)
+        grid = time_grid(steps, self.T, self.t_min, spacing or DEFAULT_SPACING[sampler], sde=self.sde)
         x = torch.randn((n, *self.event_shape), generator=generator, dtype=dtype, device=device) * self.prior_std()
         score = score_fn if score_fn is not None else self.score_fn(y)
         x, nfe = fn(score, self.sde, x, grid, generator=generator, **options)
@@ -258,7 +257,7 @@ class DiffusionModel(nn.Module):
         r"""PF-ODE velocity :math:`v(x, t) = f(t) x - \tfrac12 g^2(t) s_\theta(x, t)` (seed 001 eq. 63)."""
 
         def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            c = coefficients(self.sde, t).to(x.dtype)
+            c = self.sde.coefficients(t).to(x.dtype)
             return expand_like(c.f, x) * x - 0.5 * expand_like(c.g2, x) * self.predict(x, t, "score", y)
 
         return velocity
@@ -335,7 +334,7 @@ class DiffusionModel(nn.Module):
         check_int(steps, "steps", minimum=2)
         t0 = float(getattr(self.sde, "t_min", 0.0))
         ts = torch.linspace(t0, self.T, steps + 1, dtype=torch.float64)[1:]
-        c = coefficients(self.sde, ts).to(x.dtype, x.device)
+        c = self.sde.coefficients(ts).to(x.dtype, x.device)
         b = x.shape[0]
         dims = tuple(range(1, x.dim()))
         d = x[0].numel()

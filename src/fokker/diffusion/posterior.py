@@ -53,7 +53,6 @@ def posterior_score(
     of variance ``data_var`` and ``A`` with orthonormal rows).  Usable with every sampler;
     ``score_fn`` must be differentiable in ``x`` (gradients flow through the denoiser).
     """
-    from .schedule import coefficients
 
     check_positive(sigma_y, "sigma_y")
     check_positive(data_var, "data_var")
@@ -61,7 +60,7 @@ def posterior_score(
         raise ParameterError(f"method must be 'dps' or 'pigdm'; got {method!r}")
 
     def score(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        c = coefficients(sde, t).to(x.dtype, x.device)
+        c = sde.coefficients(t).to(x.dtype, x.device)
         a, s = expand_like(c.alpha, x), expand_like(c.sigma, x)
         r2 = data_var * c.sigma**2 / (c.alpha**2 * data_var + c.sigma**2)
         var = sigma_y**2 + (r2 if method == "pigdm" else 0.0 * r2)  # (batch,)

@@ -8,9 +8,9 @@ and returns ``(samples, nfe)``:
   the analytic oracle's ``score``, a guided score (:mod:`fokker.diffusion.guidance`), or a
   denoiser / noise predictor wrapped by :func:`from_denoiser` / :func:`from_eps`;
 * ``sde`` is the forward linear SDE (``alpha``, ``sigma``; drift and diffusion are derived
-  from them, see :mod:`fokker.diffusion.schedule`);
+  from them through the :class:`fokker.sde.Schedule` protocol);
 * ``x`` holds the initial draw at ``grid[0]`` (usually from the prior);
-* ``grid`` is a decreasing float64 time grid (:func:`fokker.diffusion.grids.time_grid`);
+* ``grid`` is a decreasing float64 time grid (:func:`fokker.sde.time_grid`);
 * ``nfe`` is the number of ``score_fn`` evaluations (a Python int).
 
 The schedule coefficients on the grid are computed once in float64 and cast to the
@@ -28,7 +28,7 @@ import torch
 from .._args import check_int, check_tensor
 from ..errors import ParameterError, ShapeError
 from .parameterization import expand_like, to_score
-from .schedule import Coefficients, coefficients
+from ..sde.schedule import Coefficients
 
 ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -53,7 +53,7 @@ def from_denoiser(denoise_fn: ScoreFn, sde: object) -> ScoreFn:
     r"""Score from a denoiser :math:`D(x,t)\approx E[x_0|x_t]`: :math:`s = -(x-\alpha D)/\sigma^2`."""
 
     def score(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        c = coefficients(sde, t)
+        c = sde.coefficients(t)
         a, s = expand_like(c.alpha, x), expand_like(c.sigma, x)
         return to_score(x, denoise_fn(x, t), "x0", a, s)
 
@@ -64,7 +64,7 @@ def from_eps(eps_fn: ScoreFn, sde: object) -> ScoreFn:
     r"""Score from a noise predictor: :math:`s = -\hat\varepsilon/\sigma`."""
 
     def score(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        c = coefficients(sde, t)
+        c = sde.coefficients(t)
         return -eps_fn(x, t) / expand_like(c.sigma, x)
 
     return score
@@ -80,7 +80,7 @@ def _setup(sde: object, x: torch.Tensor, grid: torch.Tensor) -> Coefficients:
         raise ShapeError(f"grid must be a 1-D tensor of at least 2 times; got shape {tuple(grid.shape)}")
     if not bool((grid[1:] < grid[:-1]).all()):
         raise ParameterError("grid must be strictly decreasing (from T down to t_min)")
-    return coefficients(sde, grid.cpu()).to(x.dtype, x.device)
+    return sde.coefficients(grid.cpu()).to(x.dtype, x.device)
 
 
 def _tvec(c: Coefficients, i: int, x: torch.Tensor) -> torch.Tensor:
@@ -244,7 +244,7 @@ def ode_adaptive(
         counter[0] += 1
         # torchdiffeq's initial-step heuristic probes t outside [t_min, T]; clamp to the domain.
         tt = t.detach().to(torch.float64).reshape(1).cpu().clamp(lo, hi)
-        cc = coefficients(sde, tt).to(y.dtype, y.device)
+        cc = sde.coefficients(tt).to(y.dtype, y.device)
         s = score_fn(y, cc.t.expand(y.shape[0]))
         return cc.f * y - 0.5 * cc.g2 * s
 

@@ -19,9 +19,8 @@ Example::
 """
 
 from .base import DiffusionSampler, LogZResult, gaussian_log_prob, log_weight_stats
-from .dds import DDS, ou_step_coefficients
+from .dds import DDS
 from .dis import DIS
-from .grids import cosine_grid, make_grid, uniform_grid
 from .networks import PISGradNet
 from .optimal import GaussianOptimalControl
 from .pis import PIS
@@ -34,10 +33,6 @@ __all__ = [
     "LogZResult",
     "PISGradNet",
     "GaussianOptimalControl",
-    "ou_step_coefficients",
-    "uniform_grid",
-    "cosine_grid",
-    "make_grid",
     "gaussian_log_prob",
     "log_weight_stats",
 ]

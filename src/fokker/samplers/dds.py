@@ -40,17 +40,10 @@ from torch import nn
 from .._args import check_positive
 from ..targets.base import Target, as_target
 from .base import DiffusionSampler, gaussian_log_prob
-from .grids import make_grid
+from ..sde import OrnsteinUhlenbeck, time_grid
 from .networks import PISGradNet
 
-__all__ = ["DDS", "ou_step_coefficients"]
-
-
-def ou_step_coefficients(times: torch.Tensor, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(alpha_k, sqrt(1 - alpha_k))`` of the exact OU transitions on the grid ``times`` (float64)."""
-    dt = torch.diff(times.to(torch.float64))
-    alpha = -torch.expm1(-2.0 * beta * dt)
-    return alpha, torch.exp(-beta * dt)
+__all__ = ["DDS"]
 
 
 class DDS(DiffusionSampler):
@@ -62,7 +55,7 @@ class DDS(DiffusionSampler):
         T: time horizon.
         sigma: std of the invariant reference ``N(0, sigma^2 I)``.
         beta: OU rate (constant; time variation via ``grid``).
-        grid: ``"cosine"`` (DDS default) or ``"uniform"``.
+        spacing: time-grid spacing of :func:`fokker.sde.time_grid` (``"cosine"``: the DDS default).
         loss: ``"kl"`` (reparameterized reverse KL, the DDS objective) or ``"lv"``.
         net: control network ``net(x, t/T, score) -> f``; default :class:`PISGradNet`.
     """
@@ -74,7 +67,7 @@ class DDS(DiffusionSampler):
         T: float = 6.4,
         sigma: float = 1.075,
         beta: float = 0.6875**2 / 2,
-        grid: str = "cosine",
+        spacing: str = "cosine",
         loss: str = "kl",
         net: nn.Module | None = None,
         width: int = 64,
@@ -83,18 +76,20 @@ class DDS(DiffusionSampler):
         check_positive(sigma, "sigma")
         check_positive(beta, "beta")
         target = as_target(target)
-        times = make_grid(grid, T, num_steps)
+        times = time_grid(num_steps, 0.0, T, spacing)
         super().__init__(target, times, net if net is not None else PISGradNet(target.dim, width, num_layers), loss)
         self.sigma, self.beta = float(sigma), float(beta)
+        #: the reference process: OU with rate beta whose invariant law is N(0, sigma^2 I)
+        self.reference = OrnsteinUhlenbeck(theta=self.beta, sigma=self.sigma * (2.0 * self.beta) ** 0.5, T=float(T))
 
     def coefficient_tables(self) -> dict[str, torch.Tensor]:
-        alpha, a = ou_step_coefficients(self.times, self.beta)
-        s2 = self.sigma**2
+        # exact OU transitions over each step: ratio sqrt(1 - alpha_k), std sigma sqrt(alpha_k)
+        ratio, std = self.reference.transition_coefs(self.times[:-1], self.times[1:])
         return {
             "t_norm": self.times / self.T,
-            "a": a,  # sqrt(1 - alpha_k)
-            "std": self.sigma * alpha.sqrt(),  # sigma sqrt(alpha_k)
-            "gain": 2.0 * s2 * (1.0 - a),  # 2 sigma^2 (1 - sqrt(1 - alpha_k))
+            "a": ratio,
+            "std": std,
+            "gain": 2.0 * self.sigma**2 * (1.0 - ratio),  # 2 sigma^2 (1 - sqrt(1 - alpha_k))
             "sigma": torch.tensor(self.sigma, dtype=torch.float64),
         }
 

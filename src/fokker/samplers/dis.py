@@ -38,7 +38,7 @@ from .._args import check_positive
 from ..errors import ParameterError
 from ..targets.base import Target, as_target
 from .base import DiffusionSampler, gaussian_log_prob
-from .grids import make_grid
+from ..sde import VPSDE, time_grid
 from .networks import PISGradNet
 
 __all__ = ["DIS"]
@@ -49,7 +49,7 @@ class DIS(DiffusionSampler):
 
     Args:
         target: the unnormalized target.
-        num_steps, T, grid: time discretization (generative time).
+        num_steps, T, spacing: time discretization in generative time (:func:`fokker.sde.time_grid`).
         beta_min, beta_max: linear VP schedule of the noising process.
         sigma: std of the prior ``N(0, sigma^2 I)`` (and scale of the VP noise).
         loss: ``"kl"`` or ``"lv"`` (``sde_sampler`` default).
@@ -64,7 +64,7 @@ class DIS(DiffusionSampler):
         beta_min: float = 0.1,
         beta_max: float = 10.0,
         sigma: float = 1.0,
-        grid: str = "uniform",
+        spacing: str = "uniform",
         loss: str = "kl",
         net: nn.Module | None = None,
         width: int = 64,
@@ -76,25 +76,20 @@ class DIS(DiffusionSampler):
         if beta_max < beta_min:
             raise ParameterError(f"beta_max must be >= beta_min={beta_min}; got {beta_max}")
         target = as_target(target)
-        times = make_grid(grid, T, num_steps)
+        times = time_grid(num_steps, 0.0, T, spacing)
         if net is None:
             net = PISGradNet(target.dim, width, num_layers, feature_bias_init=1.0)
         super().__init__(target, times, net, loss)
         self.beta_min, self.beta_max, self.sigma = float(beta_min), float(beta_max), float(sigma)
-
-    def beta(self, tau: torch.Tensor) -> torch.Tensor:
-        """Noising rate ``beta(tau)`` at forward time ``tau``."""
-        return self.beta_min + (self.beta_max - self.beta_min) * tau / self.T
-
-    def int_beta(self, tau: torch.Tensor) -> torch.Tensor:
-        """``int_0^tau beta``."""
-        return self.beta_min * tau + 0.5 * (self.beta_max - self.beta_min) * tau**2 / self.T
+        #: the noising process (unit scale; the sampler scales its noise by sigma): VP with linear beta
+        self.noising = VPSDE(beta_min=self.beta_min, beta_max=self.beta_max, T=float(T))
 
     def coefficient_tables(self) -> dict[str, torch.Tensor]:
         s = self.times
         h = torch.diff(s)
-        b = self.beta(self.T - s[:-1])  # at the start of each generative step
-        b_back = self.beta(self.T - s[1:])  # forward EM step starts at tau = T - s_{k+1}
+        beta = self.noising.coefficients(self.T - s).g2  # the VP rate beta(tau) = g(tau)^2
+        b = beta[:-1]  # at the start of each generative step
+        b_back = beta[1:]  # the forward EM step starts at tau = T - s_{k+1}
         s2 = self.sigma**2
         return {
             "t_norm": s / self.T,

@@ -61,5 +61,5 @@ class GaussianOptimalControl(nn.Module):
             w = t * v / T**2 + s2 * (T - t) / T
             return (x * (v / T**2 - s2 / T) / s2 + mu / T) / w
         dis: DIS = self._sampler_ref[0]  # type: ignore[assignment]
-        a = torch.exp(-0.5 * dis.int_beta(self.T - t))
+        a = dis.noising.alpha((self.T - t).clamp_min(0.0)).to(x)  # float32 t/T * T may overshoot T
         return self._gauss_score(x, a * mu, a * a * v + (1 - a * a) * s2)

@@ -30,7 +30,7 @@ from torch import nn
 from .._args import check_positive
 from ..targets.base import Target, as_target
 from .base import DiffusionSampler, gaussian_log_prob
-from .grids import make_grid
+from ..sde import BrownianMotion, time_grid
 from .networks import PISGradNet
 
 __all__ = ["PIS"]
@@ -41,7 +41,7 @@ class PIS(DiffusionSampler):
 
     Args:
         target: the unnormalized target.
-        num_steps, T, grid: time discretization.
+        num_steps, T, spacing: time discretization (:func:`fokker.sde.time_grid`).
         sigma: diffusion coefficient of the Brownian reference.
         loss: ``"kl"`` (PIS objective) or ``"lv"``.
         net: control network; default :class:`PISGradNet`.
@@ -53,7 +53,7 @@ class PIS(DiffusionSampler):
         num_steps: int = 100,
         T: float = 5.0,
         sigma: float = math.sqrt(0.2),
-        grid: str = "uniform",
+        spacing: str = "uniform",
         loss: str = "kl",
         net: nn.Module | None = None,
         width: int = 64,
@@ -61,21 +61,25 @@ class PIS(DiffusionSampler):
     ) -> None:
         check_positive(sigma, "sigma")
         target = as_target(target)
-        times = make_grid(grid, T, num_steps)
+        times = time_grid(num_steps, 0.0, T, spacing)
         super().__init__(target, times, net if net is not None else PISGradNet(target.dim, width, num_layers), loss)
         self.sigma = float(sigma)
+        #: the reference process: scaled Brownian motion dX = sigma dW from X_0 = 0
+        self.reference = BrownianMotion(sigma=self.sigma, T=float(T))
 
     def coefficient_tables(self) -> dict[str, torch.Tensor]:
-        h = torch.diff(self.times)
         t = self.times
+        h = torch.diff(t)
+        _, std = self.reference.transition_coefs(t[:-1], t[1:])
+        var = self.reference.coefficients(t).sigma ** 2  # marginal variances sigma^2 t of the reference
         return {
             "t_norm": t / self.T,
-            "std": self.sigma * h.sqrt(),
+            "std": std,
             "gain": self.sigma**2 * h,
-            # Brownian bridge back from y_{k+1} to 0: mean ratio t_k / t_{k+1}, std sigma sqrt(t_k h_k / t_{k+1})
-            "bridge_ratio": t[:-1] / t[1:],
-            "bridge_std": self.sigma * (t[:-1] * h / t[1:]).sqrt(),
-            "terminal_std": torch.tensor(self.sigma * math.sqrt(self.T), dtype=torch.float64),
+            # Brownian bridge back from y_{k+1} to 0: X_k | X_{k+1} = y ~ N(v_k/v_{k+1} y, v_k s_k^2 / v_{k+1})
+            "bridge_ratio": var[:-1] / var[1:],
+            "bridge_std": (var[:-1] / var[1:]).sqrt() * std,
+            "terminal_std": var[-1].sqrt(),
         }
 
     def init_sample(self, n: int, like: torch.Tensor) -> torch.Tensor:

@@ -9,6 +9,8 @@
   :class:`ProbabilityFlowODE`.
 * :class:`DDPM` -- the discrete chain (seed 003).
 * :func:`solve` -- lean fixed-grid Euler-Maruyama / Heun; other methods via torchsde/torchdiffeq.
+* :class:`Schedule` -- the protocol (``alpha, sigma, f, g2, log_snr, coefficients``) that diffusion
+  models, samplers and checkers use; :func:`time_grid` -- the one grid builder.
 """
 
 from .base import SDE, ScoreFn
@@ -17,13 +19,17 @@ from .ddpm import DDPM
 from .linear import LinearSDE, ScheduleSDE
 from .ou import BrownianMotion, OrnsteinUhlenbeck
 from .reverse import ProbabilityFlowODE, ReverseSDE
-from .solve import solve, time_grid
+from .grid import SPACINGS, time_grid
+from .schedule import Coefficients, Schedule
+from .solve import solve
 from .ve import VESDE
 from .vp import CosineVPSDE, PiecewiseVPSDE, SubVPSDE, VPSDE
 
 __all__ = [
     "SDE",
     "ScoreFn",
+    "Schedule",
+    "Coefficients",
     "LinearSDE",
     "ScheduleSDE",
     "VESDE",
@@ -39,4 +45,5 @@ __all__ = [
     "DDPM",
     "solve",
     "time_grid",
+    "SPACINGS",
 ]

@@ -21,7 +21,7 @@ from torch import nn
 
 from .._args import check_event_shape, check_finite, check_tensor
 from ..errors import ParameterError, ShapeError
-from ._time import TimeLike, check_time, protocol_time
+from .times import TimeLike, check_time, protocol_time
 
 if TYPE_CHECKING:  # pragma: no cover
     from .reverse import ProbabilityFlowODE, ReverseSDE
@@ -89,9 +89,9 @@ class SDE(nn.Module):
         raise NotImplementedError
 
     def _t_aligned(self, t: TimeLike, x: torch.Tensor) -> torch.Tensor:
-        from ._time import align_time, as_t64
+        from .times import align_time, as_time64
 
-        return align_time(as_t64(t, x.device), x, self.event_dim, cast=False)
+        return align_time(as_time64(t, x.device), x, self.event_dim, cast=False)
 
     # --------------------------------------------------------------- public
     def drift(self, x: torch.Tensor, t: TimeLike) -> torch.Tensor:

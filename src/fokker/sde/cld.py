@@ -35,7 +35,7 @@ from torch.distributions import Distribution, constraints
 from ..errors import ParameterError, ShapeError
 from .base import SDE
 from .linear import _positive_number
-from ._time import TimeLike, align_time, as_t64
+from .times import TimeLike, align_time, as_time64
 
 __all__ = ["CriticallyDampedLangevin", "PhaseSpaceNormal"]
 
@@ -163,7 +163,7 @@ class CriticallyDampedLangevin(SDE):
     def mean_coefs(self, t: TimeLike) -> tuple[torch.Tensor, ...]:
         """``exp(A t)`` entries ``(p11, p12, p21, p22)`` (float64, shape of ``t``)."""
         self.check_t(t)
-        return self._phi(as_t64(t))
+        return self._phi(as_time64(t))
 
     def _cov(self, t: torch.Tensor, v0_random: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         q11, q12, q22 = self._Q(t)
@@ -176,7 +176,7 @@ class CriticallyDampedLangevin(SDE):
     def cov(self, t: TimeLike, v0_random: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Per-pair covariance ``(sxx, sxv, svv)`` of ``z_t`` given ``x0`` (and ``v0`` if not random)."""
         self.check_t(t)
-        return self._cov(as_t64(t), v0_random)
+        return self._cov(as_time64(t), v0_random)
 
     # ------------------------------------------------------------ SDE hooks
     def _drift(self, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -207,7 +207,7 @@ class CriticallyDampedLangevin(SDE):
         self.check_t(t)
         if v0 is not None and v0.shape != x0.shape:
             raise ShapeError(f"v0 must have the shape of x0 {tuple(x0.shape)}; got {tuple(v0.shape)}")
-        t64 = as_t64(t, x0.device)
+        t64 = as_time64(t, x0.device)
         p11, p12, p21, p22 = (align_time(p, x0, 1) for p in self._phi(t64))
         mx, mv = p11 * x0, p21 * x0
         if v0 is not None:
@@ -230,7 +230,7 @@ class CriticallyDampedLangevin(SDE):
         self.check_x(zs, "zs")
         self.check_t(s, "s")
         self.check_t(t, "t")
-        dt = as_t64(t, zs.device) - as_t64(s, zs.device)
+        dt = as_time64(t, zs.device) - as_time64(s, zs.device)
         if bool((dt < 0).any()):
             from ..errors import DomainError
 

@@ -33,19 +33,38 @@ from torch.distributions import Independent, Normal
 
 from ..errors import DomainError, ParameterError, ShapeError
 from .base import SDE
-from ._time import TimeLike, align_time, as_t64, out_dtype
+from .schedule import Coefficients
+from .times import TimeLike, align_time, as_time64, out_dtype
 
 __all__ = ["LinearSDE", "ScheduleSDE"]
 
 
 class LinearSDE(SDE):
-    """``dX = a(t) X dt + g(t) dW`` with closed-form ``alpha(t)``, ``sigma(t)`` and transitions.
+    """``dX = f(t) X dt + g(t) dW`` with closed-form ``alpha(t)``, ``sigma(t)`` and transitions.
 
-    Subclasses implement four float64 hooks on float64 time tensors:
-    ``_log_alpha(t)``, ``_sigma2(t)``, ``_a(t)`` (drift coefficient) and ``_g2(t)``
-    (squared diffusion); optionally ``_transition_var(s, t)`` when a cancellation-free
-    form of ``sigma^2(t) - (alpha(t)/alpha(s))^2 sigma^2(s)`` exists.
+    Särkkä & Solin (2019), *Applied SDEs*, sec. 6.1; Song et al. (2021), eqs. 5-6 and 29.
+    Satisfies the :class:`~fokker.sde.Schedule` protocol (``alpha``, ``sigma``, ``f``, ``g2``,
+    ``log_snr``, ``coefficients``), which is all other packages use.
+
+    **Subclassing.** Implement four hooks, each a function of a float64 time tensor returning a
+    float64 tensor of its shape (they are the only schedule-specific code; domain checks,
+    dtype casts and every public method are inherited):
+
+    * ``_log_alpha(t)``: ``log alpha(t) = int_0^t f``;
+    * ``_sigma2(t)``: ``sigma(t)^2``;
+    * ``_f(t)``: the drift coefficient ``f(t)``;
+    * ``_g2(t)``: the squared diffusion ``g(t)^2 = (sigma^2)' - 2 f sigma^2``;
+    * optionally ``_transition_var(s, t)`` when a cancellation-free form of
+      ``sigma^2(t) - (alpha(t)/alpha(s))^2 sigma^2(s)`` exists, and ``time_at_log_snr`` when
+      the log-SNR has a closed-form inverse.
+
+    ``tests/sde/test_linear.py`` checks any subclass against autograd derivatives of its own
+    ``alpha`` and ``sigma``; :meth:`from_schedule` builds one from two functions.
     """
+
+    #: Fraction of ``[t_min, T]`` cut off where ``sigma(t_min) = 0``: the score is singular there
+    #: (Song et al. 2021 sample down to ``t = 1e-3``).
+    SCORE_T_EPS = 1e-3
 
     additive_noise = True
 
@@ -56,7 +75,7 @@ class LinearSDE(SDE):
     def _sigma2(self, t: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def _a(self, t: torch.Tensor) -> torch.Tensor:
+    def _f(self, t: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
     def _g2(self, t: torch.Tensor) -> torch.Tensor:
@@ -68,7 +87,7 @@ class LinearSDE(SDE):
 
     # ------------------------------------------------------------ SDE hooks
     def _drift(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return self._a(t).to(x.dtype) * x
+        return self._f(t).to(x.dtype) * x
 
     def _diffusion(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return self._g2(t).sqrt().to(x.dtype)
@@ -76,7 +95,7 @@ class LinearSDE(SDE):
     # ------------------------------------------------------------ schedule
     def _schedule(self, fn: Callable[[torch.Tensor], torch.Tensor], t: TimeLike, name: str = "t") -> torch.Tensor:
         self.check_t(t, name)
-        return fn(as_t64(t)).to(out_dtype(t))
+        return fn(as_time64(t)).to(out_dtype(t))
 
     def alpha(self, t: TimeLike) -> torch.Tensor:
         """Mean coefficient ``alpha(t) = exp(int_0^t a)``; shape of ``t``, dtype of ``t`` (float: default)."""
@@ -90,9 +109,14 @@ class LinearSDE(SDE):
         """``rho(t) = log(alpha(t)^2 / sigma(t)^2)`` (``+inf`` where ``sigma = 0``)."""
         return self._schedule(lambda u: 2.0 * self._log_alpha(u) - torch.log(self._sigma2(u)), t)
 
-    def a(self, t: TimeLike) -> torch.Tensor:
-        """Drift coefficient ``a(t)`` (``f(x, t) = a(t) x``)."""
-        return self._schedule(self._a, t)
+    def f(self, t: TimeLike, y: torch.Tensor | None = None) -> torch.Tensor:  # type: ignore[override]
+        """Drift coefficient ``f(t) = d log alpha / dt`` (the drift is ``f(t) x``).
+
+        With a state ``y`` (torchsde's protocol ``f(t, y)``): the drift ``f(t) y``, unchecked.
+        """
+        if y is not None:
+            return super().f(t, y)  # type: ignore[arg-type]
+        return self._schedule(self._f, t)
 
     def g(self, t: TimeLike, y: torch.Tensor | None = None) -> torch.Tensor:  # type: ignore[override]
         """Diffusion ``g(t)``.  With a state ``y`` (torchsde protocol ``g(t, y)``): ``g(t)`` expanded to ``y``."""
@@ -104,9 +128,49 @@ class LinearSDE(SDE):
         """Squared diffusion ``g(t)^2``."""
         return self._schedule(self._g2, t)
 
+    def coefficients(self, t: TimeLike) -> Coefficients:
+        """``alpha, sigma, f, g^2`` at ``t`` in float64, in one call (see :class:`~fokker.sde.Coefficients`)."""
+        self.check_t(t)
+        t64 = as_time64(t)
+        la = self._log_alpha(t64)
+        return Coefficients(
+            t64,
+            torch.exp(la).expand_as(t64),
+            self._sigma2(t64).sqrt().expand_as(t64),
+            self._f(t64).expand_as(t64),
+            self._g2(t64).expand_as(t64),
+        )
+
+    def time_at_log_snr(self, log_snr: torch.Tensor | float, num_iterations: int = 100) -> torch.Tensor:
+        """The time ``t`` in ``[t_min, T]`` with ``lambda(t) = log_snr`` (float64, shape of ``log_snr``).
+
+        Vectorized bisection on the non-increasing log-SNR; 100 halvings reach float64
+        resolution of the interval.  Values outside ``[lambda(T), lambda(t_min)]`` clip to the
+        end points.
+        """
+        lam = torch.as_tensor(log_snr, dtype=torch.float64)
+        lo = torch.full_like(lam, self.t_min)
+        hi = torch.full_like(lam, self.T)
+        for _ in range(num_iterations):
+            mid = 0.5 * (lo + hi)
+            above = (2.0 * self._log_alpha(mid) - torch.log(self._sigma2(mid))) > lam  # the root lies to the right
+            lo = torch.where(above, mid, lo)
+            hi = torch.where(above, hi, mid)
+        return 0.5 * (lo + hi)
+
+    def score_domain(self) -> tuple[float, float]:
+        """``(t_lo, T)``: the times where the score of ``p_t`` exists for any data.
+
+        ``t_lo = t_min`` when ``sigma(t_min) > 0`` (e.g. VE with ``sigma_min``), else
+        ``t_min + SCORE_T_EPS (T - t_min)``: at ``sigma = 0`` the score of data is singular.
+        """
+        s2 = float(self._sigma2(torch.tensor(self.t_min, dtype=torch.float64)))
+        lo = self.t_min if s2 > 0 else self.t_min + self.SCORE_T_EPS * (self.T - self.t_min)
+        return lo, self.T
+
     # ------------------------------------------------------------ marginals
     def _coefs(self, x: torch.Tensor, t: TimeLike, name: str = "t") -> tuple[torch.Tensor, torch.Tensor]:
-        t64 = as_t64(t, x.device)
+        t64 = as_time64(t, x.device)
         al = align_time(torch.exp(self._log_alpha(t64)), x, self.event_dim, name)
         sg = align_time(self._sigma2(t64).sqrt(), x, self.event_dim, name)
         return al, sg
@@ -138,7 +202,7 @@ class LinearSDE(SDE):
         """``(alpha(t)/alpha(s), sigma_{t|s})`` in float64 (shape: broadcast of ``s`` and ``t``)."""
         self.check_t(s, "s")
         self.check_t(t, "t")
-        s64, t64 = as_t64(s), as_t64(t)
+        s64, t64 = as_time64(s), as_time64(t)
         if isinstance(s, torch.Tensor) or isinstance(t, torch.Tensor):
             from .._args import argument_checks_enabled
 
@@ -183,15 +247,15 @@ class LinearSDE(SDE):
         T: float = 1.0,
         t_min: float = 0.0,
         event_shape: tuple[int, ...] | None = None,
-        n_check: int = 1001,
+        num_check_points: int = 1001,
     ) -> "ScheduleSDE":
         """The linear SDE of a schedule (seed 001 eq. 36): ``a = alpha'/alpha``, ``g^2 = -sigma^2 rho'``.
 
         ``alpha_fn``, ``sigma_fn``: elementwise differentiable torch functions of a float64
         time tensor.  Raises :class:`~fokker.errors.ParameterError` unless ``alpha > 0``,
-        ``sigma >= 0`` and the log-SNR is non-increasing on an ``n_check``-point grid.
+        ``sigma >= 0`` and the log-SNR is non-increasing on a ``num_check_points``-point grid.
         """
-        return ScheduleSDE(alpha_fn, sigma_fn, T=T, t_min=t_min, event_shape=event_shape, n_check=n_check)
+        return ScheduleSDE(alpha_fn, sigma_fn, T=T, t_min=t_min, event_shape=event_shape, num_check_points=num_check_points)
 
 
 def _positive_number(value: object, name: str) -> float:
@@ -214,14 +278,14 @@ class ScheduleSDE(LinearSDE):
         T: float = 1.0,
         t_min: float = 0.0,
         event_shape: tuple[int, ...] | None = None,
-        n_check: int = 1001,
+        num_check_points: int = 1001,
     ) -> None:
         super().__init__(T=T, t_min=t_min, event_shape=event_shape)
         if not callable(alpha_fn) or not callable(sigma_fn):
             raise TypeError("alpha_fn and sigma_fn must be callables of a float64 time tensor")
         self.alpha_fn = alpha_fn
         self.sigma_fn = sigma_fn
-        grid = torch.linspace(self.t_min, self.T, n_check, dtype=torch.float64)
+        grid = torch.linspace(self.t_min, self.T, num_check_points, dtype=torch.float64)
         al = self._call(alpha_fn, grid, "alpha_fn")
         sg = self._call(sigma_fn, grid, "sigma_fn")
         if not bool(torch.isfinite(al).all()) or not bool((al > 0).all()):
@@ -269,12 +333,12 @@ class ScheduleSDE(LinearSDE):
     def _sigma2(self, t: torch.Tensor) -> torch.Tensor:
         return self.sigma_fn(t).to(torch.float64) ** 2
 
-    def _a(self, t: torch.Tensor) -> torch.Tensor:
+    def _f(self, t: torch.Tensor) -> torch.Tensor:
         al, dal = self._value_and_grad(self.alpha_fn, t)
         return dal / al
 
     def _g2(self, t: torch.Tensor) -> torch.Tensor:
         # g^2 = -sigma^2 rho' = (sigma^2)' - 2 a sigma^2   (seed 001 eq. 36)
         sg, dsg = self._value_and_grad(self.sigma_fn, t)
-        return 2.0 * sg * dsg - 2.0 * self._a(t) * sg * sg
+        return 2.0 * sg * dsg - 2.0 * self._f(t) * sg * sg
 

@@ -36,7 +36,7 @@ class OrnsteinUhlenbeck(LinearSDE):
     def _sigma2(self, t: torch.Tensor) -> torch.Tensor:
         return -self.sigma_**2 / (2.0 * self.theta) * torch.expm1(-2.0 * self.theta * t)
 
-    def _a(self, t: torch.Tensor) -> torch.Tensor:
+    def _f(self, t: torch.Tensor) -> torch.Tensor:
         return torch.full_like(t, -self.theta)
 
     def _g2(self, t: torch.Tensor) -> torch.Tensor:
@@ -64,7 +64,7 @@ class BrownianMotion(LinearSDE):
     def _sigma2(self, t: torch.Tensor) -> torch.Tensor:
         return self.sigma_**2 * t
 
-    def _a(self, t: torch.Tensor) -> torch.Tensor:
+    def _f(self, t: torch.Tensor) -> torch.Tensor:
         return torch.zeros_like(t)
 
     def _g2(self, t: torch.Tensor) -> torch.Tensor:

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from .base import SDE, ScoreFn
-from ._time import TimeLike, align_time, as_t64, check_time, protocol_time
+from .times import TimeLike, align_time, as_time64, check_time, protocol_time
 
 __all__ = ["ReverseSDE", "ProbabilityFlowODE"]
 
@@ -68,7 +68,7 @@ class ReverseSDE(SDE):
 
     def forward_time(self, s: TimeLike) -> torch.Tensor:
         """``t = T - s`` (float64) for reversed time ``s``."""
-        return self.forward_sde.T - as_t64(s)
+        return self.forward_sde.T - as_time64(s)
 
     def _drift(self, y: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         fwd = self.forward_sde
@@ -117,7 +117,7 @@ class ProbabilityFlowODE(nn.Module):
         """``f(x, t) - g(t)^2/2 score(x, t)``; ``x`` ``(..., *event)``, ``t`` in ``[t_min, T]``."""
         self.sde.check_x(x)
         check_time(t, self.t_min, self.T)
-        return self._drift(x, align_time(as_t64(t, x.device), x, self.event_dim, cast=False))
+        return self._drift(x, align_time(as_time64(t, x.device), x, self.event_dim, cast=False))
 
     def forward(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """torchdiffeq protocol ``func(t, y)``, unchecked."""

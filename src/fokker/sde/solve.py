@@ -38,24 +38,10 @@ from .base import SDE, ScoreFn
 from .linear import LinearSDE
 from .reverse import ProbabilityFlowODE, ReverseSDE, _score_time
 
-__all__ = ["solve", "time_grid"]
+__all__ = ["solve"]
 
 _FIXED = ("euler", "heun")
 _ADAPTIVE_ODE = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
-
-
-def time_grid(
-    start: float,
-    end: float,
-    steps: int,
-    *,
-    device: torch.device | str | None = None,
-    dtype: torch.dtype = torch.float64,
-) -> torch.Tensor:
-    """Uniform grid of ``steps + 1`` points from ``start`` to ``end`` (``end < start`` allowed)."""
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ParameterError(f"steps must be an integer >= 1; got {steps!r}")
-    return torch.linspace(float(start), float(end), steps + 1, dtype=dtype, device=device)
 
 
 class _LinearPlan:
@@ -68,15 +54,18 @@ class _LinearPlan:
 def _linear_plan(obj: Any, grid64: torch.Tensor, x: torch.Tensor) -> _LinearPlan | None:
     """Coefficients of the linear-family objects on the grid (``None`` for anything else)."""
     if isinstance(obj, LinearSDE):
-        a, g2 = obj._a(grid64), obj._g2(grid64)
+        c = obj.coefficients(grid64)
+        a, g2 = c.f, c.g2
         return _LinearPlan(a.tolist(), [0.0] * len(grid64), g2.sqrt().tolist(), grid64.to(x), None)
     if isinstance(obj, ReverseSDE) and isinstance(obj.forward_sde, LinearSDE):
         fwd = obj.forward_sde
         t = fwd.T - grid64
-        a, g2 = fwd._a(t), fwd._g2(t)
+        c = fwd.coefficients(t)
+        a, g2 = c.f, c.g2
         return _LinearPlan((-a).tolist(), g2.tolist(), g2.sqrt().tolist(), t.to(x), obj.score_fn)
     if isinstance(obj, ProbabilityFlowODE) and isinstance(obj.sde, LinearSDE):
-        a, g2 = obj.sde._a(grid64), obj.sde._g2(grid64)
+        c = obj.sde.coefficients(grid64)
+        a, g2 = c.f, c.g2
         return _LinearPlan(a.tolist(), (-0.5 * g2).tolist(), [0.0] * len(grid64), grid64.to(x), obj.score_fn)
     return None
 

@@ -52,7 +52,7 @@ class VESDE(LinearSDE):
     def _sigma2(self, t: torch.Tensor) -> torch.Tensor:
         return self.sigma_min**2 * torch.exp(2.0 * self._log_ratio * t)
 
-    def _a(self, t: torch.Tensor) -> torch.Tensor:
+    def _f(self, t: torch.Tensor) -> torch.Tensor:
         return torch.zeros_like(t)
 
     def _g2(self, t: torch.Tensor) -> torch.Tensor:

@@ -67,7 +67,7 @@ class VPSDE(LinearSDE):
     def _sigma2(self, t: torch.Tensor) -> torch.Tensor:
         return -torch.expm1(-self._B(t))
 
-    def _a(self, t: torch.Tensor) -> torch.Tensor:
+    def _f(self, t: torch.Tensor) -> torch.Tensor:
         return -0.5 * self._beta(t)
 
     def _g2(self, t: torch.Tensor) -> torch.Tensor:

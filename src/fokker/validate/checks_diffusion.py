@@ -27,7 +27,7 @@ def _ed(x: torch.Tensor, y: torch.Tensor) -> float:
 
 def _quality_table(score_fn, sde, x_T, ref, nfes, t_min, denoise_fn=None, tols=(1e-2, 1e-3, 1e-5)):
     """``{sampler: {nfe: energy distance}}`` for every sampler at the given NFE budgets."""
-    from ..diffusion.grids import time_grid
+    from ..sde import time_grid
     from ..diffusion.samplers import DEFAULT_SPACING, SAMPLERS
 
     table: dict[str, dict[int, float]] = {}
@@ -35,7 +35,7 @@ def _quality_table(score_fn, sde, x_T, ref, nfes, t_min, denoise_fn=None, tols=(
         table[name] = {}
         for nfe in nfes:
             steps = max(1, nfe // per)
-            grid = time_grid(sde, steps, DEFAULT_SPACING[name], t_min=t_min)
+            grid = time_grid(steps, sde.T, t_min, DEFAULT_SPACING[name], sde=sde)
             with torch.no_grad():
                 out, used = SAMPLERS[name](score_fn, sde, x_T.clone(), grid, generator=torch.Generator(x_T.device).manual_seed(0))
                 if denoise_fn is not None:
@@ -43,7 +43,7 @@ def _quality_table(score_fn, sde, x_T, ref, nfes, t_min, denoise_fn=None, tols=(
             table[name][used] = _ed(out, ref)
     table["ode_adaptive"] = {}
     for tol in tols:
-        grid = time_grid(sde, 1, t_min=t_min)
+        grid = time_grid(1, sde.T, t_min, sde=sde)
         with torch.no_grad():
             out, used = SAMPLERS["ode_adaptive"](score_fn, sde, x_T.clone(), grid, rtol=tol, atol=tol)
             if denoise_fn is not None:
@@ -125,7 +125,7 @@ def samplers_oracle(ctx: Context) -> list[CheckResult]:
     """Every sampler with the exact score of an 8-mode 2-D GMM under VP(0.1, 20): energy distance to
     exact samples of p_{t_min} at the NFE documented in docs/diffusion.md."""
     from ..analytic import DiffusedGaussianMixture
-    from ..diffusion.grids import time_grid
+    from ..sde import time_grid
     from ..diffusion.samplers import DEFAULT_SPACING, SAMPLERS
     from ..sde import VPSDE
     from ..targets import GaussianMixture
@@ -145,7 +145,7 @@ def samplers_oracle(ctx: Context) -> list[CheckResult]:
     rows, lines = [], []
     tol = 0.01 + 3 * floor
     for name, steps in documented.items():
-        out, nfe = SAMPLERS[name](oracle.score_fn, sde, x_T.clone(), time_grid(sde, steps, DEFAULT_SPACING[name], t_min=t_min))
+        out, nfe = SAMPLERS[name](oracle.score_fn, sde, x_T.clone(), time_grid(steps, sde.T, t_min, DEFAULT_SPACING[name], sde=sde))
         ed = _ed(out, ref)
         lines.append(f"{name:<20} NFE {nfe:>5}  ED {ed:.4f}")
         rows.append(CheckResult.bound(f"{name} @ NFE {nfe} energy distance", ed, tol))

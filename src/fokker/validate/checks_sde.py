@@ -39,13 +39,13 @@ def marginal(ctx: Context) -> list[CheckResult]:
     """Euler-Maruyama simulation vs closed-form marginal mean/variance (bias-corrected z-score)."""
     from ..checks import check_marginal
 
-    n_paths, n_steps = (20_000, 200) if ctx.quick else (400_000, 1000)
+    num_samples, num_steps = (20_000, 200) if ctx.quick else (400_000, 1000)
     x0 = torch.tensor([1.5, -0.5], dtype=torch.float64)
     rows = []
     for name, obj in _sdes().items():
         t_end = 0.8 * getattr(obj, "t_star", obj.T)
         gen = torch.Generator().manual_seed(ctx.seed)
-        res = check_marginal(obj, x0, t_end, n_paths=n_paths, n_steps=n_steps, t0=0.05 * obj.T, generator=gen)
+        res = check_marginal(obj, x0, t_end, num_samples=num_samples, num_steps=num_steps, t0=0.05 * obj.T, generator=gen)
         rows.append(CheckResult.bound(f"{name} max z (EM vs closed form)", res.error, res.tolerance,
                                       details=repr(res)))
     return rows

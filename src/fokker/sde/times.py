@@ -17,10 +17,10 @@ from ..errors import ShapeError
 
 TimeLike = float | int | torch.Tensor
 
-__all__ = ["TimeLike", "as_t64", "align_time", "check_time", "out_dtype", "protocol_time"]
+__all__ = ["TimeLike", "as_time64", "align_time", "check_time", "out_dtype", "protocol_time"]
 
 
-def as_t64(t: TimeLike, device: torch.device | None = None) -> torch.Tensor:
+def as_time64(t: TimeLike, device: torch.device | None = None) -> torch.Tensor:
     """``t`` as a float64 tensor (on ``t``'s device, else ``device``, else CPU).
 
     Differentiable: a ``t`` that requires grad keeps its graph (the Fokker-Planck check
