@@ -1,6 +1,7 @@
 """Symbolic (sympy) derivations for linear SDEs: Prop. 1 marginals and the Fokker-Planck check.
 
-* :func:`prop1` -- seed 001 Proposition 1 (eqs. 29-30): for ``dX = a(t) X dt + g(t) dW``,
+* :func:`prop1` -- the Gaussian transitions of a linear SDE (Särkkä & Solin 2019, eqs. 6.2-6.3;
+  seed 001 Proposition 1): for ``dX = a(t) X dt + g(t) dW``,
   ``E[X_t | X_s = x] = exp(int_s^t a) x`` and
   ``Var = int_s^t exp(2 int_u^t a) g(u)^2 du``, integrated by sympy.
 * :func:`schedule_coefficients` -- seed 001 eq. 36: ``a = alpha'/alpha``, ``g^2 = -sigma^2 rho'``.

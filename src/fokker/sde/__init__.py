@@ -2,12 +2,12 @@
 
 * :class:`SDE` -- base (torchsde protocol); :class:`LinearSDE` -- ``dX = a(t) X dt + g(t) dW``
   with exact ``alpha(t)``, ``sigma(t)``, ``marginal``, ``transition``, ``prior``
-  (seed 001 Prop. 1); concrete :class:`VESDE`, :class:`VPSDE` (``VPSDE.cosine()``),
+  (Särkkä & Solin 2019, sec. 6.1; seed 001 Prop. 1); concrete :class:`VESDE`, :class:`VPSDE` (``VPSDE.cosine()``),
   :class:`SubVPSDE`, :class:`OrnsteinUhlenbeck`, :class:`BrownianMotion`,
   ``LinearSDE.from_schedule``; :class:`CriticallyDampedLangevin` (phase space).
 * ``sde.reverse(score_fn)`` -> :class:`ReverseSDE`; ``sde.probability_flow(score_fn)`` ->
   :class:`ProbabilityFlowODE`.
-* :class:`DDPM` -- the discrete chain (seed 003).
+* :class:`DDPM` -- the discrete chain (Ho, Jain & Abbeel 2020; seed 003).
 * :func:`solve` -- lean fixed-grid Euler-Maruyama / Heun; other methods via torchsde/torchdiffeq.
 * :class:`Schedule` -- the protocol (``alpha, sigma, f, g2, log_snr, coefficients``) that diffusion
   models, samplers and checkers use; :func:`time_grid` -- the one grid builder.

@@ -1,6 +1,6 @@
 """The :class:`SDE` base: an Ito SDE ``dX = f(X, t) dt + g(X, t) dW`` on ``[t_min, T]``.
 
-Seed 001 eq. (15) / seed 004: the forward noising SDE.  An ``SDE`` is an
+The forward noising SDE of score-based models (Song et al. 2021, eq. 5; seed 001 eq. 15).  An ``SDE`` is an
 ``nn.Module`` that also satisfies torchsde's protocol (``f(t, y)``, ``g(t, y)``,
 ``noise_type``, ``sde_type``) so ``torchsde.sdeint(sde, x0, ts)`` runs on it
 directly (torchsde wants ``y`` of shape ``(batch, d)``).
@@ -117,13 +117,13 @@ class SDE(nn.Module):
 
     # ---------------------------------------------------------- reversal
     def reverse(self, score_fn: ScoreFn) -> "ReverseSDE":
-        """Time reversal with the score ``score_fn(x, t) ~ grad log p_t(x)`` (seed 001 eq. 59)."""
+        """Time reversal with the score ``score_fn(x, t) ~ grad log p_t(x)`` (Anderson 1982; seed 001 eq. 59)."""
         from .reverse import ReverseSDE
 
         return ReverseSDE(self, score_fn)
 
     def probability_flow(self, score_fn: ScoreFn) -> "ProbabilityFlowODE":
-        """Probability-flow ODE ``dx/dt = f - g^2/2 score`` (seed 004), a torchdiffeq right-hand side."""
+        """Probability-flow ODE ``dx/dt = f - g^2/2 score`` (Song et al. 2021, eq. 13), a torchdiffeq right-hand side."""
         from .reverse import ProbabilityFlowODE
 
         return ProbabilityFlowODE(self, score_fn)

@@ -7,7 +7,7 @@ Forward chain ``q(x_k | x_{k-1}) = N(sqrt(1 - beta_k) x_{k-1}, beta_k I)`` for `
     q(x_k | x_0) = \\mathcal N(\\sqrt{\\bar\\alpha_k} x_0, (1 - \\bar\\alpha_k) I), \\qquad
     \\bar\\alpha_k = \\prod_{j \\le k} (1 - \\beta_j),
 
-the posterior (seed 003 eq. 8)
+the posterior (Ho et al. 2020, eqs. 6-7; seed 003 eq. 8)
 
 .. math::
 
@@ -17,9 +17,9 @@ the posterior (seed 003 eq. 8)
       \\tilde\\beta_k I\\Big), \\quad
     \\tilde\\beta_k = \\tfrac{1 - \\bar\\alpha_{k-1}}{1 - \\bar\\alpha_k}\\beta_k,
 
-and the eps-parameterized reverse mean (seed 003 eq. 9)
+and the eps-parameterized reverse mean (Ho et al. 2020, eq. 11; seed 003 eq. 9)
 ``mu(x_k, k) = (x_k - beta_k / sqrt(1 - alpha_bar_k) eps) / sqrt(alpha_k)``.
-The ELBO ``-log p(x_0) <= L_N + sum_{k=2}^N L_{k-1} + L_0`` (seed 003) is returned term by
+The ELBO ``-log p(x_0) <= L_N + sum_{k=2}^N L_{k-1} + L_0`` (Ho et al. 2020, eq. 5) is returned term by
 term (:meth:`DDPM.elbo_terms`).  Step indices ``k`` run from 1 to N (``alpha_bar_0 = 1``).
 """
 
@@ -53,7 +53,7 @@ class ELBOTerms(NamedTuple):
 
 
 class DDPM(nn.Module):
-    """DDPM chain with ``betas`` (``(N,)``, in ``(0, 1)``); buffers in float64.
+    """DDPM chain (Ho, Jain & Abbeel 2020) with ``betas`` (``(N,)``, in ``(0, 1)``); buffers in float64.
 
     Example:
         >>> ddpm = DDPM.linear(N=1000)
@@ -178,7 +178,7 @@ class DDPM(nn.Module):
     def q_posterior(
         self, x_k: torch.Tensor, x0: torch.Tensor, k: int | torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean and variance of ``q(x_{k-1} | x_k, x_0)`` (seed 003 eq. 8); variance broadcastable."""
+        """Mean and variance of ``q(x_{k-1} | x_k, x_0)`` (Ho et al. 2020, eq. 7); variance broadcastable."""
         check_tensor(x_k, "x_k")
         check_tensor(x0, "x0")
         if x_k.shape != x0.shape:
@@ -190,7 +190,7 @@ class DDPM(nn.Module):
         return mean, (1 - abp) / (1 - ab) * b
 
     def p_mean(self, x_k: torch.Tensor, k: int | torch.Tensor, eps_pred: torch.Tensor) -> torch.Tensor:
-        """``mu(x_k, k) = (x_k - beta_k / sqrt(1 - alpha_bar_k) eps_pred) / sqrt(alpha_k)`` (seed 003 eq. 9)."""
+        """``mu(x_k, k) = (x_k - beta_k / sqrt(1 - alpha_bar_k) eps_pred) / sqrt(alpha_k)`` (Ho et al. 2020, eq. 11)."""
         check_tensor(x_k, "x_k")
         if eps_pred.shape != x_k.shape:
             raise ShapeError(f"eps_pred must have the shape of x_k {tuple(x_k.shape)}; got {tuple(eps_pred.shape)}")

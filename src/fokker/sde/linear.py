@@ -10,11 +10,11 @@ Seed 001, Proposition 1 (eqs. 29-30): for ``dX = a(t) X dt + g(t) dW``,
     \\sigma^2_{t|s} = \\int_s^t e^{2\\int_u^t a}\\, g^2(u)\\, du
         = \\sigma^2(t) - \\tfrac{\\alpha(t)^2}{\\alpha(s)^2} \\sigma^2(s).
 
-The *marginal* ``marginal(x0, t) = N(alpha(t) x0, sigma(t)^2 I)`` (seed 001 eq. 37)
+The *marginal* ``marginal(x0, t) = N(alpha(t) x0, sigma(t)^2 I)`` (Song et al. 2021, eq. 29; seed 001 eq. 37)
 is the law of ``X_t`` given clean data ``x0``; the schedule satisfies the ODE
 ``(sigma^2)' = 2 a sigma^2 + g^2`` so it is consistent with the SDE.  When
 ``sigma(0) > 0`` (the VE SDE's ``sigma_min``) the SDE is started from
-``X_0 ~ N(alpha(0) x0, sigma(0)^2 I)``.  Conversely (seed 001 eq. 36) a schedule
+``X_0 ~ N(alpha(0) x0, sigma(0)^2 I)``.  Conversely (Kingma et al. 2021, appendix A; seed 001 eq. 36) a schedule
 ``(alpha, sigma)`` with non-increasing log-SNR ``rho = log(alpha^2 / sigma^2)``
 defines ``a = alpha'/alpha`` and ``g^2 = -sigma^2 rho'``
 (:meth:`LinearSDE.from_schedule`).
@@ -179,7 +179,7 @@ class LinearSDE(SDE):
         return Independent(Normal(loc, scale.expand_as(loc), validate_args=False), self.event_dim)
 
     def marginal(self, x0: torch.Tensor, t: TimeLike) -> Independent:
-        """``p(x_t | x0) = N(alpha(t) x0, sigma(t)^2 I)`` as a distribution over the event (seed 001 eq. 37)."""
+        """``p(x_t | x0) = N(alpha(t) x0, sigma(t)^2 I)`` as a distribution over the event (Song et al. 2021, eq. 29)."""
         self.check_x(x0, "x0")
         self.check_t(t)
         al, sg = self._coefs(x0, t)
@@ -215,7 +215,7 @@ class LinearSDE(SDE):
         return ratio, self._transition_var(s64, t64).sqrt()
 
     def transition(self, xs: torch.Tensor, s: TimeLike, t: TimeLike) -> Independent:
-        """``p_{t|s}(. | xs) = N(alpha(t)/alpha(s) xs, sigma^2_{t|s} I)`` (seed 001 eq. 30), ``s <= t``."""
+        """``p_{t|s}(. | xs) = N(alpha(t)/alpha(s) xs, sigma^2_{t|s} I)`` (Särkkä & Solin 2019, eq. 6.2), ``s <= t``."""
         self.check_x(xs, "xs")
         ratio, std = self.transition_coefs(s, t)
         ed = self.event_dim
@@ -249,7 +249,7 @@ class LinearSDE(SDE):
         event_shape: tuple[int, ...] | None = None,
         num_check_points: int = 1001,
     ) -> "ScheduleSDE":
-        """The linear SDE of a schedule (seed 001 eq. 36): ``a = alpha'/alpha``, ``g^2 = -sigma^2 rho'``.
+        """The linear SDE of a schedule (Kingma et al. 2021, appendix A): ``f = alpha'/alpha``, ``g^2 = -sigma^2 rho'``.
 
         ``alpha_fn``, ``sigma_fn``: elementwise differentiable torch functions of a float64
         time tensor.  Raises :class:`~fokker.errors.ParameterError` unless ``alpha > 0``,
@@ -338,7 +338,7 @@ class ScheduleSDE(LinearSDE):
         return dal / al
 
     def _g2(self, t: torch.Tensor) -> torch.Tensor:
-        # g^2 = -sigma^2 rho' = (sigma^2)' - 2 a sigma^2   (seed 001 eq. 36)
+        # g^2 = -sigma^2 rho' = (sigma^2)' - 2 f sigma^2   (Kingma et al. 2021, appendix A)
         sg, dsg = self._value_and_grad(self.sigma_fn, t)
         return 2.0 * sg * dsg - 2.0 * self._f(t) * sg * sg
 

@@ -1,8 +1,8 @@
 """Ornstein-Uhlenbeck process and (scaled) Brownian motion: linear SDEs with constant coefficients.
 
 OU: ``dX = -theta X dt + sigma dW``; ``alpha(t) = e^{-theta t}``,
-``sigma^2(t) = sigma^2 / (2 theta) (1 - e^{-2 theta t})`` (seed 001 Prop. 1 with constant
-``a = -theta``, ``g = sigma``).  Brownian motion (seed 004): ``dX = sigma dW``,
+``sigma^2(t) = sigma^2 / (2 theta) (1 - e^{-2 theta t})`` (Uhlenbeck & Ornstein 1930; Särkkä & Solin 2019, eq. 6.2
+with constant ``f = -theta``, ``g = sigma``).  Brownian motion: ``dX = sigma dW``,
 ``alpha = 1``, ``sigma^2(t) = sigma^2 t``.  Exact, float64.
 """
 
@@ -16,7 +16,10 @@ __all__ = ["OrnsteinUhlenbeck", "BrownianMotion"]
 
 
 class OrnsteinUhlenbeck(LinearSDE):
-    """``dX = -theta X dt + sigma dW`` on ``[t_min, T]``; stationary law ``N(0, sigma^2/(2 theta))``."""
+    """``dX = -theta X dt + sigma dW`` on ``[t_min, T]``; stationary law ``N(0, sigma^2/(2 theta))``.
+
+    Uhlenbeck & Ornstein (1930); the reference process of DDS (Vargas, Grathwohl & Doucet 2023).
+    """
 
     def __init__(
         self,
@@ -50,7 +53,10 @@ class OrnsteinUhlenbeck(LinearSDE):
 
 
 class BrownianMotion(LinearSDE):
-    """``dX = sigma dW``: ``alpha = 1``, ``sigma^2(t) = sigma^2 t``."""
+    """``dX = sigma dW``: ``alpha = 1``, ``sigma^2(t) = sigma^2 t``.
+
+    Wiener (1923); the reference process of PIS (Zhang & Chen 2022).
+    """
 
     def __init__(
         self, sigma: float = 1.0, T: float = 1.0, t_min: float = 0.0, event_shape: tuple[int, ...] | None = None

@@ -1,6 +1,6 @@
 """Fixed-grid solvers: Euler-Maruyama and Heun for SDEs and ODEs, written for low overhead.
 
-Euler-Maruyama (seed 001 eq. 26 / 60; seed 004), on a grid ``t_0, ..., t_n`` with
+Euler-Maruyama (Kloeden & Platen 1992, sec. 10.2; seed 001 eq. 26), on a grid ``t_0, ..., t_n`` with
 ``h_k = t_{k+1} - t_k``:
 
 .. math::

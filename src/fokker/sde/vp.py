@@ -30,7 +30,7 @@ __all__ = ["VPSDE", "CosineVPSDE", "SubVPSDE", "PiecewiseVPSDE"]
 
 
 class VPSDE(LinearSDE):
-    """VP SDE with linear ``beta(t) = beta_min + (beta_max - beta_min) t / T`` (seed 001 eq. 58).
+    """VP SDE with linear ``beta(t) = beta_min + (beta_max - beta_min) t / T`` (Song et al. 2021, eq. 11; seed 001 eq. 58).
 
     Example:
         >>> vp = VPSDE(beta_min=0.1, beta_max=20.0)
