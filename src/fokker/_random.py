@@ -115,21 +115,25 @@ def spawn_seed(generator: torch.Generator | None) -> int:
 
 
 @contextlib.contextmanager
-def rng_scope(generator: torch.Generator | None, devices: Sequence[torch.device] = ()) -> Iterator[None]:
+def rng_scope(
+    generator: torch.Generator | None = None, devices: Sequence[torch.device] = (), *, seed: int | None = None
+) -> Iterator[None]:
     """Run a block whose randomness comes from code that takes no generator.
 
-    With ``generator=None`` the block uses the global RNG as usual.  Otherwise the global
-    CPU (and the given CUDA devices') RNG state is forked, seeded from ``generator``, and
-    restored on exit: the draws are reproducible from ``generator`` and the caller's
-    global RNG state is untouched.
+    With neither ``generator`` nor ``seed`` the block uses the global RNG as usual.  Otherwise
+    the global CPU (and the given CUDA devices') RNG state is forked, seeded from ``generator``
+    (or with ``seed`` itself), and restored on exit: the draws are reproducible and the
+    caller's global RNG state is untouched.
     """
-    if generator is None:
+    if generator is None and seed is None:
         yield
         return
-    seed = spawn_seed(generator)
+    if generator is not None and seed is not None:
+        raise ParameterError("pass either generator= or seed=, not both")
+    value = spawn_seed(generator) if seed is None else int(seed)
     cuda = [d for d in (torch.device(d) for d in devices) if d.type == "cuda"]
     with torch.random.fork_rng(devices=cuda):
-        torch.random.default_generator.manual_seed(seed)
+        torch.random.default_generator.manual_seed(value)
         for d in cuda:
-            torch.cuda.default_generators[d.index if d.index is not None else torch.cuda.current_device()].manual_seed(seed)
+            torch.cuda.default_generators[d.index if d.index is not None else torch.cuda.current_device()].manual_seed(value)
         yield

@@ -1,4 +1,5 @@
-"""The ``fokker`` command: ``validate``, ``targets``, ``--version``."""
+"""The fokker command: validate (reproduce closed-form and published numbers), targets (list the
+benchmark targets), --version."""
 
 from __future__ import annotations
 
@@ -8,9 +9,15 @@ from collections.abc import Sequence
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from .validate.runner import run_checks
+    from .validate.runner import run_checks, select
 
-    _, ok = run_checks(quick=args.quick, only=args.only, out=args.out, progress=not args.no_progress)
+    if args.list:
+        checks = select(args.only)
+        w = max((len(c.name) for c in checks), default=5)
+        for c in checks:
+            print(f"{c.name.ljust(w)}  {'needs shared/validation data' if c.needs_data else ''}".rstrip())
+        return 0
+    _, ok = run_checks(quick=args.quick, only=args.only, out=args.out, progress=False if args.no_progress else None)
     print(f"report written to {args.out}/report.md")
     return 0 if ok else 1
 
@@ -37,7 +44,11 @@ def _cmd_targets(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     from . import __version__
 
-    p = argparse.ArgumentParser(prog="fokker", description=__doc__)
+    p = argparse.ArgumentParser(
+        prog="fokker",
+        description="fokker: densities and the SDEs that move them. Run `fokker validate --quick` for the "
+        "reduced validation table (the README's main job), `fokker validate --list` for the check names.",
+    )
     p.add_argument("--version", action="version", version=f"fokker {__version__}")
     sub = p.add_subparsers(dest="cmd")
     v = sub.add_parser("validate", help="run the registered validation checks and write a report")
@@ -45,6 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     v.add_argument("--only", default=None, help="glob or substring of check names to run")
     v.add_argument("--out", default="fokker-report", help="folder for report.md and plots")
     v.add_argument("--no-progress", action="store_true", help="no progress bar")
+    v.add_argument("--list", action="store_true", help="list the check names (for --only) and exit")
     v.set_defaults(func=_cmd_validate)
     t = sub.add_parser("targets", help="list the benchmark targets with dim and log Z")
     t.set_defaults(func=_cmd_targets)

@@ -32,14 +32,14 @@ def test_runner_table_report_and_status(fake_registry: dict, tmp_path: Path, cap
     @validate.register("demo.good", group="demo")
     def good(ctx):
         assert ctx.quick
-        return CheckResult.compare("value", 2.0, 2.0, tol=1e-9)
+        return [CheckResult.compare("value", 2.0, 2.0, tol=1e-9), CheckResult.compare("wrong", 3.0, 2.0, tol=1e-9, control=True)]
 
     @validate.register("demo.data", group="demo", needs_data=True)
     def needs(ctx):
         raise DataNotFoundError("no data here")
 
     rows, ok = run_checks(quick=True, out=tmp_path, progress=False)
-    assert ok and [r.status for r in rows] == ["skipped: data not found", "pass"]
+    assert ok and [r.status for r in rows] == ["skipped: data not found", "pass", "rejected"]
     report = (tmp_path / "report.md").read_text()
     assert "demo.good: value" in report and "skipped: data not found" in report
     assert "| check" in capsys.readouterr().out
@@ -61,3 +61,58 @@ def test_duplicate_names_rejected(fake_registry: dict) -> None:
 def test_format_table_aligns() -> None:
     t = format_table([CheckResult("a", 1.0, 2.0, "0.1", False, "FAIL")]).splitlines()
     assert len({len(line) for line in t}) == 1
+
+
+def test_controls_pass_only_when_the_metric_rejects() -> None:
+    assert CheckResult.compare("c", 3.0, 2.0, tol=0.1, control=True).passed  # rejected: good control
+    assert not CheckResult.compare("c", 2.05, 2.0, tol=0.1, control=True).passed  # accepted the wrong model
+    assert not CheckResult.compare("c", float("nan"), 2.0, tol=0.1, control=True).passed  # NaN proves nothing
+    assert CheckResult.bound("c", 2.0, 1.0, control=True).passed
+    assert not CheckResult.bound("c", 0.5, 1.0, control=True).passed
+
+
+def test_a_family_without_control_fails(fake_registry: dict, tmp_path: Path) -> None:
+    @validate.register("demo.lonely", group="demo")
+    def lonely(ctx):
+        return CheckResult.compare("value", 1.0, 1.0, tol=0.1)
+
+    rows, ok = run_checks(quick=True, out=tmp_path, progress=False)
+    assert not ok
+    assert rows[-1].name == "demo.lonely: negative control" and rows[-1].status == "FAIL"
+
+
+def test_report_summary_figures_and_list(fake_registry: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    @validate.register("pkg.fig", group="pkg")
+    def fig(ctx):
+        path = ctx.figure("pkg_demo.png", "a picture of the demo, with its metric")
+        path.write_bytes(b"\x89PNG\r\n")
+        return [CheckResult.bound("metric", 0.1, 0.5), CheckResult.bound("metric of a wrong model", 0.9, 0.5, control=True),
+                CheckResult.bound("a failing control", 0.1, 0.5, control=True)]
+
+    rows, ok = run_checks(quick=True, out=tmp_path, progress=False)
+    assert not ok and rows[-1].status.startswith("FAIL (accepted")
+    report = (tmp_path / "report.md").read_text()
+    summary = report.index("## Summary")
+    assert summary < report.index("## Rows") < report.index("## Figures")
+    assert "| pkg     | 1/1         | 1/2" in report
+    assert "![pkg_demo](pkg_demo.png)" in report and "*a picture of the demo, with its metric*" in report
+    from fokker.cli import main
+
+    assert main(["validate", "--list"]) == 0
+    assert "pkg.fig" in capsys.readouterr().out
+
+
+def test_runner_leaves_the_global_rng_alone(fake_registry: dict, tmp_path: Path) -> None:
+    import torch
+
+    @validate.register("demo.rng", group="demo")
+    def draw(ctx):
+        v = float(torch.rand(()))
+        return [CheckResult.bound("u", v, 1.0), CheckResult.bound("u wrong", v, -1.0, control=True)]
+
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    rows1, _ = run_checks(quick=True, out=tmp_path, progress=False)
+    assert torch.equal(before, torch.get_rng_state())
+    rows2, _ = run_checks(quick=True, out=tmp_path, progress=False)
+    assert rows1[0].measured == rows2[0].measured  # each check starts from the same seed

@@ -26,20 +26,28 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["CheckResult", "Context", "Check", "register", "registry", "discover"]
+__all__ = ["CheckResult", "Context", "Check", "Figure", "register", "registry", "discover"]
 
 
 @dataclass
 class CheckResult:
-    """One row of the validation table."""
+    """One row of the validation table.
+
+    A *control* row (``control=True``) runs the same metric on a deliberately wrong model
+    (an untrained network, a single Gaussian fit, a sampler with the wrong sign of the score,
+    a broken log-det, ...): it passes only when the metric **rejects** that model, which shows
+    the real row beside it could fail.  Build both with the same constructor and
+    ``control=True`` for the control.
+    """
 
     name: str
     measured: float | str
     reference: float | str
     tolerance: float | str
     passed: bool
-    status: str = ""  # "pass", "FAIL", "skipped: ..." (filled in by the runner when empty)
+    status: str = ""  # "pass", "FAIL", "rejected", "skipped: ..." (filled in by the runner when empty)
     details: str = ""
+    control: bool = False
 
     @classmethod
     def compare(
@@ -50,31 +58,59 @@ class CheckResult:
         tol: float,
         relative: bool = False,
         details: str = "",
+        control: bool = False,
     ) -> "CheckResult":
-        """Pass when ``|measured - reference| <= tol`` (times ``|reference|`` if ``relative``)."""
+        """Pass when ``|measured - reference| <= tol`` (times ``|reference|`` if ``relative``).
+
+        With ``control=True`` the row passes when that criterion does **not** hold (the metric
+        rejected the deliberately wrong model); a NaN measurement never passes either way.
+        """
         bound = tol * abs(reference) if relative else tol
-        ok = math.isfinite(measured) and abs(measured - reference) <= bound
+        finite = math.isfinite(measured)
+        ok = finite and abs(measured - reference) <= bound
         tol_s = f"{tol:.3g} (rel)" if relative else f"{tol:.3g}"
-        return cls(name, float(measured), float(reference), tol_s, bool(ok), details=details)
+        return cls(name, float(measured), float(reference), tol_s, _verdict(ok, finite, control), details=details,
+                   control=control)
 
     @classmethod
     def bound(
-        cls, name: str, measured: float, limit: float, details: str = "", upper: bool = True
+        cls, name: str, measured: float, limit: float, details: str = "", upper: bool = True, control: bool = False
     ) -> "CheckResult":
-        """Pass when ``measured <= limit`` (``>=`` when ``upper`` is False)."""
-        ok = math.isfinite(measured) and (measured <= limit if upper else measured >= limit)
+        """Pass when ``measured <= limit`` (``>=`` when ``upper`` is False); a control passes when it does not."""
+        finite = math.isfinite(measured)
+        ok = finite and (measured <= limit if upper else measured >= limit)
         return cls(
-            name, float(measured), "-", f"{'<=' if upper else '>='} {limit:.3g}", bool(ok), details=details
+            name, float(measured), "-", f"{'<=' if upper else '>='} {limit:.3g}", _verdict(ok, finite, control),
+            details=details, control=control,
         )
+
+
+def _verdict(ok: bool, finite: bool, control: bool) -> bool:
+    return bool((not ok and finite) if control else ok)
+
+
+@dataclass
+class Figure:
+    """A picture a check wrote into the report folder, with the caption shown under it."""
+
+    path: Path
+    caption: str
 
 
 @dataclass
 class Context:
-    """What a check gets: run mode, output folder and a seed."""
+    """What a check gets: run mode, output folder, a seed, and where to announce its figures."""
 
     quick: bool = True
     out: Path = field(default_factory=lambda: Path("fokker-report"))
     seed: int = 0
+    figures: list[Figure] = field(default_factory=list)
+
+    def figure(self, name: str, caption: str) -> Path:
+        """The path to save a PNG called ``name`` to, registered with its caption for ``report.md``."""
+        path = self.out / name
+        self.figures.append(Figure(path, caption))
+        return path
 
 
 @dataclass

@@ -1,4 +1,10 @@
-"""Run registered checks, print the table and write ``report.md``."""
+"""Run registered checks, print the table and write ``report.md``.
+
+The report opens with a summary per package (rows passed, negative controls that rejected
+their wrong model, time), then the table, then the figures with their captions.  A check
+family (one registered check) whose rows contain no negative control is itself reported as a
+failed row: a row that cannot fail teaches users to trust the table for nothing.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +12,15 @@ import fnmatch
 import math
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-from tqdm.auto import tqdm
-
+from .._progress import progress_bar
+from .._random import rng_scope
 from ..errors import DataNotFoundError
-from . import CheckResult, Context, import_errors, registry
+from . import CheckResult, Context, Figure, import_errors, registry
+
+__all__ = ["run_checks", "format_table", "select", "Summary"]
 
 
 def _fmt(v: float | str) -> str:
@@ -23,77 +31,194 @@ def _fmt(v: float | str) -> str:
     return f"{v:.3e}" if math.isfinite(v) else str(v)
 
 
-def run_checks(
-    quick: bool = True, only: str | None = None, out: str | Path = "fokker-report", progress: bool = True
-) -> tuple[list[CheckResult], bool]:
-    """Run the checks whose name matches ``only`` (a glob or substring); return rows and overall pass."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+def select(only: str | None = None) -> list:
+    """The registered checks whose name matches ``only`` (a glob, or a substring), in name order."""
     checks = list(registry().values())
     if only:
         pat = only if any(c in only for c in "*?[") else f"*{only}*"
         checks = [c for c in checks if fnmatch.fnmatch(c.name, pat)]
+    return checks
+
+
+@dataclass
+class Summary:
+    """Counts of one package's rows."""
+
+    package: str
+    rows: int = 0
+    rows_passed: int = 0
+    controls: int = 0
+    controls_passed: int = 0
+    skipped: int = 0
+    seconds: float = 0.0
+
+
+def _status(r: CheckResult) -> str:
+    if r.control:
+        return "rejected" if r.passed else "FAIL (accepted a wrong model)"
+    return "pass" if r.passed else "FAIL"
+
+
+def _cuda_devices() -> list:
+    import torch
+
+    return [torch.device("cuda", i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+
+
+def _run_one(check, ctx: Context) -> list[CheckResult]:
+    try:
+        # every check starts from the same seed, on a forked RNG (the caller's state is untouched)
+        with rng_scope(devices=_cuda_devices(), seed=ctx.seed):
+            res = check.fn(ctx)
+        res = res if isinstance(res, list) else [res]
+        for r in res:
+            r.status = r.status or _status(r)
+            r.name = r.name if r.name.startswith(check.name) else f"{check.name}: {r.name}"
+        if not any(r.control for r in res) and not any(r.status.startswith("skipped") for r in res):
+            res.append(
+                CheckResult(
+                    f"{check.name}: negative control", "none", "-", "-", False, "FAIL",
+                    "this check reports no control row: nothing shows its metric can reject a wrong model",
+                    control=True,
+                )
+            )
+        return res
+    except DataNotFoundError as e:
+        return [CheckResult(check.name, "-", "-", "-", True, "skipped: data not found", str(e))]
+    except Exception as e:  # a crashing check is a failed check, with its traceback in the report
+        tb = traceback.format_exc(limit=3)
+        return [CheckResult(check.name, "error", "-", "-", False, "FAIL", f"{e!r}\n{tb}")]
+
+
+def run_checks(
+    quick: bool = True, only: str | None = None, out: str | Path = "fokker-report", progress: bool | None = None
+) -> tuple[list[CheckResult], bool]:
+    """Run the checks whose name matches ``only`` (a glob or substring); return rows and overall pass."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    checks = select(only)
     rows: list[CheckResult] = [
         CheckResult(f"import {mod}", "error", "-", "-", False, "FAIL", err) for mod, err in import_errors().items()
     ]
     timings: dict[str, float] = {}
     ctx = Context(quick=quick, out=out)
-    bar = tqdm(checks, desc="fokker validate", disable=not progress, leave=False)
+    bar = progress_bar(checks, progress=progress, desc="fokker validate")
     for check in bar:
         bar.set_postfix_str(check.name)
-        torch.manual_seed(ctx.seed)
         t0 = time.perf_counter()
-        try:
-            res = check.fn(ctx)
-            res = res if isinstance(res, list) else [res]
-            for r in res:
-                r.status = r.status or ("pass" if r.passed else "FAIL")
-                r.name = r.name if r.name.startswith(check.name) else f"{check.name}: {r.name}"
-            rows.extend(res)
-        except DataNotFoundError as e:
-            rows.append(CheckResult(check.name, "-", "-", "-", True, "skipped: data not found", str(e)))
-        except Exception as e:  # a crashing check is a failed check, with its traceback in the report
-            tb = traceback.format_exc(limit=3)
-            rows.append(CheckResult(check.name, "error", "-", "-", False, "FAIL", f"{e!r}\n{tb}"))
+        rows.extend(_run_one(check, ctx))
         timings[check.name] = time.perf_counter() - t0
     ok = all(r.passed for r in rows)
+    summaries = summarize(rows, timings)
     table = format_table(rows)
     print(table)
-    print(f"\n{sum(r.passed for r in rows)} passed, {sum(not r.passed for r in rows)} failed")
-    _write_report(out, rows, table, quick, timings)
+    print()
+    print(format_summary(summaries))
+    controls = [r for r in rows if r.control]
+    print(
+        f"\n{sum(r.passed for r in rows)} passed, {sum(not r.passed for r in rows)} failed "
+        f"({sum(r.passed for r in controls)} of {len(controls)} negative controls reject their wrong model)"
+    )
+    _write_report(out, rows, table, summaries, quick, ctx.figures)
     return rows, ok
 
 
-def format_table(rows: list[CheckResult]) -> str:
-    head = ("check", "measured", "reference", "tolerance", "result")
-    body = [(r.name, _fmt(r.measured), _fmt(r.reference), str(r.tolerance), r.status) for r in rows]
+def _package_of(name: str) -> str:
+    return name.split(":")[0].split(".")[0].split(" ")[-1]
+
+
+def summarize(rows: list[CheckResult], timings: dict[str, float]) -> list[Summary]:
+    """Per-package counts of rows, controls and time (in the order packages first appear)."""
+    out: dict[str, Summary] = {}
+    for r in rows:
+        s = out.setdefault(_package_of(r.name), Summary(_package_of(r.name)))
+        if r.status.startswith("skipped"):
+            s.skipped += 1
+        elif r.control:
+            s.controls += 1
+            s.controls_passed += int(r.passed)
+        else:
+            s.rows += 1
+            s.rows_passed += int(r.passed)
+    for name, sec in timings.items():
+        out.setdefault(_package_of(name), Summary(_package_of(name))).seconds += sec
+    return list(out.values())
+
+
+def format_summary(summaries: list[Summary]) -> str:
+    """The summary table: per package and in total."""
+    head = ("package", "rows passed", "controls rejecting", "skipped", "time (s)")
+    tot = Summary("total")
+    body = []
+    for s in summaries:
+        body.append((s.package, f"{s.rows_passed}/{s.rows}", f"{s.controls_passed}/{s.controls}", str(s.skipped),
+                     f"{s.seconds:.1f}"))
+        tot.rows += s.rows
+        tot.rows_passed += s.rows_passed
+        tot.controls += s.controls
+        tot.controls_passed += s.controls_passed
+        tot.skipped += s.skipped
+        tot.seconds += s.seconds
+    body.append(("total", f"{tot.rows_passed}/{tot.rows}", f"{tot.controls_passed}/{tot.controls}", str(tot.skipped),
+                 f"{tot.seconds:.1f}"))
+    return _table(head, body)
+
+
+def _table(head: tuple[str, ...], body: list[tuple[str, ...]]) -> str:
     widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(head)]
     line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
     sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
     return "\n".join([line(head), sep, *(line(b) for b in body)])
 
 
-def _write_report(out: Path, rows: list[CheckResult], table: str, quick: bool, timings: dict[str, float]) -> None:
+def format_table(rows: list[CheckResult]) -> str:
+    """The rows as a Markdown table; control rows are marked ``(control)``."""
+    head = ("check", "measured", "reference", "tolerance", "result")
+    body = [
+        (r.name + (" (control)" if r.control and "control" not in r.name else ""), _fmt(r.measured), _fmt(r.reference),
+         str(r.tolerance), r.status)
+        for r in rows
+    ]
+    return _table(head, body)
+
+
+def _write_report(
+    out: Path, rows: list[CheckResult], table: str, summaries: list[Summary], quick: bool, figures: list[Figure]
+) -> None:
     from .. import __version__
 
+    n_rows = sum(not r.control for r in rows)
     lines = [
         f"# fokker {__version__} validation report",
         "",
-        f"mode: {'quick' if quick else 'full'}; {sum(r.passed for r in rows)} passed, "
-        f"{sum(not r.passed for r in rows)} failed",
+        f"Mode: {'quick' if quick else 'full'}. {sum(r.passed and not r.control for r in rows)} of {n_rows} rows pass; "
+        f"{sum(r.passed and r.control for r in rows)} of {len(rows) - n_rows} negative controls reject their "
+        "deliberately wrong model.",
+        "",
+        "## Summary",
+        "",
+        format_summary(summaries),
+        "",
+        "## Rows",
+        "",
+        "A *control* runs the same metric on a deliberately wrong model and passes only when the metric "
+        "rejects it.",
         "",
         table,
-        "",
-        "## Timings (s)",
-        "",
-        *(f"- {k}: {v:.1f}" for k, v in timings.items()),
     ]
     details = [r for r in rows if r.details]
+    shown = set()
+    if figures:
+        lines += ["", "## Figures", ""]
+        for f in figures:
+            if f.path.exists():
+                shown.add(f.path.name)
+                lines += [f"![{f.path.stem}]({f.path.name})", "", f"*{f.caption}*", ""]
+    rest = [p for p in sorted(out.glob("*.png")) if p.name not in shown]
+    if rest:
+        lines += ["", "## Other pictures", ""] + [f"![{p.stem}]({p.name})\n\n*{p.stem}*\n" for p in rest]
     if details:
         lines += ["", "## Details", ""]
         for r in details:
             lines += [f"### {r.name}", "", "```", r.details.strip(), "```", ""]
-    pngs = sorted(out.glob("*.png"))
-    if pngs:
-        lines += ["", "## Plots", ""] + [f"![{p.stem}]({p.name})" for p in pngs]
     (out / "report.md").write_text("\n".join(lines) + "\n")
