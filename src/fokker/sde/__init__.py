@@ -11,6 +11,7 @@
 * :func:`solve` -- lean fixed-grid Euler-Maruyama / Heun; other methods via torchsde/torchdiffeq.
 * :class:`Schedule` -- the protocol (``alpha, sigma, f, g2, log_snr, coefficients``) that diffusion
   models, samplers and checkers use; :func:`time_grid` -- the one grid builder.
+* :func:`kl_path` -- Girsanov KL between the path measures of two SDEs with the same diffusion.
 """
 
 from .base import SDE, ScoreFn
@@ -20,6 +21,7 @@ from .linear import LinearSDE, ScheduleSDE
 from .ou import BrownianMotion, OrnsteinUhlenbeck
 from .reverse import ProbabilityFlowODE, ReverseSDE
 from .grid import SPACINGS, time_grid
+from .path_kl import PathKL, kl_path
 from .schedule import Coefficients, Schedule
 from .solve import solve
 from .ve import VESDE
@@ -46,4 +48,6 @@ __all__ = [
     "solve",
     "time_grid",
     "SPACINGS",
+    "kl_path",
+    "PathKL",
 ]
