@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 
@@ -70,119 +71,106 @@ class _Draws:
         return torch.randperm(size, generator=self.g, device=where).cpu()
 
 
-def _out(x: torch.Tensor, dtype: torch.dtype | None, device: _Device) -> torch.Tensor:
-    return x.to(device=device, dtype=dtype or torch.get_default_dtype())
+class ToySampler(Protocol):
+    """The signature every toy sampler shares."""
+
+    def __call__(
+        self,
+        num_samples: int,
+        *,
+        generator: torch.Generator | None = None,
+        seed: int | None = None,
+        dtype: torch.dtype | None = None,
+        device: _Device = None,
+    ) -> torch.Tensor: ...
 
 
-def two_moons(
-    num_samples: int,
-    *,
-    generator: torch.Generator | None = None,
-    seed: int | None = None,
-    dtype: torch.dtype | None = None,
-    device: _Device = None,
-) -> torch.Tensor:
+def _toy(core: Callable[[int, _Draws], torch.Tensor]) -> ToySampler:
+    """The public sampler around ``core(n, draws) -> float64 (n, 2)``: one signature for all of them.
+
+    ``fn(num_samples, *, generator=None, seed=None, dtype=None, device=None)`` checks
+    ``num_samples``, draws with :class:`_Draws` and casts / moves the result.
+    """
+
+    def sampler(
+        num_samples: int,
+        *,
+        generator: torch.Generator | None = None,
+        seed: int | None = None,
+        dtype: torch.dtype | None = None,
+        device: _Device = None,
+    ) -> torch.Tensor:
+        n = check_int(num_samples, "num_samples")
+        x = core(n, _Draws(generator, seed))
+        return x.to(device=device, dtype=dtype or torch.get_default_dtype())
+
+    sampler.__name__ = sampler.__qualname__ = core.__name__
+    sampler.__doc__ = core.__doc__
+    sampler.__module__ = core.__module__
+    return sampler
+
+
+@_toy
+def two_moons(n: int, d: _Draws) -> torch.Tensor:
     """Two interleaving half circles (noise sd 0.1), centred and scaled by 2; ``(num_samples, 2)``."""
-    n = check_int(num_samples, "num_samples")
-    d = _Draws(generator, seed)
     t = math.pi * d.rand(n)
     upper = torch.arange(n) < (n + 1) // 2
     x = torch.where(upper, torch.cos(t), 1 - torch.cos(t))
     y = torch.where(upper, torch.sin(t), 0.5 - torch.sin(t))
     p = torch.stack([x, y], -1) + 0.1 * d.randn(n, 2)
     p = 2 * (p - torch.tensor([0.5, 0.25], dtype=_F64))
-    return _out(p[d.randperm(n)], dtype, device)
+    return p[d.randperm(n)]
 
 
-def eight_gaussians(
-    num_samples: int,
-    *,
-    generator: torch.Generator | None = None,
-    seed: int | None = None,
-    dtype: torch.dtype | None = None,
-    device: _Device = None,
-) -> torch.Tensor:
+@_toy
+def eight_gaussians(n: int, d: _Draws) -> torch.Tensor:
     """Mixture of 8 Gaussians (sd ``0.5/sqrt 2``) on a circle of radius ``4/sqrt 2``; ``(num_samples, 2)``."""
-    n = check_int(num_samples, "num_samples")
-    d = _Draws(generator, seed)
     k = d.randint(8, n)
     ang = k.double() * math.pi / 4
     centres = 4 * torch.stack([torch.cos(ang), torch.sin(ang)], -1)
     p = (centres + 0.5 * d.randn(n, 2)) / math.sqrt(2)
-    return _out(p, dtype, device)
+    return p
 
 
-def checkerboard(
-    num_samples: int,
-    *,
-    generator: torch.Generator | None = None,
-    seed: int | None = None,
-    dtype: torch.dtype | None = None,
-    device: _Device = None,
-) -> torch.Tensor:
+@_toy
+def checkerboard(n: int, d: _Draws) -> torch.Tensor:
     """Uniform on the squares of side 2 in ``[-4, 4]^2`` with ``floor(x/2) + floor(y/2)`` even; ``(num_samples, 2)``."""
-    n = check_int(num_samples, "num_samples")
-    d = _Draws(generator, seed)
     x1 = 4 * d.rand(n) - 2
     x2_ = d.rand(n) - 2 * d.randint(2, n).double()
     x2 = x2_ + torch.remainder(torch.floor(x1), 2)
-    return _out(2 * torch.stack([x1, x2], -1), dtype, device)
+    return 2 * torch.stack([x1, x2], -1)
 
 
-def rings(
-    num_samples: int,
-    *,
-    generator: torch.Generator | None = None,
-    seed: int | None = None,
-    dtype: torch.dtype | None = None,
-    device: _Device = None,
-) -> torch.Tensor:
+@_toy
+def rings(n: int, d: _Draws) -> torch.Tensor:
     """Four noisy concentric circles of radii 3, 2.25, 1.5, 0.75 (noise sd 0.08); ``(num_samples, 2)``."""
-    n = check_int(num_samples, "num_samples")
-    d = _Draws(generator, seed)
     radii = 3 * torch.tensor([1.0, 0.75, 0.5, 0.25], dtype=_F64)
     r = radii[torch.arange(n) % 4]
     t = 2 * math.pi * d.rand(n)
     p = r[:, None] * torch.stack([torch.cos(t), torch.sin(t)], -1) + 0.08 * d.randn(n, 2)
-    return _out(p[d.randperm(n)], dtype, device)
+    return p[d.randperm(n)]
 
 
-def pinwheel(
-    num_samples: int,
-    *,
-    generator: torch.Generator | None = None,
-    seed: int | None = None,
-    dtype: torch.dtype | None = None,
-    device: _Device = None,
-) -> torch.Tensor:
+@_toy
+def pinwheel(n: int, d: _Draws) -> torch.Tensor:
     """Five spiralling arms (radial sd 0.3, tangential sd 0.1, rate 0.25), scaled by 2; ``(num_samples, 2)``."""
-    n = check_int(num_samples, "num_samples")
-    d = _Draws(generator, seed)
     k = d.randint(5, n)
     f = d.randn(n, 2) * torch.tensor([0.3, 0.1], dtype=_F64) + torch.tensor([1.0, 0.0], dtype=_F64)
     ang = 2 * math.pi * k.double() / 5 + 0.25 * torch.exp(f[:, 0])
     c, s = torch.cos(ang), torch.sin(ang)
     p = torch.stack([c * f[:, 0] - s * f[:, 1], s * f[:, 0] + c * f[:, 1]], -1)
-    return _out(2 * p, dtype, device)
+    return 2 * p
 
 
-def swiss_roll(
-    num_samples: int,
-    *,
-    generator: torch.Generator | None = None,
-    seed: int | None = None,
-    dtype: torch.dtype | None = None,
-    device: _Device = None,
-) -> torch.Tensor:
+@_toy
+def swiss_roll(n: int, d: _Draws) -> torch.Tensor:
     """2-D swiss roll ``(t cos t, t sin t) + N(0, I)`` with ``t ~ U(1.5 pi, 4.5 pi)``, over 5; ``(num_samples, 2)``."""
-    n = check_int(num_samples, "num_samples")
-    d = _Draws(generator, seed)
     t = 1.5 * math.pi * (1 + 2 * d.rand(n))
     p = torch.stack([t * torch.cos(t), t * torch.sin(t)], -1) + d.randn(n, 2)
-    return _out(p / 5, dtype, device)
+    return p / 5
 
 
-TOY_DATASETS: dict[str, Callable[..., torch.Tensor]] = {
+TOY_DATASETS: dict[str, ToySampler] = {
     "two_moons": two_moons,
     "eight_gaussians": eight_gaussians,
     "checkerboard": checkerboard,
