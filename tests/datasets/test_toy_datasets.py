@@ -12,7 +12,7 @@ from scipy import stats
 from fokker.datasets import TOY_DATASETS, ToyDataset, load, sample
 from fokker.datasets import checkerboard, eight_gaussians, pinwheel, rings, swiss_roll, two_moons
 from fokker.errors import ParameterError
-from fokker.tolerances import Z_SCORE, assert_close
+from fokker.tolerances import Z_SCORE
 
 KS_ALPHA = float(2 * stats.norm.sf(Z_SCORE))
 N = 4000

@@ -236,18 +236,3 @@ def test_eight_schools_constrain_roundtrip_and_data():
         assert d["y"] == t.y.tolist() and d["sigma"] == t.sigma.tolist()
     with pytest.raises(ShapeError, match=r"z must have shape \(\.\.\., 10\)"):
         t.constrain(torch.zeros(3, 9, dtype=torch.float64))
-
-
-@pytest.mark.parametrize("make", [EightSchools, pytest.param(lambda: LGCP("pines127", grid=3), marks=needs_data)])
-def test_input_errors(make):
-    t = make()
-    with pytest.raises(ShapeError, match=rf"x must have shape \(\.\.\., {t.dim}\)"):
-        t.log_prob(torch.zeros(2, t.dim - 1))
-    bad = torch.zeros(2, t.dim)
-    bad[0, 1] = float("-inf")
-    with pytest.raises(NonFiniteError, match="x contains 1 non-finite"):
-        t.score(bad)
-    with pytest.raises(DeviceDtypeError, match="x has dtype torch.float64"):
-        t.log_prob(torch.zeros(2, t.dim, dtype=torch.float64))
-    with pytest.raises(DeviceDtypeError, match="x is on device meta"):
-        t.log_prob(torch.zeros(2, t.dim, device="meta"))

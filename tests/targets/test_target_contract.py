@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from fokker import targets
-from fokker.errors import DataNotFoundError, DeviceDtypeError
+from fokker.errors import DataNotFoundError, DeviceDtypeError, NonFiniteError, ShapeError
 
 from target_testlib import KS_ALPHA, ks_pvalue
 
@@ -58,6 +58,22 @@ def test_input_of_the_other_dtype_raises(name: str, dtype: torch.dtype) -> None:
     for method in (t.log_prob, t.score):
         with pytest.raises(DeviceDtypeError, match=f"x has dtype {other} but {type(t).__name__} has dtype {dtype}"):
             method(x.to(other))
+
+
+@pytest.mark.parametrize("name", sorted(BUILDERS))
+def test_input_errors(name: str) -> None:
+    t = _build(name, torch.float32)
+    with pytest.raises(ShapeError, match=rf"x must have shape \(\.\.\., {t.dim}\)"):
+        t.log_prob(torch.zeros(2, t.dim + 1))
+    bad = torch.zeros(2, t.dim)
+    bad[1, 0] = float("nan")
+    with pytest.raises(NonFiniteError, match="x contains 1 non-finite"):
+        t.score(bad)
+    bad[1, 0] = -float("inf")
+    with pytest.raises(NonFiniteError, match="x contains 1 non-finite"):
+        t.log_prob(bad)
+    with pytest.raises(DeviceDtypeError, match="x is on device meta"):
+        t.score(torch.zeros(2, t.dim, device="meta"))
 
 
 EXACT = sorted(n for n in BUILDERS if n not in {"eight_schools", "eight_schools_centered", "lgcp", "lgcp_whitened",
