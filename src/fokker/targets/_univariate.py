@@ -74,18 +74,20 @@ class Univariate:
 
     def sample(
         self,
-        num_samples: int,
+        sample_shape: torch.Size | tuple[int, ...] | int,
         dtype: torch.dtype,
         device: torch.device,
         *,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """``num_samples`` exact draws (1-D tensor) of ``exp(f) / Z`` by rejection, in ``dtype`` on ``device``.
+        """Exact draws of ``exp(f) / Z`` of shape ``sample_shape`` by rejection, in ``dtype`` on ``device``.
 
         The acceptance test runs in float64 (then cast), so float32 targets get exact draws too.
         Every draw comes from ``generator`` (global RNG when ``None``), on the generator's
         device; the result is then moved to ``device``.
         """
+        shape = (sample_shape,) if isinstance(sample_shape, int) else tuple(sample_shape)
+        num_samples = math.prod(shape)
         where = generator.device if generator is not None else torch.device(device)
         out: list[torch.Tensor] = [torch.empty(0, dtype=torch.float64, device=where)]
         have = 0
@@ -100,4 +102,4 @@ class Univariate:
             xa = x[acc]
             out.append(xa)
             have += int(xa.shape[0])
-        return torch.cat(out)[:num_samples].to(device=device, dtype=dtype)
+        return torch.cat(out)[:num_samples].reshape(shape).to(device=device, dtype=dtype)

@@ -86,7 +86,7 @@ class Rings(Target):
     def _sample(self, sample_shape: torch.Size, generator: torch.Generator | None = None) -> torch.Tensor:
         dt, dev = self._ref.dtype, self._ref.device
         n = math.prod(sample_shape)
-        rho = self._radius.sample(n, dt, dev, generator=generator)
+        rho = self._radius.sample((n,), dt, dev, generator=generator)
         theta = 2 * math.pi * rand((n,), generator=generator, dtype=dt, device=dev)
         x = torch.stack([rho * torch.cos(theta), rho * torch.sin(theta)], dim=-1)
         return x.reshape(*sample_shape, 2)

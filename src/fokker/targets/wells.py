@@ -81,7 +81,7 @@ class ManyWell(Target):
     def _sample(self, sample_shape: torch.Size, generator: torch.Generator | None = None) -> torch.Tensor:
         n, k = math.prod(sample_shape), self.num_pairs
         dt, dev = self._ref.dtype, self._ref.device
-        a = self._x.sample(n * k, dt, dev, generator=generator).reshape(n, k)
+        a = self._x.sample((n, k), dt, dev, generator=generator)
         b = randn((n, k), generator=generator, dtype=dt, device=dev)
         return torch.stack([a, b], dim=-1).reshape(*sample_shape, self.dim)
 
@@ -129,7 +129,7 @@ class DoubleWell(Target):
     def _sample(self, sample_shape: torch.Size, generator: torch.Generator | None = None) -> torch.Tensor:
         n, m = math.prod(sample_shape), self.num_wells
         dt, dev = self._ref.dtype, self._ref.device
-        q = self._x.sample(n * m, dt, dev, generator=generator).reshape(n, m)
+        q = self._x.sample((n, m), dt, dev, generator=generator)
         g = randn((n, self.dim - m), generator=generator, dtype=dt, device=dev)
         return torch.cat([q, g], dim=-1).reshape(*sample_shape, self.dim)
 
