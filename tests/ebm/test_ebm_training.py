@@ -130,11 +130,13 @@ def test_fit_with_ema_checkpoint_and_resume_keeps_pcd_buffer_and_nce_log_Z(tmp_p
         return ebm.EBM(ebm.GaussianEnergy(2, dtype=DT), ebm.persistent_contrastive_divergence(buffer_size=64, k=2))
 
     full = make()
-    fit(full, data, steps=20, batch_size=64, lr=0.01, progress=False)
+    fit(full, data, steps=20, batch_size=64, lr=0.01, progress=False, seed=0)
     part = make()
-    fit(part, data, steps=10, batch_size=64, lr=0.01, progress=False, checkpoint=ck, checkpoint_every=10, ema=0.9)
+    fit(part, data, steps=10, batch_size=64, lr=0.01, progress=False, checkpoint=ck, checkpoint_every=10, ema=0.9,
+        seed=0)
     resumed = make()
-    fit(resumed, data, steps=20, batch_size=64, lr=0.01, progress=False, checkpoint=ck, checkpoint_every=10, ema=0.9)
+    fit(resumed, data, steps=20, batch_size=64, lr=0.01, progress=False, checkpoint=ck, checkpoint_every=10, ema=0.9,
+        seed=0)
     torch.testing.assert_close(resumed.objective.buffer.data, full.objective.buffer.data)
     torch.testing.assert_close(resumed.energy_model.loc, full.energy_model.loc)
 

@@ -142,7 +142,7 @@ def toy2d(ctx: Context) -> list[CheckResult]:
     rows: list[CheckResult] = []
     panels: list[tuple[str, str, Callable[[Tensor], Tensor] | Tensor]] = []
     for t_i, toy in enumerate(toys):
-        ds = datasets.load(toy, n_train=5000 if ctx.quick else 20_000, n_test=2000, seed=ctx.seed)
+        ds = datasets.load(toy, num_train=5000 if ctx.quick else 20_000, num_test=2000, seed=ctx.seed)
         base = _gaussian_nll(ds.train.double(), ds.test.double()).float()
         panels.append((toy, "data", ds.test))
         for kind in kinds:

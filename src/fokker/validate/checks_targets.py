@@ -101,12 +101,10 @@ def manywell_log_z(ctx: Context) -> list[CheckResult]:
 def mog40_construction(ctx: Context) -> list[CheckResult]:
     from ..targets import mog40
 
-    state = torch.get_rng_state()
-    try:
-        torch.manual_seed(0)  # FAB: experiments/gmm/run.py seeds 0 right before building the GMM
+    with torch.random.fork_rng(devices=[]):  # the caller's global RNG state is restored on exit
+        # FAB: experiments/gmm/run.py seeds the global RNG with 0 right before building the GMM
+        torch.random.default_generator.manual_seed(0)
         ref_loc = (torch.rand((40, 2)) - 0.5) * 2 * 40
-    finally:
-        torch.set_rng_state(state)
     t = mog40(dtype=torch.float32)
     rows = [
         CheckResult.compare("max |loc - FAB construction|", float((t.loc - ref_loc).abs().max()), 0.0, tol=0.0),
@@ -116,8 +114,7 @@ def mog40_construction(ctx: Context) -> list[CheckResult]:
     ]
     t64 = mog40(dtype=torch.float64)
     n = 20_000 if ctx.quick else 200_000
-    torch.manual_seed(ctx.seed)
-    x = t64.sample((n,))
+    x = t64.sample((n,), generator=torch.Generator().manual_seed(ctx.seed))
     se = torch.sqrt(torch.diagonal(t64.covariance()) / n)
     z = float(((x.mean(0) - t64.mean()) / se).abs().max())
     rows.append(CheckResult.bound("sample mean error (max |z|, exact samples)", z, Z_SCORE))
@@ -163,12 +160,12 @@ def exact_samples(ctx: Context) -> list[CheckResult]:
     from ..targets import Funnel, ManyWell, Rings
 
     n = 5_000 if ctx.quick else 50_000
-    torch.manual_seed(ctx.seed)
+    gen = torch.Generator().manual_seed(ctx.seed)
     rows = []
-    mw = ManyWell(4).double().sample((n,))
+    mw = ManyWell(4).double().sample((n,), generator=gen)
     cdf = _ks_cdf(lambda a: -(a**4) + 6 * a**2 + 0.5 * a, -5, 5)
     rows.append(("ManyWell x_0 (quartic)", stats.kstest(mw[:, 0].numpy(), cdf).pvalue))
-    fu = Funnel(3, 3.0).double().sample((n,))
+    fu = Funnel(3, 3.0).double().sample((n,), generator=gen)
     g = np.linspace(-27, 27, 1501)
     w = stats.norm(0, 3).pdf(g) * (g[1] - g[0])
     rows.append(
@@ -178,7 +175,7 @@ def exact_samples(ctx: Context) -> list[CheckResult]:
         )
     )
     ri = Rings()
-    rr = torch.linalg.vector_norm(ri.double().sample((n,)), dim=-1).numpy()
+    rr = torch.linalg.vector_norm(ri.double().sample((n,), generator=gen), dim=-1).numpy()
     radii = np.array(ri.radii)
     s2 = 2 * ri.sigma**2
     cdf_r = _ks_cdf(lambda p: np.log(np.maximum(p, 1e-300)) + np.log(np.exp(-((p[:, None] - radii) ** 2) / s2).sum(1) + 1e-300), 0, 7)
