@@ -216,3 +216,56 @@ def test_metrics_in_float32_agree_with_float64(device):
     # float32 and float64 normals from one seed differ, so the sliced distance keeps its dtype only
     v = metrics.sliced_wasserstein(x, y, generator=torch.Generator().manual_seed(1))
     assert v.dtype == torch.float32 and v.device.type == device.type
+
+
+# ---------------------------------------------------------------- structure-aware tests
+def _ring_and_clusters(n: int, seed: int):
+    from fokker.datasets import toy
+
+    g = torch.Generator().manual_seed(seed)
+    ang = torch.rand(n, generator=g, dtype=torch.float64) * 2 * math.pi
+    ring = (4 / math.sqrt(2)) * torch.stack([ang.cos(), ang.sin()], -1) + 0.35 * torch.randn(n, 2, generator=g, dtype=torch.float64)
+    return ring, toy.eight_gaussians(n, seed=seed, dtype=torch.float64)
+
+
+def test_low_density_fraction_sees_a_ring_that_energy_distance_misses() -> None:
+    from fokker.datasets import toy
+    from fokker.datasets.densities import toy_log_prob
+
+    lp = toy_log_prob("eight_gaussians")
+    ref = toy.eight_gaussians(20000, seed=3, dtype=torch.float64)
+    ring, exact = _ring_and_clusters(2000, 1)
+    good = metrics.low_density_fraction(exact, lp, ref, level=0.01)
+    assert abs(good.z_score) < Z_SCORE  # an exact sampler puts ~1% there
+    assert good.threshold == pytest.approx(float(torch.quantile(lp(ref), 0.01)))  # independent quantile
+    bad = metrics.low_density_fraction(ring, lp, ref, level=0.01)
+    assert bad.z_score > 5 * Z_SCORE
+    assert float(metrics.energy_distance(exact, ring)) < 0.05  # the old row's threshold: blind to it
+
+
+def test_mmd_test_statistic_pvalue_and_power() -> None:
+    ring, exact = _ring_and_clusters(600, 2)
+    _, exact2 = _ring_and_clusters(600, 5)
+    g = torch.Generator().manual_seed(0)
+    same = metrics.mmd_test(exact, exact2, 0.35, 200, generator=g)
+    # the statistic is the unbiased MMD^2 at that bandwidth (independent implementation)
+    assert same.statistic == pytest.approx(float(metrics.mmd(exact, exact2, bandwidth=0.35)), rel=1e-9, abs=1e-12)
+    assert same.p_value > 0.01 and not same.rejects(0.01)
+    diff = metrics.mmd_test(exact, ring, 0.35, 200, generator=g)
+    assert diff.p_value == pytest.approx(1 / 201) and diff.rejects(0.01)
+
+
+def test_classifier_two_sample_test() -> None:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(800, 3, generator=g, dtype=torch.float64)
+    y = torch.randn(800, 3, generator=g, dtype=torch.float64)
+    kw = dict(hidden=(32,), steps=150, generator=torch.Generator().manual_seed(1))
+    same = metrics.classifier_two_sample_test(x, y, **kw)
+    assert abs(same.statistic - 0.5) < Z_SCORE * math.sqrt(0.25 / 800)
+    kw = dict(hidden=(32,), steps=150, generator=torch.Generator().manual_seed(1))
+    shifted = metrics.classifier_two_sample_test(x, y + 1.0, **kw)
+    # the Bayes accuracy of N(0, I) vs N(1, I) in 3-D is Phi(sqrt(3)/2) = 0.807
+    bayes = 0.5 * (1 + math.erf(math.sqrt(3) / 2 / math.sqrt(2)))
+    assert abs(shifted.statistic - bayes) < 0.05 and shifted.rejects()
+    again = metrics.classifier_two_sample_test(x, y + 1.0, hidden=(32,), steps=150, generator=torch.Generator().manual_seed(1))
+    assert again.statistic == shifted.statistic
