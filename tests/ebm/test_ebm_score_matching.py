@@ -130,7 +130,7 @@ def test_parameter_gradients_agree_with_exact_sm(objective):
     J = expected_exact_sm(model.loc, model.precision, m, S)
     ref = torch.cat([g.flatten() for g in torch.autograd.grad(J, list(model.parameters()))])
     if objective == "sliced":
-        obj = sliced(n_projections=1)
+        obj = sliced(num_projections=1)
         bias = torch.zeros_like(ref)
     else:
         obj = denoising(sigma)
@@ -185,8 +185,8 @@ def test_bad_inputs():
         denoising_score_matching(model.log_prob_unchecked, x, 0.1, torch.zeros(3, 2))
     with pytest.raises(ParameterError, match="distribution"):
         sliced(distribution="uniform")
-    with pytest.raises(ParameterError, match="n_projections"):
-        sliced(n_projections=0)
+    with pytest.raises(ParameterError, match="num_projections"):
+        sliced(num_projections=0)
     with pytest.raises(ParameterError, match="sigma"):
         denoising(-1.0)
     with pytest.raises(ShapeError, match="log_prob must map"):

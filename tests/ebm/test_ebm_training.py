@@ -23,9 +23,9 @@ def _objective(name: str):
     if name == "exact":
         return ebm.exact()
     if name == "sliced":
-        return ebm.sliced(n_projections=1)
+        return ebm.sliced(num_projections=1)
     if name == "sliced_vr":
-        return ebm.sliced(n_projections=2, distribution="gaussian", variance_reduction=True)
+        return ebm.sliced(num_projections=2, distribution="gaussian", variance_reduction=True)
     if name == "denoising":
         return ebm.denoising(SIGMA_DSM)
     if name == "cd_langevin":

@@ -36,7 +36,7 @@ from .objective import (
     exact,
     sliced,
 )
-from .rbm import RBM, RBMAISResult, ais_betas, base_rate_bias
+from .rbm import RBM, ais_betas, base_rate_bias
 from .score_matching import (
     denoising_constant,
     denoising_score_matching,
@@ -69,7 +69,6 @@ __all__ = [
     "denoising_constant",
     "langevin_chain",
     "RBM",
-    "RBMAISResult",
     "ais_betas",
     "base_rate_bias",
 ]
