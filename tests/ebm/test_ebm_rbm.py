@@ -11,7 +11,7 @@ from fokker.analytic.rbm import enumerate_binary
 from fokker.ebm import RBM, ais_betas, base_rate_bias
 from fokker.errors import DomainError, ParameterError, ShapeError
 from fokker.importance import LogZEstimate
-from fokker.tolerances import Z_SCORE, assert_close
+from fokker.tolerances import Z_SCORE, assert_close, tolerance
 from fokker.train import fit
 
 
@@ -77,7 +77,7 @@ def test_block_gibbs_leaves_the_exact_marginal_invariant():
     codes = (v1 * (2 ** torch.arange(4, dtype=torch.float64))).sum(-1).long()
     freq = torch.bincount(codes, minlength=16).double() / n
     se = torch.sqrt(pi * (1 - pi) / n)
-    assert torch.all((freq - pi).abs() <= Z_SCORE * se + 1e-12)
+    assert torch.all((freq - pi).abs() <= Z_SCORE * se + tolerance(torch.float64).atol)
 
 
 def test_cd_surrogate_gradient_is_the_cd_formula():
@@ -144,7 +144,8 @@ def test_ais_matches_exact_log_Z_within_its_error():
     exact = float(rbm.log_Z_exact())
     res = rbm.ais(num_chains=200, num_steps=1500, seed=3, progress=False)
     assert isinstance(res, LogZEstimate)
-    assert abs(res.log_Z - exact) <= Z_SCORE * res.stderr + 1e-3, (res.log_Z, exact, res.stderr)
+    # log of an unbiased Z estimate is biased low by about stderr^2 / 2 (delta method)
+    assert abs(res.log_Z - exact) <= Z_SCORE * res.stderr + res.stderr**2, (res.log_Z, exact, res.stderr)
     # log_Z, stderr, ess and the bounds from the log weights, written out independently
     lw = res.log_weights
     w = [math.exp(v) for v in (lw - lw.max()).tolist()]
@@ -178,7 +179,7 @@ def test_ais_with_base_rates_and_unbiased_in_exp_space():
         ratios.append(math.exp(res.log_Z - exact))
     ratios = torch.tensor(ratios, dtype=torch.float64)
     se = float(ratios.std() / math.sqrt(len(ratios)))
-    assert abs(float(ratios.mean()) - 1.0) <= Z_SCORE * se + 1e-3
+    assert abs(float(ratios.mean()) - 1.0) <= Z_SCORE * se
 
 
 def test_ais_betas_schedule():
