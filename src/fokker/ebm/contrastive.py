@@ -1,6 +1,7 @@
 """Maximum likelihood with MCMC negatives: contrastive divergence and persistent CD.
 
-The log-likelihood gradient of an EBM (seed 002 eq. 20) is
+The log-likelihood gradient of an EBM (Hinton 2002, eq. 5; LeCun et al. 2006, Sec. 2;
+seed 002 eq. 20) is
 
 .. math::  \\nabla_\\theta \\log p_\\theta(x)
            = -\\nabla_\\theta E_\\theta(x) + \\mathbb{E}_{x^- \\sim p_\\theta}[\\nabla_\\theta E_\\theta(x^-)] .

@@ -7,7 +7,7 @@ Energy and conditionals (``W: (num_visible, num_hidden)``, biases ``b``, ``c``):
            p(v_i = 1 \\mid h) = \\sigma(b_i + (W h)_i),
 
 free energy ``F(v) = -b^T v - sum_j softplus(c_j + (W^T v)_j)`` with
-``p(v) = exp(-F(v)) / Z``.  The log-likelihood gradient (seed 000:
+``p(v) = exp(-F(v)) / Z``.  The log-likelihood gradient (Hinton 2002, eq. 5; seed 000:
 ``E_data[v h^T] - E_model[v h^T]``) equals minus the gradient of
 ``mean F(v_data) - mean F(v_model)``; :meth:`RBM.loss` is that surrogate with
 negatives from ``k`` block-Gibbs sweeps started at the data (CD-k) or from

@@ -1,4 +1,4 @@
-"""Score-matching objectives for unnormalized densities (seed 002 eqs. 21-23).
+"""Score-matching objectives for unnormalized densities (Hyvarinen 2005; Song et al. 2019; Vincent 2011; seed 002 eqs. 21-23).
 
 All three are per-point functions of a ``log_prob`` callable (for an EBM,
 ``log_prob = -E``; the normalizer drops out because only ``s = grad_x log p``

@@ -159,6 +159,9 @@ def _check_generator(generator: torch.Generator | None) -> torch.Generator | Non
 class Kernel:
     """Base class: a Markov kernel on ``(chains, dim)`` bound to a target, with its own warm-up.
 
+    The Metropolis-Hastings construction (Hastings 1970, eq. (4)) with the warm-up protocol of
+    Pyro's ``MCMCKernel`` (Bingham et al. 2019) and Stan's adaptation (Hoffman & Gelman 2014).
+
     Args:
         target: a :class:`~fokker.targets.Target` or a ``log_prob`` callable
             (then ``dim`` is needed), or ``None`` to bind later with :meth:`bind`

@@ -45,6 +45,10 @@ __all__ = ["MCMCResult", "sample", "initial_points"]
 class MCMCResult:
     """Draws and diagnostics of :func:`sample`.
 
+    The diagnostics are those of Vehtari, Gelman, Simpson, Carpenter & Buerkner (2021),
+    "Rank-normalization, folding, and localization", Bayesian Analysis 16(2): bulk / tail ESS
+    and rank-normalized split R-hat (:mod:`fokker.mcmc.diagnostics`).
+
     Attributes:
         samples: ``(chains, draws, dim)`` unconstrained draws (NaN chains included, see ``nan_chains``).
         log_prob: ``(chains, draws)`` log density at the draws.
