@@ -130,9 +130,11 @@ def langevin_move(
     ULA, the MALA proposal, :func:`~fokker.mcmc.annealed_langevin` and
     :func:`fokker.ebm.langevin_chain` all take it from here.
     """
-    eps = torch.as_tensor(step_size, dtype=x.dtype, device=x.device)
-    scale = (2 * eps).sqrt() if noise_scale is None else noise_scale
-    return x + eps * drift + scale * noise
+    if isinstance(step_size, torch.Tensor):
+        scale = (2 * step_size).sqrt() if noise_scale is None else noise_scale
+    else:
+        scale = math.sqrt(2 * step_size) if noise_scale is None else noise_scale
+    return x + step_size * drift + scale * noise
 
 
 def _check_step_size(step_size: float | torch.Tensor | None, allow_none: bool) -> None:
@@ -233,6 +235,7 @@ class Kernel:
             _check_step_size(value, allow_none=True)
         self._step_size = value
         self._eps_host = None
+        self._eps_tensor: torch.Tensor | None = None
 
     # ------------------------------------------------------------------ set-up
     def bind(self, target: Target | Callable, dim: int | None = None) -> "Kernel":
@@ -254,10 +257,13 @@ class Kernel:
         return self.metric
 
     def _eps(self, x: torch.Tensor) -> torch.Tensor:
-        """Step size as a tensor broadcastable against ``(chains,)``."""
+        """Step size as a tensor broadcastable against ``(chains,)`` (cached: no host-to-device copy per step)."""
         if self.step_size is None:
             raise ParameterError(f"{type(self).__name__}.step_size is None; set it or run fokker.mcmc.sample")
-        return torch.as_tensor(self.step_size, dtype=x.dtype, device=x.device)
+        cached = self._eps_tensor
+        if cached is None or cached.dtype != x.dtype or cached.device != x.device:
+            cached = self._eps_tensor = torch.as_tensor(self.step_size, dtype=x.dtype, device=x.device)
+        return cached
 
     def log_prob_and_grad(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(log pi(x), grad log pi(x))``, unchecked, for ``(chains, dim)``.
@@ -351,7 +357,10 @@ class Kernel:
         extra: Mapping[str, torch.Tensor] | None = None,
     ) -> StepInfo:
         """A :class:`StepInfo` with ``num_steps`` and ``step_size`` broadcast to ``(chains,)``."""
-        n = torch.as_tensor(num_steps, dtype=torch.long, device=accept_prob.device).expand(accept_prob.shape)
+        if isinstance(num_steps, int):  # a fill, not a host-to-device copy
+            n = torch.full(accept_prob.shape, num_steps, dtype=torch.long, device=accept_prob.device)
+        else:
+            n = num_steps.to(torch.long).expand(accept_prob.shape)
         return StepInfo(accept_prob, accepted, energy_error, divergent, n, step_size.expand_as(accept_prob), extra)
 
     def accept_reject(
