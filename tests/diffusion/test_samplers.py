@@ -38,7 +38,7 @@ CONVERGED = [
     ("ddim", 50, {}),
     ("ddim", 100, {"eta": 1.0}),
     ("dpm_solver", 20, {}),
-    ("annealed_langevin", 100, {"n_steps_each": 5}),
+    ("annealed_langevin", 100, {"num_steps": 5}),
 ]
 N = 2000
 

@@ -27,6 +27,7 @@ import torch
 
 from .._args import check_int, check_tensor
 from ..errors import ParameterError, ShapeError
+from ..mcmc.annealing import annealed_langevin as langevin_levels
 from .parameterization import expand_like, to_score
 from ..sde.schedule import Coefficients
 
@@ -339,38 +340,28 @@ def annealed_langevin(
     grid: torch.Tensor,
     *,
     generator: torch.Generator | None = None,
-    n_steps_each: int = 5,
+    num_steps: int = 5,
     step_ratio: float = 0.2,
 ) -> tuple[torch.Tensor, int]:
-    r"""Annealed Langevin dynamics (NCSN; Song & Ermon 2019, Alg. 1; seed 002).
+    r"""Annealed Langevin dynamics (NCSN; Song & Ermon 2019, Alg. 1; seed 002) on an SDE's time grid.
 
-    For each noise level :math:`t_1, \dots, t_N` of the grid (the first entry, the prior
-    time, is skipped), ``n_steps_each`` unadjusted Langevin steps target :math:`p_{t_i}`:
-
-    .. math:: x \leftarrow x + \epsilon_i\, s(x, t_i) + \sqrt{2\epsilon_i}\, z,
-              \qquad \epsilon_i = \mathrm{step\_ratio}\cdot\sigma_i^2 ,
-
-    i.e. NCSN's :math:`\alpha_i = \epsilon\,\sigma_i^2/\sigma_L^2` written with the ratio
-    ``step_ratio = epsilon / sigma_L^2`` (here :math:`\epsilon_i = \alpha_i/2`).  Before the
-    steps of level ``i`` the samples are rescaled by :math:`\alpha_i/\alpha_{i-1}` (the mean
-    map of the forward transition; identity for VE, where this is exactly NCSN): without it a
-    VP chain would have to diffuse the whole data scale outwards with steps of size
-    :math:`\sigma_i`.  Each level keeps a bias of order ``step_ratio``.  NFE = N * n_steps_each.
+    :func:`fokker.mcmc.annealed_langevin` with the grid's times :math:`t_1, \dots, t_N` as levels
+    (the first entry, the prior time, is skipped): ``num_steps`` unadjusted Langevin steps target
+    each :math:`p_{t_i}` with :math:`\epsilon_i = \mathrm{step\_ratio}\cdot\sigma_i^2`, i.e. NCSN's
+    :math:`lpha_i = \epsilon\,\sigma_i^2/\sigma_L^2` written with ``step_ratio = epsilon / sigma_L^2``
+    (here :math:`\epsilon_i = lpha_i/2`).  Before the steps of level ``i`` the samples are rescaled
+    by :math:`lpha_i/lpha_{i-1}` (the mean map of the forward transition; identity for VE, where
+    this is exactly NCSN): without it a VP chain would have to diffuse the whole data scale outwards
+    with steps of size :math:`\sigma_i`.  Each level keeps a bias of order ``step_ratio``.
+    NFE = N * num_steps.
     """
-    check_int(n_steps_each, "n_steps_each")
+    check_int(num_steps, "num_steps")
     if not step_ratio > 0:
         raise ParameterError(f"step_ratio must be positive; got {step_ratio!r}")
     c = _setup(sde, x, grid)
-    eps = step_ratio * c.sigma**2
-    noise_scale = torch.sqrt(2.0 * eps)
-    n = len(c.t) - 1
-    rescale = c.alpha[1:] / c.alpha[:-1]
-    for i in range(1, n + 1):
-        t = _tvec(c, i, x)
-        x = rescale[i - 1] * x
-        for _ in range(n_steps_each):
-            x = x + eps[i] * score_fn(x, t) + noise_scale[i] * _noise(x, generator)
-    return x, n * n_steps_each
+    out = langevin_levels(score_fn, c.t[1:], x, step_ratio * c.sigma[1:] ** 2, num_steps,
+                          rescale=c.alpha[1:] / c.alpha[:-1], generator=generator, progress=False)
+    return out, (len(c.t) - 1) * num_steps
 
 
 SAMPLERS: dict[str, Callable[..., tuple[torch.Tensor, int]]] = {

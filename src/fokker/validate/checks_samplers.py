@@ -165,7 +165,7 @@ def _run_method(kind: str, target, cfg: RunConfig, seed: int) -> MethodResult:
     for r in range(cfg.eval_seeds):
         res = ann.run(cfg.n_eval, seed=seed + 1000 + r, progress=False)
         log_z.append(float(res.log_Z))
-        ess.append(float(res.ess) / cfg.n_eval)  # AISResult.ess is unnormalized
+        ess.append(float(res.ess))  # a LogZEstimate: already a fraction
         if xs is None:
             xs = _resample(res.samples, res.log_weights, min(cfg.n_eval, cfg.n_metric), gen)
     return MethodResult(log_z, ess, xs, cfg.n_eval * cfg.num_steps * 2, 0, time.perf_counter() - t0)
@@ -359,7 +359,7 @@ def laplace_smc_log_Z(target, num_particles: int = 2048, num_temps: int = 200, s
     res = mcmc.SMC(tg, base, betas, kernel, num_mcmc_steps=2, adapt_step_size=True).run(
         num_particles, seed=seed, progress=False
     )
-    return float(res.log_Z), float(res.log_Z_se)
+    return float(res.log_Z), float(res.stderr)
 
 
 def _reference_row(name: str, target, seed: int) -> tuple[CheckResult, float]:
