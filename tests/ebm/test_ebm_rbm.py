@@ -141,7 +141,7 @@ def test_log_prob_is_normalized():
 
 def test_ais_matches_exact_log_Z_within_its_error():
     rbm = _rbm(12, 6, scale=1.0, seed=8)
-    exact = float(rbm.log_Z_exact())
+    exact = rbm.log_Z
     res = rbm.ais(num_chains=200, num_steps=1500, seed=3, progress=False)
     assert isinstance(res, LogZEstimate)
     # log of an unbiased Z estimate is biased low by about stderr^2 / 2 (delta method)
@@ -159,7 +159,7 @@ def test_ais_matches_exact_log_Z_within_its_error():
     _close(hi, res.log_Z + math.log(1 + 3 * sd))
     # the weights are those of the base-rate path: log Z_A = sum softplus(0) + 6 log 2 with zero base biases
     _close(res.details["log_Z_base"], 12 * math.log(2.0) + 6 * math.log(2.0))
-    assert rbm.log_Z() == exact  # "auto" is exact here
+    assert rbm.log_Z == exact and rbm.has_exact_log_Z  # the property is the exact value
     # reproducible from the seed, and the global RNG is not used
     before = torch.random.get_rng_state()
     again = rbm.ais(num_chains=200, num_steps=1500, generator=torch.Generator().manual_seed(3), progress=False)
@@ -172,7 +172,7 @@ def test_ais_with_base_rates_and_unbiased_in_exp_space():
     data = rbm.sample((500,), num_steps=50, generator=torch.Generator().manual_seed(1))
     bias = base_rate_bias(data)
     assert_close(torch.sigmoid(bias), (data.sum(0) + 1) / (500 + 2))
-    exact = float(rbm.log_Z_exact())
+    exact = rbm.log_Z
     ratios = []
     for r in range(8):
         res = rbm.ais(num_chains=50, num_steps=300, data=data, seed=100 + r, progress=False)
@@ -195,8 +195,8 @@ def test_sample_shape_and_bad_inputs():
         rbm.loss(torch.full((4, 5), 0.5, dtype=torch.float64))
     with pytest.raises(ShapeError, match="batch must have shape"):
         rbm.loss(torch.zeros(4, 6, dtype=torch.float64))
-    with pytest.raises(ParameterError, match="method"):
-        rbm.log_Z(method="bogus")
+    with pytest.raises(ParameterError, match="cannot be enumerated"):
+        _ = RBM(21, 21).log_Z
     with pytest.raises(ParameterError, match="betas"):
         rbm.ais(betas=torch.tensor([0.0, 0.7, 0.5, 1.0]))
     with pytest.raises(ShapeError, match="base_bias"):

@@ -216,24 +216,36 @@ class RBM(nn.Module):
         return self.loss(batch)
 
     # ------------------------------------------------------------- log Z
-    def log_Z_exact(self) -> torch.Tensor:
-        """Exact ``log Z`` (0-d float64) by enumeration over the smaller layer (``<= 20`` units)."""
-        return rbm_log_Z(self.W, self.b, self.c)
+    @property
+    def has_exact_log_Z(self) -> bool:
+        """Whether :attr:`log_Z` can be enumerated (``min(num_visible, num_hidden) <= 20``)."""
+        return min(self.num_visible, self.num_hidden) <= MAX_ENUMERATED_UNITS
 
-    def log_Z(self, method: str = "auto", **ais_kwargs) -> float:
-        """``log Z``: ``"exact"``, ``"ais"`` (point estimate), or ``"auto"`` (exact when ``min(n_v, n_h) <= 20``)."""
-        if method == "auto":
-            method = "exact" if min(self.num_visible, self.num_hidden) <= MAX_ENUMERATED_UNITS else "ais"
-        if method == "exact":
-            return float(self.log_Z_exact())
-        if method == "ais":
-            return self.ais(**ais_kwargs).log_Z
-        raise ParameterError(f"method must be 'auto', 'exact' or 'ais'; got {method!r}")
+    @property
+    def log_Z(self) -> float:
+        """Exact ``log Z`` by enumeration over the smaller layer (``<= 20`` units; float64).
+
+        Larger machines raise :class:`~fokker.errors.ParameterError`: estimate ``log Z`` with
+        :meth:`ais`, which returns a :class:`~fokker.importance.LogZEstimate`.
+        """
+        if not self.has_exact_log_Z:
+            raise ParameterError(
+                f"log Z of an RBM with {self.num_visible} visible and {self.num_hidden} hidden units cannot be "
+                f"enumerated (more than {MAX_ENUMERATED_UNITS} units in each layer); estimate it with rbm.ais()"
+            )
+        return float(rbm_log_Z(self.W, self.b, self.c))
 
     def log_likelihood(self, v: torch.Tensor, log_Z: float | torch.Tensor | None = None) -> torch.Tensor:
-        """``log p(v) = -F(v) - log Z`` per row (float64); ``log_Z`` defaults to :meth:`log_Z` ``("auto")``."""
+        """``log p(v) = -F(v) - log Z`` per row (float64).
+
+        ``log_Z`` defaults to the exact :attr:`log_Z` when it can be enumerated, else to the AIS
+        estimate :meth:`ais` with its defaults (then ``log p`` is an estimate).
+        """
         self._check_visible(v)
-        lz = self.log_Z() if log_Z is None else log_Z
+        if log_Z is None:
+            lz = self.log_Z if self.has_exact_log_Z else self.ais(progress=False).log_Z
+        else:
+            lz = log_Z
         with torch.no_grad():
             F = rbm_free_energy(*(t.detach().double() for t in (self.W, self.b, self.c)), v.double())
         return -F - lz
