@@ -66,7 +66,7 @@ def test_pis_reference_chain_and_bridge(device):
         _, _, path = s.rollout(8000, return_path=True)
     for k in (5, 20):
         _moments_within_error(path[k], 0.2 * float(t[k]))
-    tab = s._table(path)
+    tab = s.tables_like(path)
     y = math.sqrt(0.2 * 5.0) * torch.randn(8000, 2, device=device, dtype=torch.float64)
     for k in reversed(range(20)):
         y = s.target_kernel_sample(k, y, tab)
