@@ -57,7 +57,7 @@ class GaussVelocity(torch.nn.Module):
 def test_exact_velocity_samples_and_log_prob():
     m, s = torch.tensor([1.0, -2.0], dtype=torch.float64), 0.5
     fm = FlowMatching(GaussVelocity(m, s))
-    out, nfe = fm.sample((4000,), steps=40, return_nfe=True, dtype=torch.float64)
+    out, nfe = fm.sample((4000,), num_steps=40, return_nfe=True, dtype=torch.float64)
     assert nfe == 80
     n = out.shape[0]
     assert bool(((out.mean(0) - m).abs() < Z_SCORE * s / math.sqrt(n)).all())

@@ -61,7 +61,7 @@ def test_cfg_scale_0_and_1(gmm3, vpsde):
     assert_close(classifier_free_guidance(model, y, 0.0)(x, t), s_u, loose=True)
     assert_close(classifier_free_guidance(model, y, 1.0)(x, t), s_c, loose=True)
     assert_close(classifier_free_guidance(model, y, 2.5)(x, t), s_u + 2.5 * (s_c - s_u), loose=True)
-    out = model.sample((10,), sampler="ddim", steps=10, score_fn=classifier_free_guidance(model, y[:10], 3.0),
+    out = model.sample((10,), sampler="ddim", num_steps=10, score_fn=classifier_free_guidance(model, y[:10], 3.0),
                        dtype=torch.float64)
     assert out.shape == (10, 2) and bool(torch.isfinite(out).all())
 

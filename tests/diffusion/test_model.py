@@ -125,7 +125,7 @@ def test_elbo_bounds_log_likelihood(vpsde):
     logp = (-0.5 * ((x - m) / s) ** 2 - math.log(s) - 0.5 * math.log(2 * math.pi)).squeeze(-1)
     gaps = []
     for steps in (50, 1000):
-        gap = logp - model.elbo(x, steps=steps)
+        gap = logp - model.elbo(x, num_steps=steps)
         se = float(gap.std()) / math.sqrt(len(gap))
         assert float(gap.mean()) > -Z_SCORE * se
         gaps.append(float(gap.mean()))
@@ -135,7 +135,7 @@ def test_elbo_bounds_log_likelihood(vpsde):
 @pytest.mark.parametrize("sampler,steps", [("dpm_solver", 20), ("euler_maruyama", 100)])
 def test_model_sample_by_name(sampler, steps, gmm3, vpsde):
     model = DiffusionModel(vpsde, OracleNet(gmm3, "eps"), "eps")
-    out, nfe = model.sample((1500,), sampler=sampler, steps=steps, return_nfe=True, dtype=torch.float64)
+    out, nfe = model.sample((1500,), sampler=sampler, num_steps=steps, return_nfe=True, dtype=torch.float64)
     assert out.shape == (1500, 2) and nfe == steps + 1
     # denoised samples ~ E[x0 | x_{t_min}]: compare with exact samples at t_min (sigma = 0.01, negligible)
     ref = gmm3.sample(1500, 1e-3)
@@ -175,7 +175,7 @@ def test_elbo_on_library_ddpm_chain(vpsde):
     x = m + s * torch.randn(3000, 1, dtype=torch.float64)
     logp = (-0.5 * ((x - m) / s) ** 2 - math.log(s) - 0.5 * math.log(2 * math.pi)).squeeze(-1)
     lib = model.elbo(x, chain=DDPM.from_sde(vpsde, 200, exact=True), variance="beta_tilde")
-    own = model.elbo(x, steps=200)
+    own = model.elbo(x, num_steps=200)
     gap_lib, gap_own = logp - lib, logp - own
     se = float(gap_lib.std()) / math.sqrt(len(x))
     assert float(gap_lib.mean()) > -Z_SCORE * se

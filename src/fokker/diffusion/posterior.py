@@ -26,6 +26,7 @@ from collections.abc import Callable
 import torch
 
 from .._args import check_positive
+from .._random import randn_like
 from ..errors import ParameterError
 from .parameterization import expand_like
 from .samplers import _setup, _tvec
@@ -111,9 +112,7 @@ def dps(
             res2 = ((y - operator(x0)) ** 2).reshape(b, -1).sum(-1)
             (g,) = torch.autograd.grad(res2.sum(), xg)
         eps = -s[i] * sc.detach()
-        x_next = a[i + 1] * x0.detach() + keep[i] * eps + cn[i] * torch.randn(
-            x.shape, dtype=x.dtype, device=x.device, generator=generator
-        )
+        x_next = a[i + 1] * x0.detach() + keep[i] * eps + cn[i] * randn_like(x, generator)
         step = zeta / res2.detach().sqrt().clamp_min(torch.finfo(x.dtype).tiny)
         x = x_next - expand_like(step, x) * g
     return x, len(cn)
