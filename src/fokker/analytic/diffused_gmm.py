@@ -1,7 +1,7 @@
 """Gaussian-mixture data pushed through a linear SDE: the exact "perfect score network".
 
 For data ``x0 ~ sum_k w_k N(mu_k, Sigma_k)`` and a :class:`~fokker.sde.LinearSDE` with
-``x_t = alpha(t) x0 + sigma(t) eps`` (seed 001 eq. 37),
+``x_t = alpha(t) x0 + sigma(t) eps`` (Song et al. 2021, eq. 29; seed 001 eq. 37),
 
 .. math::
 
@@ -17,7 +17,7 @@ factorization.  With responsibilities ``r_k(x)`` and ``y_k = U_k^T (x - alpha mu
   (Gaussian conditioning per component);
 * noise predictor ``E[eps | x_t] = sum_k r_k sigma C_k^{-1} (x - alpha mu_k)``.
 
-Tweedie's formulas (seed 004) ``E[x0|x_t] = (x + sigma^2 score)/alpha`` and
+Tweedie's formulas (Efron 2011, eq. 2.8; seed 004) ``E[x0|x_t] = (x + sigma^2 score)/alpha`` and
 ``E[eps|x_t] = -sigma score`` then hold exactly -- the tests check them.
 
 For the critically-damped Langevin SDE (phase space ``z = (x, v)``, ``v0 ~ N(0, gamma M I)``)

@@ -3,7 +3,7 @@ seed 000 "Flow matching").
 
 Noise :math:`x_0 \sim N(0, I)` at ``t = 0``, data :math:`x_1` at ``t = 1``, a conditional path
 :math:`x_t = \mu_t(x_1) + \sigma_t \varepsilon`-style interpolation and its velocity :math:`u_t`;
-the network regresses the velocity (seed 000):
+the network regresses the velocity (Lipman et al. 2023, eq. 9; seed 000):
 
 .. math:: \mathcal L = E_{t, x_0, x_1}\,\|v_\theta(x_t, t) - u_t(x_t \mid x_0, x_1)\|^2 .
 

@@ -1,7 +1,7 @@
 r"""Denoising score-matching losses, their weightings and importance sampling of ``t``.
 
 With :math:`t \sim \mathcal U(t_{min}, T)`, :math:`x_0 \sim p_{data}`,
-:math:`x_t = \alpha x_0 + \sigma\varepsilon` (seed 001 eqs. 52-56):
+:math:`x_t = \alpha x_0 + \sigma\varepsilon` (Song et al. 2021, eq. 7; seed 001 eqs. 52-56):
 
 * ``"simple"`` (Ho et al. 2020): the unweighted mean squared error of the network's own
   target (``eps``, ``x0``, ``score`` or ``v``), averaged over event elements;

@@ -333,7 +333,7 @@ class DiffusionModel(nn.Module):
     def probability_flow(
         self, y: torch.Tensor | None = None
     ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-        r"""PF-ODE velocity :math:`v(x, t) = f(t) x - \tfrac12 g^2(t) s_\theta(x, t)` (seed 001 eq. 63)."""
+        r"""PF-ODE velocity :math:`v(x, t) = f(t) x - \tfrac12 g^2(t) s_\theta(x, t)` (Song et al. 2021, eq. 13; seed 001 eq. 63)."""
 
         def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             c = self.sde.coefficients(t).to(x.dtype)

@@ -14,8 +14,9 @@ The importance weight of a generated path is the discrete Radon-Nikodym derivati
 so that ``E_Q[w] = Z`` exactly (for every discretization: the weights are those
 of the discrete chain, not a time-continuous approximation).  Hence
 
-* ``E_Q[log w] = log Z - KL(Q || P*) <= log Z`` (ELBO, seed 001 eqs. 79-83 in
-  discrete time); ``log mean w`` is a consistent estimate of ``log Z`` (IS);
+* ``E_Q[log w] = log Z - KL(Q || P*) <= log Z`` (the ELBO of Vargas, Grathwohl & Doucet 2023,
+  sec. 3, in discrete time; seed 001 eqs. 79-83); ``log mean w`` is a consistent estimate of
+  ``log Z`` (IS);
 * ``E_{P*}[log w] = log Z + KL(P* || Q) >= log Z`` (EUBO) when ``pi`` can be sampled.
 
 Subclasses provide the initial law, the learned kernel mean/std, the target kernel
@@ -89,10 +90,11 @@ class DiffusionSampler(nn.Module):
     :class:`~fokker.samplers.PIS` and :class:`~fokker.samplers.DIS` (see the module docstring).
 
     The discrete-time importance weight and its bounds follow Vargas, Grathwohl & Doucet
-    (2023, *Denoising Diffusion Samplers*, sec. 3 and eq. 15) and Berner, Richter & Ullrich
-    (2024, *An optimal control perspective on diffusion-based generative modeling*, sec. 3);
-    the log-variance loss is Richter & Berner (2024, *Improved sampling via learned diffusions*,
-    eq. 12).
+    (2023, *Denoising diffusion samplers*, sec. 3) and Berner, Richter & Ullrich (2024, *An
+    optimal control perspective on diffusion-based generative modeling*, sec. 3); the
+    log-variance loss is that of Richter & Berner (2024, *Improved sampling via learned
+    diffusions*, sec. 3).  No equation of these papers is used beyond the Radon-Nikodym
+    derivative written in the module docstring.
 
     Args:
         target: a :class:`fokker.targets.Target` (or a log-density callable, with ``dim``).

@@ -1,6 +1,6 @@
 """Denoising Diffusion Sampler (Vargas, Grathwohl & Doucet, ICLR 2023).
 
-Reference (seed 001 eqs. 76-78): the Ornstein-Uhlenbeck process
+Reference (Vargas, Grathwohl & Doucet 2023, sec. 3; seed 001 eqs. 76-78): the Ornstein-Uhlenbeck process
 ``dX_t = -beta X_t dt + sigma sqrt(2 beta) dW_t`` started at its invariant law
 ``N(0, sigma^2 I)``.  Over a step ``[t_k, t_{k+1}]`` its exact transition is
 
@@ -49,7 +49,10 @@ __all__ = ["DDS"]
 
 
 class DDS(DiffusionSampler):
-    """Denoising Diffusion Sampler; see the module docstring for the math.
+    """Denoising Diffusion Sampler (Vargas, Grathwohl & Doucet 2023, *Denoising diffusion
+    samplers*, ICLR; the OU reference and its exponential integrator, sec. 3).
+
+    See the module docstring for the discrete chain and its exact importance weight.
 
     Args:
         target: the unnormalized target.

@@ -6,7 +6,7 @@ Noising process (forward time ``tau``): the VP SDE started at the target,
 linear schedule ``beta(tau) = beta_min + (beta_max - beta_min) tau / T``; its law
 at ``T`` is close to ``N(0, sigma^2 I)``, the sampler's initial law.  The sampler
 learns the score of the noised target and runs the time reversal (generative time
-``s = T - tau``, Euler-Maruyama, seed 001 eqs. 72-73):
+``s = T - tau``, Euler-Maruyama; Berner, Richter & Ullrich 2024, sec. 3; seed 001 eqs. 72-73):
 
 .. math:: y_{k+1} = y_k + h_k[\\tfrac12\\beta_k y_k + \\sigma^2\\beta_k s_\\theta(y_k, s_k)]
           + \\sigma\\sqrt{\\beta_k h_k}\\,\\varepsilon_k, \\qquad \\beta_k = \\beta(T - s_k).
@@ -47,7 +47,11 @@ __all__ = ["DIS"]
 
 
 class DIS(DiffusionSampler):
-    """Time-reversed diffusion sampler; see the module docstring.
+    """Time-reversed diffusion sampler (Berner, Richter & Ullrich 2024, *An optimal control
+    perspective on diffusion-based generative modeling*, TMLR, sec. 3), trained with the reverse
+    KL or the log-variance loss of Richter & Berner (2024).
+
+    See the module docstring for the discrete chain and its exact importance weight.
 
     Args:
         target: the unnormalized target.

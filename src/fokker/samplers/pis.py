@@ -39,7 +39,10 @@ __all__ = ["PIS"]
 
 
 class PIS(DiffusionSampler):
-    """Path Integral Sampler; see the module docstring.
+    """Path Integral Sampler (Zhang & Chen 2022, *Path integral sampler: a stochastic control
+    approach for sampling*, ICLR; the Brownian reference and its control objective, sec. 3).
+
+    See the module docstring for the discrete chain and its exact importance weight.
 
     Args:
         target: the unnormalized target.
