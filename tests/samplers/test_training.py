@@ -42,7 +42,7 @@ def test_trained_control_approaches_optimum_and_log_z(kind, loss, device):
     target = make_gaussian(device, torch.float32)
     # DIS's default net starts at the interpolated score, already close to the optimum for a
     # Gaussian; start it from a zero score instead so that training has to find the optimum
-    net = PISGradNet(2, 16, 2, feature_bias_init=0.0) if kind == "DIS" else None
+    net = PISGradNet(2, 16, 2, feature_bias_init=0.0).to(device) if kind == "DIS" else None
     s = cls(target, loss=loss, width=16, net=net, **kw).to(device)
     opt = GaussianOptimalControl(s, target.mean, target.var)
     e0 = control_error(s, opt)
