@@ -49,7 +49,7 @@ from typing import Any
 
 import torch
 
-from .._random import make_generator, rng_scope
+from .._random import make_generator, rng_scope, spawn_seed
 from ..errors import ParameterError, TrainingDivergedError
 from ..tolerances import tolerance
 from . import CheckResult, Context, register
@@ -353,14 +353,22 @@ def manywell_table(ctx: Context) -> list[CheckResult]:
     return _table("manywell", ManyWell(32), _cfg("manywell", False), ctx, log_z_tol=1.0)
 
 
-def laplace_smc_log_Z(target, num_particles: int = 2048, num_temps: int = 200, seed: int = 0) -> tuple[float, float]:
+def laplace_smc_log_Z(
+    target,
+    num_particles: int = 2048,
+    num_steps: int = 200,
+    *,
+    generator: torch.Generator | None = None,
+    seed: int | None = None,
+) -> tuple[float, float]:
     """Reference ``log Z`` of a smooth unimodal posterior: ``(estimate, standard error)``.
 
     SMC (``fokker.mcmc.SMC``, 8 groups) on the geometric path from the Laplace approximation
     ``N(w*, 1.5 H^{-1})`` (MAP ``w*`` by L-BFGS, ``H`` the Hessian of ``-log gamma`` at ``w*``,
     the covariance inflated so the base covers the posterior's skewed tails) to ``gamma``,
-    with ``num_temps`` linear temperatures and two HMC moves (5 leapfrog steps, adapted step size)
-    each, in float64.  Independent of the learned samplers it is compared with.
+    with ``num_steps`` linear temperatures and two HMC moves (5 leapfrog steps, adapted step size)
+    each, in float64.  Independent of the learned samplers it is compared with.  The SMC run is
+    seeded from ``generator`` (or ``seed``; the global RNG when neither is given).
     """
     from torch.distributions import MultivariateNormal
 
@@ -387,9 +395,10 @@ def laplace_smc_log_Z(target, num_particles: int = 2048, num_temps: int = 200, s
         )
     base = MultivariateNormal(mode, 1.5 * torch.linalg.inv(H))
     kernel = mcmc.HMC(step_size=0.05, num_steps=5, adapt_step_size=False, adapt_metric=False)
-    betas = torch.linspace(0.0, 1.0, num_temps + 1, dtype=torch.float64)
+    betas = torch.linspace(0.0, 1.0, num_steps + 1, dtype=torch.float64)
+    gen = make_generator(generator, seed)
     res = mcmc.SMC(tg, base, betas, kernel, num_mcmc_steps=2, adapt_step_size=True).run(
-        num_particles, seed=seed, progress=False
+        num_particles, seed=None if gen is None else spawn_seed(gen), progress=False
     )
     return float(res.log_Z), float(res.log_Z_se)
 
