@@ -254,3 +254,12 @@ def test_elbo_on_library_ddpm_chain(vpsde):
     assert float(gap_lib.mean()) > -Z_SCORE * se
     se2 = math.hypot(float(gap_lib.std()), float(gap_own.std())) / math.sqrt(len(x))
     assert abs(float(gap_lib.mean() - gap_own.mean())) < Z_SCORE * se2 + 0.02
+
+
+def test_sample_progress_bar(gmm3, vpsde, capsys):
+    """progress=True shows a bar on stderr whatever the terminal; False shows nothing."""
+    model = DiffusionModel(vpsde, OracleNet(gmm3, "eps"), "eps")
+    model.sample((4,), sampler="ddim", num_steps=3, progress=False)
+    assert capsys.readouterr().err == ""
+    model.sample((4,), sampler="ddim", num_steps=3, progress=True)
+    assert "DiffusionModel.sample (ddim, NFE)" in capsys.readouterr().err

@@ -31,6 +31,7 @@ from torch import nn
 
 from .._args import check_finite, check_int, check_like, check_tensor
 from .._gaussian import isotropic_normal_log_prob
+from .._progress import progress_bar
 from .._random import rand, randn, randn_like
 from ..errors import ParameterError, ShapeError
 from .likelihood import LikelihoodResult, cnf_log_prob
@@ -157,6 +158,7 @@ class FlowMatching(nn.Module):
         return_nfe: bool = False,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        progress: bool | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, int]:
         """Integrate the learned ODE from ``N(0, I)``: fixed ``num_steps`` of ``"euler"``/``"heun"``
         (NFE ``num_steps`` / ``2 num_steps``) or, with ``num_steps=None``, adaptive dopri5 at ``rtol``/``atol``.
@@ -170,36 +172,38 @@ class FlowMatching(nn.Module):
         device, dtype = _resolve_device_dtype(self.net, device, dtype, "FlowMatching")
         num_samples = math.prod(sample_shape)
         x = randn((num_samples, *self.event_shape), generator=generator, dtype=dtype, device=device)
-        x, nfe = self.integrate(x, 0.0, self.t_max, num_steps, method=method, rtol=rtol, atol=atol)
+        x, nfe = self.integrate(x, 0.0, self.t_max, num_steps, method=method, rtol=rtol, atol=atol, progress=progress)
         self.last_nfe = nfe
         x = x.reshape(*sample_shape, *self.event_shape)
         return (x, nfe) if return_nfe else x
 
     def integrate(
         self, x: torch.Tensor, t0: float, t1: float, num_steps: int | None = None, *,
-        method: str = "heun", rtol: float = 1e-5, atol: float = 1e-5,
+        method: str = "heun", rtol: float = 1e-5, atol: float = 1e-5, progress: bool | None = None,
     ) -> tuple[torch.Tensor, int]:
         """Solve ``dx/dt = v(x, t)`` from ``t0`` to ``t1`` in ``num_steps`` fixed steps (``None``: adaptive);
-        returns ``(x(t1), nfe)``."""
+        returns ``(x(t1), nfe)``.  ``progress``: a bar over the steps (adaptive: over the NFE)."""
         if num_steps is None:
             from torchdiffeq import odeint
 
             counter = [0]
-
             lo, hi = min(t0, t1), max(t0, t1)
+            bar = progress_bar(progress=progress, desc="FlowMatching (NFE)")
 
             def rhs(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
                 counter[0] += 1
+                bar.update(1)
                 return self.velocity(y, t.to(y.dtype).clamp(lo, hi))
 
             ts = torch.tensor([t0, t1], dtype=x.dtype, device=x.device)
-            return odeint(rhs, x, ts, rtol=rtol, atol=atol, method="dopri5")[-1], counter[0]
+            with bar:
+                return odeint(rhs, x, ts, rtol=rtol, atol=atol, method="dopri5")[-1], counter[0]
         check_int(num_steps, "num_steps")
         if method not in ("euler", "heun"):
             raise ParameterError(f"method must be 'euler' or 'heun'; got {method!r}")
         ts = torch.linspace(t0, t1, num_steps + 1, dtype=torch.float64).to(x.dtype).to(x.device)
         nfe = 0
-        for i in range(num_steps):
+        for i in progress_bar(range(num_steps), progress=progress, desc="FlowMatching"):
             h = ts[i + 1] - ts[i]
             d = self.velocity(x, ts[i])
             if method == "euler":

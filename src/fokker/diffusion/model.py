@@ -26,6 +26,7 @@ from torch import nn
 
 from .._args import check_finite, check_in_interval, check_int, check_like, check_tensor
 from .._gaussian import isotropic_normal_log_prob
+from .._progress import progress_bar
 from .._random import rand, randn, randn_like, rng_scope
 from ..errors import DeviceDtypeError, ParameterError, ShapeError
 from ..sde import Schedule, time_grid
@@ -295,6 +296,7 @@ class DiffusionModel(nn.Module):
         return_nfe: bool = False,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        progress: bool | None = None,
         **options: object,
     ) -> torch.Tensor | tuple[torch.Tensor, int]:
         """Draw samples of shape ``sample_shape + event_shape``.
@@ -309,6 +311,7 @@ class DiffusionModel(nn.Module):
             generator: every random draw (the prior sample and the samplers' noise) comes from it.
             device, dtype: default the network's; another dtype or device than the network's
                 raises :class:`~fokker.errors.DeviceDtypeError`.
+            progress: a bar counting the network evaluations (``None``: on a terminal only).
             options: sampler options (``eta``, ``snr``, ``rtol`` ...).
         """
         check_int(num_steps, "num_steps")
@@ -318,12 +321,19 @@ class DiffusionModel(nn.Module):
         num_samples = math.prod(shape)
         grid = time_grid(num_steps, self.T, self.t_min, spacing or DEFAULT_SPACING[sampler], sde=self.sde)
         x = randn((num_samples, *self.event_shape), generator=generator, dtype=dtype, device=device) * self.prior_std()
-        score = score_fn if score_fn is not None else self.score_fn(y)
-        x, nfe = fn(score, self.sde, x, grid, generator=generator, **options)
+        inner = score_fn if score_fn is not None else self.score_fn(y)
+        bar = progress_bar(progress=progress, desc=f"DiffusionModel.sample ({sampler}, NFE)")
+
+        def score(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            bar.update(1)
+            return inner(x, t)
+
+        with bar:
+            x, nfe = fn(score, self.sde, x, grid, generator=generator, **options)
         if denoise:
             t = torch.full((num_samples,), self.t_min, dtype=dtype, device=device)
             a, s = self._ab(t, x)
-            x = (x + s**2 * score(x, t)) / a
+            x = (x + s**2 * inner(x, t)) / a
             nfe += 1
         self.last_nfe = nfe
         x = x.reshape(*shape, *self.event_shape)
