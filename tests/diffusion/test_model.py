@@ -263,3 +263,22 @@ def test_sample_progress_bar(gmm3, vpsde, capsys):
     assert capsys.readouterr().err == ""
     model.sample((4,), sampler="ddim", num_steps=3, progress=True)
     assert "DiffusionModel.sample (ddim, NFE)" in capsys.readouterr().err
+
+
+def test_log_snr_time_sampler_is_uniform_in_log_snr(vpsde):
+    """lambda(t) of the draws is uniform on [lambda(T), lambda(t_min)]: the Kolmogorov distance of its
+    empirical CDF stays below the DKW bound sqrt(log(2 / p) / (2 n)) at p = 2 Phi(-Z_SCORE)."""
+    from fokker.diffusion import LogSNRTimeSampler
+
+    t_min, T = 1e-3, 1.0
+    sampler = LogSNRTimeSampler(vpsde, t_min, T, num_knots=513)
+    num_samples = 20_000
+    t = sampler(num_samples, "cpu", generator=torch.Generator().manual_seed(0))
+    assert t.shape == (num_samples,) and bool(((t >= t_min) & (t <= T)).all())
+    lam = vpsde.log_snr(t)
+    u = ((lam - sampler.lam_lo) / (sampler.lam_hi - sampler.lam_lo)).sort().values
+    grid = torch.arange(1, num_samples + 1, dtype=torch.float64) / num_samples
+    kolmogorov = float(torch.maximum(grid - u, u - (grid - 1 / num_samples)).max())
+    p = math.erfc(Z_SCORE / math.sqrt(2))
+    assert kolmogorov < math.sqrt(math.log(2 / p) / (2 * num_samples))
+    assert torch.equal(t, sampler(num_samples, "cpu", generator=torch.Generator().manual_seed(0)))
