@@ -35,7 +35,7 @@ from .losses import LogSNRTimeSampler, check_weighting, dsm_loss
 from .parameterization import check_parameterization, convert, expand_like
 from .samplers import DEFAULT_SPACING, get_sampler
 
-__all__ = ["DiffusionModel"]
+__all__ = ["DiffusionModel", "network_reference"]
 
 
 def _check_schedule_sde(sde: object, owner: str) -> None:
@@ -57,8 +57,9 @@ def _check_net(net: object, owner: str) -> None:
         )
 
 
-def _net_reference(net: object) -> torch.Tensor | None:
-    """The first floating parameter or buffer of ``net`` (its dtype and device), or ``None``."""
+def network_reference(net: object) -> torch.Tensor | None:
+    """The first floating parameter or buffer of a network (its dtype and device), or ``None`` for a
+    plain callable or a module without floating tensors (which then follows its inputs)."""
     if not isinstance(net, nn.Module):
         return None
     for p in net.parameters():
@@ -75,7 +76,7 @@ def _resolve_device_dtype(
 ) -> tuple[torch.device, torch.dtype]:
     """Device and dtype of samples drawn from a model with network ``net``: the network's by default;
     a requested ``dtype``/``device`` that differs from the network's raises :class:`DeviceDtypeError`."""
-    ref = _net_reference(net)
+    ref = network_reference(net)
     if ref is None:
         return torch.device(device if device is not None else "cpu"), dtype or torch.get_default_dtype()
     if dtype is not None and dtype != ref.dtype:
@@ -185,7 +186,7 @@ class DiffusionModel(nn.Module):
 
     def _check(self, x: torch.Tensor, t: torch.Tensor | float, name: str = "x") -> torch.Tensor:
         check_tensor(x, name)
-        check_like(x, _net_reference(self.net), name, owner="the network of the DiffusionModel")
+        check_like(x, network_reference(self.net), name, owner="the network of the DiffusionModel")
         if self.event_shape is not None:
             k = len(self.event_shape)
             if x.dim() != k + 1 or tuple(x.shape[1:]) != self.event_shape:
@@ -249,7 +250,7 @@ class DiffusionModel(nn.Module):
         else:
             x0 = batch
         check_tensor(x0, "x0")
-        check_like(x0, _net_reference(self.net), "x0", owner="the network of the DiffusionModel")
+        check_like(x0, network_reference(self.net), "x0", owner="the network of the DiffusionModel")
         if self.event_shape is None:
             self.event_shape = tuple(x0.shape[1:])
         elif tuple(x0.shape[1:]) != self.event_shape:

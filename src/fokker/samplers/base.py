@@ -42,6 +42,7 @@ from .._args import check_int
 from .._gaussian import isotropic_normal_log_prob
 from .._progress import progress_bar
 from .._random import randn_like, rng_scope
+from ..diffusion.model import network_reference
 from ..errors import DeviceDtypeError, NoExactSamplesError, NonFiniteError, ParameterError
 from ..importance import LogZEstimate
 from ..targets.base import Target, as_target
@@ -54,17 +55,6 @@ LOSSES = ("kl", "lv")
 DEFAULT_BATCH_SIZE = 4096
 
 
-def _floating_tensor(module: nn.Module) -> torch.Tensor | None:
-    """The first floating parameter or buffer of ``module`` (its dtype and device), or ``None``."""
-    for p in module.parameters():
-        if p.is_floating_point():
-            return p
-    for b in module.buffers():
-        if b.is_floating_point():
-            return b
-    return None
-
-
 def net_like_target(net: nn.Module, target: Target) -> nn.Module:
     """``net`` moved to the dtype and device of ``target`` (a default network follows its target)."""
     ref = target.reference_tensor()
@@ -74,7 +64,7 @@ def net_like_target(net: nn.Module, target: Target) -> nn.Module:
 def _check_net_like_target(net: nn.Module, target: Target) -> None:
     if not isinstance(net, nn.Module):
         raise ParameterError(f"net must be a torch.nn.Module (the control network); got {type(net).__name__}")
-    ref, own = target.reference_tensor(), _floating_tensor(net)
+    ref, own = target.reference_tensor(), network_reference(net)
     if ref is None or own is None:
         return
     if own.dtype != ref.dtype or own.device != ref.device:
@@ -131,7 +121,7 @@ class DiffusionSampler(nn.Module):
         """A tensor with the sampler's dtype and device: the network's (checked against the
         target's, which raises :class:`~fokker.errors.DeviceDtypeError` on a mismatch), else the target's."""
         _check_net_like_target(self.net, self.target)
-        own = _floating_tensor(self.net)
+        own = network_reference(self.net)
         if own is not None:
             return own
         ref = self.target.reference_tensor()
