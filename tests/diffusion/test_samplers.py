@@ -55,7 +55,9 @@ def test_oracle_energy_distance_matches_fokker_metrics():
     from fokker.metrics import energy_distance as ed_lib
 
     x, y = torch.randn(300, 2, dtype=torch.float64), torch.randn(200, 2, dtype=torch.float64) + 0.3
-    assert_close(energy_distance(x, y), ed_lib(x, y))
+    # loose: one side may expand |a - b|^2 = |a|^2 + |b|^2 - 2 a.b (cdist's matmul mode), which keeps only
+    # about eps^(1/2) of relative accuracy on the distances
+    assert_close(energy_distance(x, y), ed_lib(x, y), loose=True)
 
 
 @pytest.mark.parametrize("name,steps,opts", CONVERGED, ids=[f"{c[0]}-{c[1]}{'-eta1' if 'eta' in c[2] else ''}" for c in CONVERGED])
