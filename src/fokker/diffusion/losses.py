@@ -1,7 +1,7 @@
 r"""Denoising score-matching losses, their weightings and importance sampling of ``t``.
 
 With :math:`t \sim \mathcal U(t_{min}, T)`, :math:`x_0 \sim p_{data}`,
-:math:`x_t = \alpha x_0 + \sigma\varepsilon` (seed 001 eqs. 52-56):
+:math:`x_t = \alpha x_0 + \sigma\varepsilon` (Song et al. 2021, eq. 7; seed 001 eqs. 52-56):
 
 * ``"simple"`` (Ho et al. 2020): the unweighted mean squared error of the network's own
   target (``eps``, ``x0``, ``score`` or ``v``), averaged over event elements;
@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import torch
 
+from .._args import check_int
+from .._random import rand
 from ..errors import ParameterError
 from .parameterization import expand_like, to_eps
 
@@ -40,21 +42,32 @@ def check_weighting(weighting: str) -> str:
 class LogSNRTimeSampler:
     r"""Draws ``t`` uniformly in log-SNR on ``[t_min, T]`` (density :math:`\propto g^2/\sigma^2`).
 
-    The inverse map ``lambda -> t`` is tabulated once (float64 bisection on ``n`` knots) and
+    The importance sampling of the likelihood weighting of Song, Durkan, Murray & Ermon (2021,
+    *Maximum likelihood training of score-based diffusion models*, sec. 5.1), written in the
+    log-SNR variable of Kingma, Salimans, Poole & Ho (2021, *Variational diffusion models*, eq. 17).
+    The inverse map ``lambda -> t`` is tabulated once (float64 bisection on ``num_knots`` knots) and
     interpolated linearly afterwards, so drawing costs no solve.
     """
 
-    def __init__(self, sde: object, t_min: float, T: float, n: int = 4097) -> None:
+    def __init__(self, sde: object, t_min: float, T: float, num_knots: int = 4097) -> None:
+        check_int(num_knots, "num_knots", minimum=2)
         lam = sde.log_snr(torch.tensor([t_min, T], dtype=torch.float64))
         self.lam_lo, self.lam_hi = float(lam[1]), float(lam[0])  # lambda decreases in t
-        self.knots = sde.time_at_log_snr(torch.linspace(self.lam_hi, self.lam_lo, n, dtype=torch.float64))
+        self.knots = sde.time_at_log_snr(torch.linspace(self.lam_hi, self.lam_lo, num_knots, dtype=torch.float64))
         self.knots[0], self.knots[-1] = t_min, T
         #: normalizer Z = lambda(t_min) - lambda(T) = int g^2 / sigma^2 dt
         self.Z = self.lam_hi - self.lam_lo
 
-    def __call__(self, n: int, device: torch.device, generator: torch.Generator | None = None) -> torch.Tensor:
-        u = torch.rand(n, dtype=torch.float64, generator=generator).to(device)
-        if self.knots.device != torch.device(device):
+    def __call__(
+        self,
+        num_samples: int,
+        device: torch.device | str | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """``(num_samples,)`` float64 times on ``device``, uniform in log-SNR."""
+        device = torch.device(device) if device is not None else torch.device("cpu")
+        u = rand((num_samples,), generator=generator, dtype=torch.float64).to(device)
+        if self.knots.device != device:
             self.knots = self.knots.to(device)  # moved once, then reused
         knots = self.knots
         pos = u * (len(knots) - 1)
