@@ -44,7 +44,8 @@ def make_activation(activation: type[nn.Module]) -> nn.Module:
 
 
 class MLP(nn.Sequential):
-    """Multilayer perceptron ``in_features -> hidden[0] -> ... -> hidden[-1] -> out_features``.
+    """Multilayer perceptron ``in_features -> hidden[0] -> ... -> hidden[-1] -> out_features``
+    (Rumelhart, Hinton & Williams 1986).
 
     ``h_0 = x``, ``h_k = a(W_k h_{k-1} + b_k)`` for each hidden size, output
     ``W_out h_K + b_out`` (no activation on the output).  Shapes ``(..., in_features) ->

@@ -4,6 +4,8 @@ broken layer fails for every path a checker claims to check."""
 from __future__ import annotations
 
 import math
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,6 +15,9 @@ from fokker import flows
 from fokker.checks import check_inverse, check_log_det, check_normalized
 from fokker.errors import ParameterError, ShapeError
 from fokker.tolerances import tolerance
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "flows"))
+from flows_testlib import ForwardLogDetOff, ForwardOffSomewhere, InverseLogDetOff, InverseMapOff, LadjOff  # noqa: E402
 
 
 @torch.no_grad()
@@ -58,46 +63,7 @@ def test_conditional_layer_with_context(dtype: torch.dtype) -> None:
     assert check_log_det(layer.condition(torch.randn(2, dtype=dtype)), x)
 
 
-# -- deliberately broken layers, one per path -------------------------------------------------
-class ForwardLogDetOff(flows.AffineCoupling):
-    """``call_and_ladj``'s log-det is off by 0.05 nats (the map is right)."""
-
-    def call_and_ladj(self, x, context=None):
-        y, ladj = super().call_and_ladj(x, context)
-        return y, ladj + 0.05
-
-
-class InverseLogDetOff(flows.AffineCoupling):
-    """``inverse_and_ladj``'s log-det (the path log_prob and training use) is off by 0.05."""
-
-    def inverse_and_ladj(self, y, context=None):
-        x, ladj = super().inverse_and_ladj(y, context)
-        return x, ladj + 0.05
-
-
-class LadjOff(flows.MAF):
-    """Only ``ladj`` (and so the torch protocol's ``log_abs_det_jacobian``) is off."""
-
-    def ladj(self, x, y, context=None):
-        return super().ladj(x, y, context) + 0.05
-
-
-class InverseMapOff(flows.AffineCoupling):
-    """The inverse map is wrong by 1e-2 (its log-det is right)."""
-
-    def inverse_and_ladj(self, y, context=None):
-        x, ladj = super().inverse_and_ladj(y, context)
-        return x + 1e-2, ladj
-
-
-class ForwardOffSomewhere(flows.MAF):
-    """The sampling path ``call`` is wrong where the first coordinate exceeds 1."""
-
-    def call(self, x, context=None):
-        y = super().call(x, context)
-        return torch.where(x[..., :1] > 1, y + 0.1, y)
-
-
+# -- deliberately broken layers, one per path (shared with the layer contract test) ----------
 BROKEN_LOG_DET = {"forward log-det": ForwardLogDetOff, "inverse log-det": InverseLogDetOff, "ladj": LadjOff}
 BROKEN_INVERSE = {"inverse map": InverseMapOff, "forward map on some inputs": ForwardOffSomewhere}
 

@@ -53,7 +53,7 @@ IMAGE_SHAPE = (2, 4, 4)
 
 
 def _multiscale() -> flows.Bijection:
-    return flows.glow(IMAGE_SHAPE, levels=2, depth=1, hidden=4)._transforms[0]
+    return flows.glow(IMAGE_SHAPE, levels=2, depth=1, hidden=4).transforms[0]
 
 
 # every public Bijection class appears at least once (tests/flows/test_layer_contract.py checks this)
@@ -237,3 +237,43 @@ def assert_layer_contract(
     wide = layer.to(torch.float64)
     y64 = wide.call_and_ladj(x.double(), None if ctx is None else ctx.double())[0]
     assert y64.dtype == torch.float64
+
+
+# -- deliberately broken layers: one wrong path each (the checkers and the contract must reject them) --
+class ForwardLogDetOff(flows.AffineCoupling):
+    """``call_and_ladj``'s log-det is off by 0.05 nats (the map is right)."""
+
+    def call_and_ladj(self, x, context=None):
+        y, ladj = super().call_and_ladj(x, context)
+        return y, ladj + 0.05
+
+
+class InverseLogDetOff(flows.AffineCoupling):
+    """``inverse_and_ladj``'s log-det (the path log_prob and training use) is off by 0.05."""
+
+    def inverse_and_ladj(self, y, context=None):
+        x, ladj = super().inverse_and_ladj(y, context)
+        return x, ladj + 0.05
+
+
+class LadjOff(flows.MAF):
+    """Only ``ladj`` (and so the torch protocol's ``log_abs_det_jacobian``) is off by 0.05."""
+
+    def ladj(self, x, y, context=None):
+        return super().ladj(x, y, context) + 0.05
+
+
+class InverseMapOff(flows.AffineCoupling):
+    """The inverse map is wrong by 1e-2 (its log-det is right)."""
+
+    def inverse_and_ladj(self, y, context=None):
+        x, ladj = super().inverse_and_ladj(y, context)
+        return x + 1e-2, ladj
+
+
+class ForwardOffSomewhere(flows.MAF):
+    """The sampling path ``call`` is wrong where the first coordinate exceeds 1."""
+
+    def call(self, x, context=None):
+        y = super().call(x, context)
+        return torch.where(x[..., :1] > 1, y + 0.1, y)

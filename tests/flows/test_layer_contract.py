@@ -21,7 +21,18 @@ from fokker import flows
 from fokker.errors import ShapeError
 from fokker.tolerances import assert_close
 
-from flows_testlib import CTX, LAYERS, LayerCase, assert_layer_contract, perturb
+from flows_testlib import (
+    CTX,
+    LAYERS,
+    ForwardLogDetOff,
+    ForwardOffSomewhere,
+    InverseLogDetOff,
+    InverseMapOff,
+    LadjOff,
+    LayerCase,
+    assert_layer_contract,
+    perturb,
+)
 
 F64 = torch.float64
 
@@ -43,30 +54,6 @@ def test_layer_contract(name: str, dtype: torch.dtype, train: bool, device: torc
 
 
 # -- the contract test itself must reject broken layers (caches off: inverses are computed) --
-class _InverseOff(flows.AffineCoupling):
-    """The inverse map is wrong (shifted) but its log-det is right."""
-
-    def inverse_and_ladj(self, y, context=None):
-        x, ladj = super().inverse_and_ladj(y, context)
-        return x + 1e-2, ladj
-
-
-class _InverseLogDetOff(flows.AffineCoupling):
-    """Only the inverse log-det is wrong, by 0.05 nats."""
-
-    def inverse_and_ladj(self, y, context=None):
-        x, ladj = super().inverse_and_ladj(y, context)
-        return x, ladj + 0.05
-
-
-class _ForwardOffSomewhere(flows.MAF):
-    """``call`` (the sampling path) is wrong where the first coordinate exceeds 1."""
-
-    def call(self, x, context=None):
-        y = super().call(x, context)
-        return torch.where(x[..., :1] > 1, y + 0.1, y)
-
-
 class _EmptyBatchFails(flows.Planar):
     def call_and_ladj(self, z, context=None):
         if z.numel() == 0:
@@ -90,9 +77,11 @@ class _StateNotSaved(flows.ActNorm):
 
 
 BROKEN = {
-    "inverse map": LayerCase(lambda: _InverseOff(4, (8,)), (4,)),
-    "inverse log-det": LayerCase(lambda: _InverseLogDetOff(4, (8,)), (4,)),
-    "forward map on some inputs": LayerCase(lambda: _ForwardOffSomewhere(4, (8,)), (4,)),
+    "inverse map": LayerCase(lambda: InverseMapOff(4, (8,)), (4,)),
+    "inverse log-det": LayerCase(lambda: InverseLogDetOff(4, (8,)), (4,)),
+    "forward log-det": LayerCase(lambda: ForwardLogDetOff(4, (8,)), (4,)),
+    "ladj": LayerCase(lambda: LadjOff(4, (8,)), (4,)),
+    "forward map on some inputs": LayerCase(lambda: ForwardOffSomewhere(4, (8,)), (4,)),
     "empty batch": LayerCase(lambda: _EmptyBatchFails(4), (4,)),
     "state not in state_dict": LayerCase(lambda: _StateNotSaved(4), (4,)),
 }

@@ -142,7 +142,7 @@ def test_flow_log_prob_matches_manual_change_of_variables(device: torch.device) 
     flow.eval()
     x = torch.randn(7, 2, dtype=F64, device=device)
     z, total = x, torch.zeros(7, dtype=F64, device=device)
-    for block in reversed(flow._transforms):
+    for block in reversed(flow.transforms):
         jac = torch.stack([torch.autograd.functional.jacobian(lambda v: v + block.g(v), zi) for zi in z])
         total = total + torch.linalg.slogdet(jac)[1]
         z = z + block.g(z)
@@ -166,7 +166,7 @@ def test_residual_flow_integrates_to_one_and_samples_match_log_prob() -> None:
     torch.manual_seed(0)
     flow = residual_flow(2, transforms=2, hidden=(16,), log_det="exact", actnorm=False).to(F64).eval()
     with torch.no_grad():
-        for block in flow._transforms:
+        for block in flow.transforms:
             for lin in block.linears:
                 lin.weight.mul_(5)  # saturate the spectral bound so the flow is far from identity
     g = torch.linspace(-7, 7, 201, dtype=F64)
@@ -196,14 +196,14 @@ def test_float32_sampling_with_a_saturated_flow(device: torch.device) -> None:
     torch.manual_seed(0)
     flow = residual_flow(2, transforms=2, hidden=(16,)).to(device)
     with torch.no_grad():
-        for layer in flow._transforms:
+        for layer in flow.transforms:
             if isinstance(layer, ResidualFlow):
                 for lin in layer.linears:
                     lin.weight.mul_(10)
     x = flow.sample((1000,))
     assert x.dtype == torch.float32 and bool(torch.isfinite(x).all())
     # the samples invert back to base draws: z = x + g(x) per block, round trip within float32 tolerance
-    for layer in flow._transforms:
+    for layer in flow.transforms:
         if isinstance(layer, ResidualFlow):
             y = 3 * torch.randn(64, 2, device=device)
             z = layer.inverse_and_ladj(y)[0]

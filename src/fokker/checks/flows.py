@@ -64,8 +64,9 @@ class _Paths:
         elif isinstance(transform, Bijection):
             layer = transform
         if layer is not None:
-            layer._check_context(context)
-            t: Transform = ConditionedBijection(layer, context, cache_size=0) if layer.context_dim else layer
+            if not layer.context_dim and context is not None:
+                raise ShapeError(f"{type(layer).__name__} is unconditional; context must be None")
+            t: Transform = layer.condition(context) if layer.context_dim else layer  # validates the context
         else:
             if context is not None:
                 if not hasattr(transform, "condition"):

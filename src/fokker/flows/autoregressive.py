@@ -43,7 +43,7 @@ __all__ = [
 
 
 class MaskedLinear(nn.Linear):
-    """``y = x (W * M)^T + b`` with a fixed binary mask ``M`` (``out x in``) (Germain et al. 2015, eq. 10).
+    """``y = x (W * M)^T + b`` with a fixed binary mask ``M`` (``out x in``) (Germain et al. 2015, sec. 4).
 
     Shapes: ``(..., in) -> (..., out)``; ``mask`` is ``(out, in)``.
     """
@@ -58,7 +58,7 @@ class MaskedLinear(nn.Linear):
 
 
 class MADE(nn.Module):
-    """Masked autoencoder for distribution estimation (Germain et al. 2015, eqs. 12-13): ``(..., d [+ c]) -> (..., d, P)``.
+    """Masked autoencoder for distribution estimation (Germain et al. 2015, sec. 4): ``(..., d [+ c]) -> (..., d, P)``.
 
     Output ``[..., i, :]`` depends only on inputs ``j`` with ``rank[j] < rank[i]`` and on
     the context.  Hidden degrees cycle through ``1..d-1`` (``0..d-1`` with a context, so
@@ -119,7 +119,7 @@ class MADE(nn.Module):
 class MaskedAutoregressive(Bijection):
     """Generic masked autoregressive layer ``y_i = h(x_i; theta(v_{<i}, c))`` (noise -> data).
 
-    Papamakarios et al. (2017), MAF, eqs. 2-4 (``v = y``); Kingma et al. (2016), IAF, eq. 10
+    Papamakarios et al. (2017), MAF, sec. 3 (``v = y``); Kingma et al. (2016), IAF, sec. 4
     (``v = x``); the map ``h`` is any :class:`~fokker.flows.elementwise.ElementwiseMap`
     (zuko's ``MaskedAutoregressiveTransform`` idea).  ``log|det J| = sum_i log h'(x_i; theta_i)``
     (triangular Jacobian in the order ``rank``; exact).
@@ -210,7 +210,7 @@ class MaskedAutoregressive(Bijection):
 
 
 class MAF(MaskedAutoregressive):
-    """Masked autoregressive flow layer (Papamakarios et al. 2017, eqs. 2-5), affine.
+    """Masked autoregressive flow layer (Papamakarios et al. 2017, sec. 3), affine.
 
     Density direction (data ``y`` -> noise ``x``) ``x_i = y_i exp(s_i) + t_i`` with
     ``(t_i, s_i) = MADE(y_{<i}, c)`` in one network pass; sampling is sequential (``d``
@@ -232,7 +232,7 @@ class MAF(MaskedAutoregressive):
 
 
 class IAF(MaskedAutoregressive):
-    """Inverse autoregressive flow layer (Kingma et al. 2016, eqs. 10-11), affine.
+    """Inverse autoregressive flow layer (Kingma et al. 2016, sec. 4), affine.
 
     Sampling direction (noise ``x`` -> data ``y``) ``y_i = (x_i - t_i) exp(-s_i)`` with
     ``(t_i, s_i) = MADE(x_{<i}, c)`` in one network pass (as is ``sample_and_log_prob``);
@@ -248,7 +248,7 @@ class IAF(MaskedAutoregressive):
 
 
 class SplineAutoregressive(MaskedAutoregressive):
-    """Autoregressive rational-quadratic spline layer (Durkan et al. 2019, NSF, sec. 3.1-3.2; eqs. 4-6).
+    """Autoregressive rational-quadratic spline layer (Durkan et al. 2019, NSF, sec. 3.1-3.2).
 
     ``y_i = h(x_i; theta(v_{<i}, c))`` with ``h`` a monotone rational-quadratic spline on
     ``[-bound, bound]`` and identity tails; exact log-det.

@@ -4,7 +4,7 @@ A :class:`Bijection` is a :class:`pyro.distributions.torch_transform.TransformMo
 (a torch ``Transform`` that is also an ``nn.Module``) mapping **noise to data**, as in
 ``torch.distributions.TransformedDistribution``.  Subclasses implement two pure
 functions of tensors (zuko's ``call_and_ladj`` idea; the change of variables of
-Rezende & Mohamed 2015, eq. 1, seed 000)
+Rezende & Mohamed 2015, sec. 3.1, and Papamakarios et al. 2021, eq. 2; seed 000)
 
 .. math::
 
@@ -63,6 +63,9 @@ def _check_cache_size(cache_size: int) -> int:
 
 class Bijection(TransformModule, ConditionalTransform):
     """Base class of fokker layers: an invertible ``TransformModule`` (noise -> data).
+
+    A bijection ``T`` with its log-det ``log|det dT/dx|`` for the change of variables of
+    Papamakarios et al. (2021), eq. 2 (Rezende & Mohamed 2015, sec. 3.1).
 
     Subclasses call ``super().__init__(event_dim, context_dim)`` and implement
     :meth:`call_and_ladj` and :meth:`inverse_and_ladj`; they may override :meth:`ladj`
@@ -187,6 +190,9 @@ class Bijection(TransformModule, ConditionalTransform):
 
 class ConditionedBijection(Transform):
     """A :class:`Bijection` bound to one context tensor (or none) and a torch cache size.
+
+    ``x -> T(x; c)``: a conditional flow's layer at a context (Winkler et al. 2019, conditional
+    normalizing flows; Papamakarios et al. 2021, sec. 5.3).
 
     What ``layer.condition(context)`` and ``layer.with_cache(1)`` return: a plain torch
     ``Transform`` (it holds a reference to the layer, whose parameters it uses) computing

@@ -35,8 +35,8 @@ __all__ = ["BatchNormFlow"]
 class BatchNormFlow(Bijection):
     """Batch-norm layer as a bijection on ``(..., D)`` vectors (noise -> data).
 
-    Dinh et al. (2017), RealNVP, sec. 3.7 (eq. in the text); Papamakarios et al. (2017),
-    MAF, sec. 3.4.  Formula and log-det in the module docstring: exact in eval mode, the
+    Dinh et al. (2017), RealNVP, sec. 3.7; Papamakarios et al. (2017), MAF (batch
+    normalization between layers).  Formula and log-det in the module docstring: exact in eval mode, the
     batch statistics held constant in train mode.
 
     Args:

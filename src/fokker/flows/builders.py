@@ -124,17 +124,24 @@ def realnvp(
                                          activation=activation))
 
 
+def _affine_autoregressive(
+    layer: type[MAF] | type[IAF], name: str, features: int, transforms: int, hidden: Sequence[int],
+    context_dim: int, scale_bound: float, activation: type[nn.Module],
+) -> Flow:
+    _check_vector(features, transforms, hidden)
+    layers = [layer(features, hidden, context_dim, r, scale_bound, activation) for r in _ranks(features, transforms)]
+    flow = Flow(layers, features, context_dim=context_dim)
+    return _finish(flow, name, dict(features=features, transforms=transforms, hidden=tuple(hidden),
+                                    context_dim=context_dim, scale_bound=scale_bound, activation=activation))
+
+
 @_builder
 def maf(
     features: int, transforms: int = 5, hidden: Sequence[int] = (64, 64), context_dim: int = 0,
     scale_bound: float = 7.0, activation: type[nn.Module] = nn.ReLU,
 ) -> Flow:
     """Masked autoregressive flow (Papamakarios et al. 2017): density (``log_prob``) in one pass per layer."""
-    _check_vector(features, transforms, hidden)
-    layers = [MAF(features, hidden, context_dim, r, scale_bound, activation) for r in _ranks(features, transforms)]
-    flow = Flow(layers, features, context_dim=context_dim)
-    return _finish(flow, "maf", dict(features=features, transforms=transforms, hidden=tuple(hidden),
-                                     context_dim=context_dim, scale_bound=scale_bound, activation=activation))
+    return _affine_autoregressive(MAF, "maf", features, transforms, hidden, context_dim, scale_bound, activation)
 
 
 @_builder
@@ -143,11 +150,7 @@ def iaf(
     scale_bound: float = 7.0, activation: type[nn.Module] = nn.ReLU,
 ) -> Flow:
     """Inverse autoregressive flow (Kingma et al. 2016): sampling and ``sample_and_log_prob`` in one pass per layer."""
-    _check_vector(features, transforms, hidden)
-    layers = [IAF(features, hidden, context_dim, r, scale_bound, activation) for r in _ranks(features, transforms)]
-    flow = Flow(layers, features, context_dim=context_dim)
-    return _finish(flow, "iaf", dict(features=features, transforms=transforms, hidden=tuple(hidden),
-                                     context_dim=context_dim, scale_bound=scale_bound, activation=activation))
+    return _affine_autoregressive(IAF, "iaf", features, transforms, hidden, context_dim, scale_bound, activation)
 
 
 @_builder

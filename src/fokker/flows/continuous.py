@@ -1,7 +1,7 @@
 """Continuous normalizing flow, FFJORD (Chen et al. 2018; Grathwohl et al. 2019).
 
 Instantaneous change of variables (Chen et al. 2018, theorem 1; Grathwohl et al. 2019,
-eq. 4; seed 002, eq. 17): a state moved by an ODE changes its log-density by the trace
+sec. 2; seed 002, eq. 17): a state moved by an ODE changes its log-density by the trace
 of the Jacobian of the vector field,
 
 .. math::
@@ -16,7 +16,7 @@ back to 0 (one solve gives both the preimage and the log-det, so ``log_prob`` co
 one solve).  For a linear field ``f = A x`` the log-det is exactly ``T tr(A)``.
 
 * trace: ``"exact"`` (``D`` vector-Jacobian products per evaluation; exact up to the
-  solver tolerance), ``"hutchinson"`` (Grathwohl et al. 2019, eq. 7: one probe ``eps`` per
+  solver tolerance), ``"hutchinson"`` (Grathwohl et al. 2019, sec. 3.1: one probe ``eps`` per
   solve, Rademacher or Gaussian, held fixed along the trajectory; an unbiased estimate),
   or ``"auto"`` (the default: exact for ``D <= exact_trace_max_dim = 32``, Hutchinson
   above, where ``D`` VJPs per step cost too much).
@@ -27,7 +27,7 @@ one solve).  For a linear field ``f = A x`` the log-det is exactly ``T tr(A)``.
   could be off by ``sqrt(batch size)`` times the tolerance.)  Forward and inverse solve
   the same ODE with the same ``rtol``/``atol``, in opposite directions, so a round trip
   is accurate to a small multiple of the tolerance.  With ``adjoint=True``,
-  ``torchdiffeq.odeint_adjoint`` (memory O(1) in the number of steps; seed 002 Alg. 1).
+  ``torchdiffeq.odeint_adjoint`` (memory O(1) in the number of steps; Chen et al. 2018, algorithm 1; seed 002 Alg. 1).
 * ``layer.nfe`` is the number of function evaluations of the last solve, ``layer.total_nfe``
   the running total (adjoint backward passes included).
 """
@@ -62,7 +62,7 @@ def _max_norm(state: Sequence[Tensor]) -> Tensor:
 
 
 class TimeMLP(nn.Module):
-    """Time-conditioned vector field ``f(t, x) = MLP([x, t])`` (Grathwohl et al. 2019, sec. 4).
+    """Time-conditioned vector field ``f(t, x) = MLP([x, t])`` (the dynamics network of Grathwohl et al. 2019).
 
     A :class:`fokker.nets.MLP` on ``features + 1`` inputs with ``Softplus`` activations
     (smooth, so the second derivatives that training through the trace needs exist).

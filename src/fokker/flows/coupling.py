@@ -1,8 +1,8 @@
 """Coupling layers: one generic mechanism, any elementwise monotone map, any mask.
 
 With a binary mask splitting the coordinates into a conditioning part ``A`` (mask
-True, copied) and a transformed part ``B`` (seed 002 "coupling flows", seed 003 NICE /
-RealNVP):
+True, copied) and a transformed part ``B`` (Dinh et al. 2015, NICE, sec. 3.2; Dinh et al.
+2017, RealNVP, sec. 3.3; seed 002 "coupling flows", seed 003 NICE / RealNVP):
 
 .. math::
 
@@ -100,8 +100,8 @@ class ConvNet(nn.Sequential):
 class Coupling(Bijection):
     """Generic coupling layer ``y_A = x_A``, ``y_B = h(x_B; theta(x_A, context))``.
 
-    Dinh et al. (2015), NICE, eqs. 4-5 (general coupling); Dinh et al. (2017), RealNVP,
-    eqs. 4-7; Durkan et al. (2019), NSF (spline couplings).  ``log|det J| = sum_{i in B}
+    Dinh et al. (2015), NICE, sec. 3.2 (general coupling); Dinh et al. (2017), RealNVP,
+    sec. 3.3-3.5; Durkan et al. (2019), NSF, sec. 3 (spline couplings).  ``log|det J| = sum_{i in B}
     log h'(x_i; theta_i)`` (block-triangular Jacobian; exact).
 
     Args:
@@ -214,7 +214,7 @@ def _coupling_mask(features: int, mask: Tensor | None) -> Tensor:
 
 
 class AdditiveCoupling(Coupling):
-    """NICE additive coupling ``y_B = x_B + t(x_A, c)`` (Dinh et al. 2015, eq. 6; seed 003): volume preserving.
+    """NICE additive coupling ``y_B = x_B + t(x_A, c)`` (Dinh et al. 2015, sec. 3.2; seed 003): volume preserving.
 
     Args:
         features: ``d`` (vectors) or the number of channels ``C`` (images, then ``mask`` is
@@ -238,7 +238,7 @@ class AdditiveCoupling(Coupling):
 
 
 class AffineCoupling(Coupling):
-    """RealNVP affine coupling (Dinh et al. 2017, eqs. 6-9; seed 003).
+    """RealNVP affine coupling (Dinh et al. 2017, sec. 3.3-3.5; seed 003).
 
     Density direction (data -> noise) ``x_B = y_B exp(s(y_A, c)) + t(y_A, c)``, ``s``
     soft-clamped to ``(-B, B)``; ``log|det dx/dy| = sum_B s`` (exact).
@@ -264,7 +264,7 @@ class AffineCoupling(Coupling):
 
 
 class SplineCoupling(Coupling):
-    """Rational-quadratic spline coupling (Durkan et al. 2019, NSF, sec. 3.1 and eqs. 4-6).
+    """Rational-quadratic spline coupling (Durkan et al. 2019, NSF, sec. 3.1-3.2).
 
     ``y_B = h(x_B; theta(x_A, c))`` with a monotone rational-quadratic spline on
     ``[-bound, bound]`` and identity tails; exact log-det.

@@ -1,6 +1,6 @@
 """``Flow``: a base distribution pushed through bijections, as a trainable module.
 
-Change of variables (Rezende & Mohamed 2015, eq. 1; Papamakarios et al. 2021, eq. 2;
+Change of variables (Rezende & Mohamed 2015, sec. 3.1; Papamakarios et al. 2021, eq. 2;
 seed 000 "normalizing flows"): with ``y = T_K o ... o T_1(x)`` and ``x ~ p_base``,
 
 .. math::
@@ -92,6 +92,8 @@ def _inverse_step(t: Transform, y: Tensor) -> tuple[Tensor, Tensor]:
 class FlowDistribution(pdist.TransformedDistribution):
     """The ``pyro.distributions.TransformedDistribution`` that :meth:`Flow.distribution` returns.
 
+    ``log p(y) = log p_base(T^{-1}(y)) + log|det dT^{-1}/dy|`` (Papamakarios et al. 2021, eq. 2).
+
     Identical to Pyro's (sampling, ``expand``, ``pyro.sample``), except that ``log_prob``
     runs each fokker layer's ``inverse_and_ladj`` once instead of ``inv`` followed by a
     second pass for ``log_abs_det_jacobian`` (same value, half the work).
@@ -116,7 +118,7 @@ class Flow(nn.Module):
     """A normalizing flow: base distribution + bijections (noise -> data).
 
     Change of variables ``log p(y) = log p_base(x) - sum_k log|det dT_k/dx_{k-1}|``
-    (Rezende & Mohamed 2015, eq. 1; seed 000).
+    (Rezende & Mohamed 2015, sec. 3.1; Papamakarios et al. 2021, eq. 2; seed 000).
 
     Args:
         transforms: the layers, applied in order to base samples.  fokker

@@ -1,12 +1,12 @@
 """Linear bijections: ActNorm, LU-parameterized invertible linear map and 1x1 convolution.
 
-Seed 000's table of layers (Glow, Kingma & Dhariwal 2018).
+Kingma & Dhariwal (2018), Glow, sec. 3.1-3.2 and table 1; seed 000's table of layers.
 
 * :class:`ActNorm`: ``y = x * exp(s) + b`` per feature (per channel for images),
-  ``log|det J| = sum(s)`` (times ``H W`` for images).  Data-dependent init: the first
-  batch seen in the **density direction** (``inverse``, data -> noise) while training
-  sets ``b = mean(y)`` and ``s = log std(y)``, so that batch comes out with zero mean
-  and unit variance per feature.
+  ``log|det J| = sum(s)`` (times ``H W`` for images).  Data-dependent init at most once:
+  when the layer's very first use is a **density-direction** call (``inverse``, data ->
+  noise) in training mode, that batch sets ``b = mean(y)`` and ``s = log std(y)``, so it
+  comes out with zero mean and unit variance per feature (see :class:`ActNorm`).
 * :class:`InvertibleLinear`: ``y = W x`` with ``W = P L (U + diag(sign * exp(log_s)))``
   (``P`` a fixed permutation, ``L`` unit lower triangular, ``U`` strictly upper):
   ``log|det W| = sum(log_s)`` exactly, inverse by two triangular solves.
@@ -148,7 +148,8 @@ class ActNorm(Bijection):
 
 
 class InvertibleLinear(Bijection):
-    """LU-parameterized invertible linear map ``y = W x`` (Glow), ``W = P L (U + diag(s))``.
+    """LU-parameterized invertible linear map ``y = W x``, ``W = P L (U + diag(s))``
+    (Kingma & Dhariwal 2018, Glow, sec. 3.2, "LU decomposition").
 
     Initialized at a random rotation.  ``log|det W| = sum log|s|`` (exact).
 
@@ -216,7 +217,8 @@ class InvertibleLinear(Bijection):
 
 
 class InvertibleConv1x1(InvertibleLinear):
-    """Glow's invertible 1x1 convolution on ``(..., C, H, W)`` (LU-parameterized)."""
+    """Invertible 1x1 convolution on ``(..., C, H, W)`` (Kingma & Dhariwal 2018, Glow, sec. 3.2):
+    the LU-parameterized ``W`` mixes the channels of every pixel, ``log|det| = H W sum(log_s)``."""
 
     def __init__(self, channels: int) -> None:
         super().__init__(channels, event_dim=3)

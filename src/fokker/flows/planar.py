@@ -91,7 +91,7 @@ def newton_refine(
 class Planar(Bijection):
     """Planar layer ``y = z + u_hat tanh(w^T z + b)`` (noise -> data), exact inverse.
 
-    Rezende & Mohamed (2015), eqs. 10-12 (``log|det| = log|1 + h'(w^T z + b) w^T u_hat|``)
+    Rezende & Mohamed (2015), sec. 4.1 (``log|det| = log|1 + h'(w^T z + b) w^T u_hat|``)
     and appendix A (``u_hat`` so that ``w^T u_hat > -1``).
 
     Args:

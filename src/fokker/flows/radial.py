@@ -33,7 +33,7 @@ __all__ = ["Radial"]
 class Radial(Bijection):
     """Radial layer ``y = z + beta (z - z0) / (alpha + ||z - z0||)`` (noise -> data).
 
-    Rezende & Mohamed (2015), eq. 14 and appendix A (``beta >= -alpha``); log-det as in the
+    Rezende & Mohamed (2015), sec. 4.1 and appendix A (``beta >= -alpha``); log-det as in the
     module docstring (seed 002 eq. 10, corrected).
 
     Args:

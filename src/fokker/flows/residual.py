@@ -63,7 +63,7 @@ _LOG_DETS = ("exact", "series", "roulette")
 
 
 class LipSwish(nn.Module):
-    """``x sigmoid(beta x) / 1.1`` with ``beta = softplus(.)`` (Chen et al. 2019, Residual Flows, sec. 4.1): 1-Lipschitz, smooth.
+    """``x sigmoid(beta x) / 1.1`` with ``beta = softplus(.)`` (Chen et al. 2019, Residual Flows, sec. 4): 1-Lipschitz, smooth.
 
     ``max_x d/dx [x sigmoid(beta x)] ~ 1.0998`` for every ``beta > 0``, hence the 1.1.
     """
@@ -80,7 +80,7 @@ class SpectralNormLinear(nn.Module):
     """Linear map with weight ``W / max(1, sigma_hat(W) / c)``, ``sigma_hat`` by power iteration.
 
     Miyato et al. (2018), spectral normalization (algorithm 1), with the coefficient ``c``
-    of Behrmann et al. (2019), i-ResNet, sec. 3 (eq. 6).  Shapes ``(..., in) -> (..., out)``.
+    of Behrmann et al. (2019), i-ResNet, sec. 3.  Shapes ``(..., in) -> (..., out)``.
 
     Args:
         in_features, out_features: sizes.
@@ -161,9 +161,9 @@ class _ImplicitSolve(torch.autograd.Function):
 class ResidualFlow(Bijection):
     """One invertible residual block ``x -> x + g(x)`` (data -> noise), as a noise -> data layer.
 
-    Behrmann et al. (2019), i-ResNet, eqs. 4-7 (fixed-point inverse, power series of the
-    log-det); Chen et al. (2019), Residual Flows, eq. 6 (Russian-roulette estimator) and
-    sec. 4.1 (LipSwish).  ``log det(I + J_g) = sum_k (-1)^{k+1} tr(J_g^k) / k``.
+    Behrmann et al. (2019), i-ResNet, sec. 2-3 (fixed-point inverse, power series of the
+    log-det); Chen et al. (2019), Residual Flows, sec. 3 (Russian-roulette estimator) and
+    sec. 4 (LipSwish).  ``log det(I + J_g) = sum_k (-1)^{k+1} tr(J_g^k) / k``.
 
     Args:
         features: event size ``D``; inputs ``(..., D)``.

@@ -1,7 +1,7 @@
 """SurVAE surjections and dequantization (Nielsen et al. 2020; seed 002, eq. (46), tables 6-7).
 
 SurVAE flows compose bijections, surjections and stochastic maps; each layer adds a
-*likelihood contribution* ``V(x, z)`` and a looseness ``E(x, z)`` (seed 002, eq. (46)):
+*likelihood contribution* ``V(x, z)`` and a looseness ``E(x, z)`` (Nielsen et al. 2020, sec. 3; seed 002, eq. (46)):
 
 .. math::
 
@@ -121,7 +121,7 @@ class ConditionalGaussian(nn.Module):
 
 
 class Slice(Surjection):
-    """Inference slicing (Nielsen et al. 2020, sec. 4, table 1): ``z = x[..., :keep]``, ``v = log p(x[..., keep:] | z)``.
+    """Inference slicing (Nielsen et al. 2020, sec. 4): ``z = x[..., :keep]``, ``v = log p(x[..., keep:] | z)``.
 
     The likelihood contribution is exact.
 
@@ -153,7 +153,7 @@ class Slice(Surjection):
 
 
 class Augment(Surjection):
-    """Generative slicing / augmentation (Nielsen et al. 2020, sec. 4, table 1; Huang et al. 2020):
+    """Generative slicing / augmentation (Nielsen et al. 2020, sec. 4; Huang et al. 2020):
     ``z = (x, e)``, ``e ~ q(e | x)``, ``v = -log q(e | x)``.
 
     ``E_q[log p(z) + v] <= log p(x)`` with equality iff ``q(e|x)`` is the base's conditional
@@ -188,7 +188,7 @@ class Augment(Surjection):
 
 
 class Abs(Surjection):
-    """Inference absolute value (Nielsen et al. 2020, sec. 4, table 1): ``z = |x|``,
+    """Inference absolute value (Nielsen et al. 2020, sec. 4): ``z = |x|``,
     ``v = sum_i log Bern(s_i; sigmoid(logit_i(z)))``, ``s = sign x``.
 
     Args:
@@ -226,7 +226,7 @@ class Abs(Surjection):
 
 
 class Sort(Surjection):
-    """Inference sort (Nielsen et al. 2020, sec. 4, table 1): ``z = sort(x)`` (ascending),
+    """Inference sort (Nielsen et al. 2020, sec. 4): ``z = sort(x)`` (ascending),
     ``v = log p(I | z) = -log D!`` (uniform permutation).
 
     Exact for exchangeable densities.  ``inverse`` applies a uniformly random permutation.
@@ -253,7 +253,7 @@ class Sort(Surjection):
 
 
 class Max(Surjection):
-    """Inference max (Nielsen et al. 2020, sec. 4, table 1): ``z = max x`` (shape ``(..., 1)``),
+    """Inference max (Nielsen et al. 2020, sec. 4): ``z = max x`` (shape ``(..., 1)``),
     ``k = argmax x`` uniform, ``x_j = z - e_j`` with ``e_j ~ Exponential(rate)`` for ``j != k``.
 
     .. math::
@@ -336,7 +336,7 @@ class _LogitNormalPosterior(nn.Module):
 
 
 class VariationalDequantization(Surjection):
-    """Variational dequantization (Ho et al. 2019, Flow++, sec. 3.1, eq. 12): ``z = x + u``,
+    """Variational dequantization (Ho et al. 2019, Flow++, sec. 3.1): ``z = x + u``,
     ``u ~ q(u | x)``, ``v = -log q(u | x)``.
 
     Args:
@@ -371,7 +371,7 @@ class VariationalDequantization(Surjection):
 class SurjectiveFlow(nn.Module):
     """A base distribution pushed through bijections and surjections (noise -> data order).
 
-    SurVAE flows (Nielsen et al. 2020, eq. 5 / algorithm 1): ``log p(x) = log p(z) + sum_l V_l``.
+    SurVAE flows (Nielsen et al. 2020, sec. 3): ``log p(x) = log p(z) + sum_l V_l``.
 
     Args:
         base: distribution of the innermost latent (anything with ``log_prob`` and

@@ -40,8 +40,8 @@ __all__ = ["Sylvester"]
 class Sylvester(Bijection):
     """Orthogonal Sylvester layer ``y = z + Q R_A tanh(R_B Q^T z + b)`` (noise -> data).
 
-    van den Berg et al. (2018), Sylvester normalizing flows, sec. 3 (theorem 1, Sylvester's
-    determinant identity; the orthogonal form ``A = Q R_A``, ``B = R_B Q^T``).  Log-det
+    van den Berg et al. (2018), Sylvester normalizing flows, sec. 2-3 (Sylvester's determinant
+    identity; the orthogonal form ``A = Q R_A``, ``B = R_B Q^T``).  Log-det
     ``sum_i log(1 + tanh'(u_i) (R_B)_ii (R_A)_ii)`` exact; inverse exact up to rounding.
 
     Args:
