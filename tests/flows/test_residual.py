@@ -217,3 +217,15 @@ def test_two_train_mode_passes_before_one_backward() -> None:
     loss = flow.loss(torch.randn(16, 2)) + flow.loss(torch.randn(16, 2))
     loss.backward()
     assert all(p.grad is not None for p in flow.parameters())
+
+
+def test_stochastic_log_det_is_reproducible_from_a_generator() -> None:
+    flow = residual_flow(2, transforms=2, hidden=(8,), log_det="roulette").double().eval()
+    assert flow.transforms[0].stochastic_log_det and not ResidualFlow(2, log_det="exact").stochastic_log_det
+    x = torch.randn(16, 2, dtype=F64)
+    with torch.no_grad():
+        a = flow.log_prob(x, generator=torch.Generator().manual_seed(1))
+        b = flow.log_prob(x, generator=torch.Generator().manual_seed(1))
+        c = flow.log_prob(x, generator=torch.Generator().manual_seed(2))
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert not torch.equal(a, c)

@@ -285,9 +285,12 @@ class Flow(nn.Module):
             cache_size: 0 (default: every call computes) or 1 (torch's single-slot cache on
                 every fokker layer: ``log_prob`` of a value this distribution just drew with
                 ``rsample`` reuses the stored noise instead of inverting, as SVI guides with IAF
-                want; build a fresh distribution every step).
+                want; build a fresh distribution every step).  Plain torch / Pyro transforms in
+                the flow keep their own cache setting.
         """
         self._check_context(context)
+        if cache_size not in (0, 1):
+            raise ParameterError(f"cache_size must be 0 or 1 (torch's Transform caches at most one value); got {cache_size!r}")
         base = self.base()
         parts: list[Transform] = []
         for t in self._transforms:
@@ -295,8 +298,8 @@ class Flow(nn.Module):
                 part = t.condition(context) if t.context_dim else t
                 if cache_size:
                     part = ConditionedBijection(t, context if t.context_dim else None, cache_size)
-            else:
-                part = t.with_cache(cache_size) if cache_size else t
+            else:  # a plain torch / Pyro transform keeps its own cache setting
+                part = t
             parts.append(part)
         if context is not None and context.dim() > 1:
             base = base.expand(torch.broadcast_shapes(base.batch_shape, context.shape[:-1]))
