@@ -209,7 +209,7 @@ def digits(ctx: Context) -> list[CheckResult]:
 
     steps = 200 if ctx.quick else 4000
     torch.manual_seed(ctx.seed)
-    glow = flows.glow((1, 8, 8), levels=2, steps=2 if ctx.quick else 4, hidden=32 if ctx.quick else 64)
+    glow = flows.glow((1, 8, 8), levels=2, depth=2 if ctx.quick else 4, hidden=32 if ctx.quick else 64)
     with torch.no_grad():
         glow.log_prob(train[:512])  # ActNorm data-dependent init on a large batch
     _train(glow.log_prob, list(glow.parameters()), train, steps, 128, 2e-3, ctx.seed, val=val)
@@ -300,7 +300,7 @@ def eight_schools_guide(ctx: Context) -> list[CheckResult]:
 
     def guide() -> None:
         pyro.module("flow", flow)
-        z = pyro.sample("z", flow.distribution(), infer={"is_auxiliary": True})
+        z = pyro.sample("z", flow.distribution(cache_size=1), infer={"is_auxiliary": True})
         pyro.sample("mu", pdist.Delta(z[..., 0]))
         pyro.sample("tau", pdist.Delta(torch.exp(z[..., 1]), log_density=-z[..., 1]))
         pyro.sample("theta_trans", pdist.Delta(z[..., 2:], event_dim=1))
