@@ -35,7 +35,8 @@ from .._progress import progress_bar
 from .._random import rand, randn, randn_like
 from ..errors import ParameterError, ShapeError
 from .likelihood import LikelihoodResult, cnf_log_prob
-from .model import _check_net, _check_schedule_sde, _resolve_device_dtype, network_reference
+from .._args import reference_tensor
+from .model import _check_net, _check_schedule_sde, _resolve_device_dtype
 
 __all__ = ["FlowMatching", "ot_pairing"]
 
@@ -130,7 +131,7 @@ class FlowMatching(nn.Module):
         """Conditional flow-matching loss of a data batch ``x1`` (mean over batch of the squared error summed
         over event dims).  Draws from the global RNG (``fokker.train.fit`` controls it)."""
         check_tensor(x1, "x1")
-        check_like(x1, network_reference(self.net), "x1", owner="the network of the FlowMatching model")
+        check_like(x1, reference_tensor(self.net), "x1", owner="the network of the FlowMatching model")
         if self.event_shape is None:
             self.event_shape = tuple(x1.shape[1:])
         elif tuple(x1.shape[1:]) != self.event_shape:
@@ -218,7 +219,7 @@ class FlowMatching(nn.Module):
                         generator: torch.Generator | None = None) -> LikelihoodResult:
         """:meth:`log_prob` with its parts and the NFE."""
         check_tensor(x, "x")
-        check_like(x, network_reference(self.net), "x", owner="the network of the FlowMatching model")
+        check_like(x, reference_tensor(self.net), "x", owner="the network of the FlowMatching model")
         check_finite(x, "x")
         return cnf_log_prob(
             lambda z, t: self._velocity_net(z, t), x, self.t_max, 0.0,

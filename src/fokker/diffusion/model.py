@@ -24,7 +24,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from .._args import check_finite, check_in_interval, check_int, check_like, check_tensor
+from .._args import reference_tensor, check_finite, check_in_interval, check_int, check_like, check_tensor
 from .._gaussian import isotropic_normal_log_prob
 from .._progress import progress_bar
 from .._random import rand, randn, randn_like, rng_scope
@@ -35,7 +35,7 @@ from .losses import LogSNRTimeSampler, check_weighting, dsm_loss
 from .parameterization import check_parameterization, convert, expand_like
 from .samplers import DEFAULT_SPACING, get_sampler
 
-__all__ = ["DiffusionModel", "network_reference"]
+__all__ = ["DiffusionModel"]
 
 
 def _check_schedule_sde(sde: object, owner: str) -> None:
@@ -57,12 +57,7 @@ def _check_net(net: object, owner: str) -> None:
         )
 
 
-def network_reference(net: object) -> torch.Tensor | None:
-    """The first floating parameter or buffer of a network (its dtype and device), or ``None`` for a
-    plain callable or a module without floating tensors (which then follows its inputs)."""
-    if not isinstance(net, nn.Module):
-        return None
-    for p in net.parameters():
+  for p in net.parameters():
         if p.is_floating_point():
             return p
     for b in net.buffers():
@@ -76,7 +71,7 @@ def _resolve_device_dtype(
 ) -> tuple[torch.device, torch.dtype]:
     """Device and dtype of samples drawn from a model with network ``net``: the network's by default;
     a requested ``dtype``/``device`` that differs from the network's raises :class:`DeviceDtypeError`."""
-    ref = network_reference(net)
+    ref = reference_tensor(net)
     if ref is None:
         return torch.device(device if device is not None else "cpu"), dtype or torch.get_default_dtype()
     if dtype is not None and dtype != ref.dtype:
@@ -186,7 +181,7 @@ class DiffusionModel(nn.Module):
 
     def _check(self, x: torch.Tensor, t: torch.Tensor | float, name: str = "x") -> torch.Tensor:
         check_tensor(x, name)
-        check_like(x, network_reference(self.net), name, owner="the network of the DiffusionModel")
+        check_like(x, reference_tensor(self.net), name, owner="the network of the DiffusionModel")
         if self.event_shape is not None:
             k = len(self.event_shape)
             if x.dim() != k + 1 or tuple(x.shape[1:]) != self.event_shape:
@@ -250,7 +245,7 @@ class DiffusionModel(nn.Module):
         else:
             x0 = batch
         check_tensor(x0, "x0")
-        check_like(x0, network_reference(self.net), "x0", owner="the network of the DiffusionModel")
+        check_like(x0, reference_tensor(self.net), "x0", owner="the network of the DiffusionModel")
         if self.event_shape is None:
             self.event_shape = tuple(x0.shape[1:])
         elif tuple(x0.shape[1:]) != self.event_shape:

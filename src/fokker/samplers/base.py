@@ -38,11 +38,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._args import check_int
+from .._args import reference_tensor, check_int
 from .._gaussian import isotropic_normal_log_prob
 from .._progress import progress_bar
 from .._random import randn_like, rng_scope
-from ..diffusion.model import network_reference
 from ..errors import DeviceDtypeError, NoExactSamplesError, NonFiniteError, ParameterError
 from ..importance import LogZEstimate
 from ..targets.base import Target, as_target
@@ -64,7 +63,7 @@ def net_like_target(net: nn.Module, target: Target) -> nn.Module:
 def _check_net_like_target(net: nn.Module, target: Target) -> None:
     if not isinstance(net, nn.Module):
         raise ParameterError(f"net must be a torch.nn.Module (the control network); got {type(net).__name__}")
-    ref, own = target.reference_tensor(), network_reference(net)
+    ref, own = target.reference_tensor(), reference_tensor(net)
     if ref is None or own is None:
         return
     if own.dtype != ref.dtype or own.device != ref.device:
@@ -121,7 +120,7 @@ class DiffusionSampler(nn.Module):
         """A tensor with the sampler's dtype and device: the network's (checked against the
         target's, which raises :class:`~fokker.errors.DeviceDtypeError` on a mismatch), else the target's."""
         _check_net_like_target(self.net, self.target)
-        own = network_reference(self.net)
+        own = reference_tensor(self.net)
         if own is not None:
             return own
         ref = self.target.reference_tensor()
