@@ -57,15 +57,6 @@ def _check_net(net: object, owner: str) -> None:
         )
 
 
-  for p in net.parameters():
-        if p.is_floating_point():
-            return p
-    for b in net.buffers():
-        if b.is_floating_point():
-            return b
-    return None
-
-
 def _resolve_device_dtype(
     net: object, device: torch.device | str | None, dtype: torch.dtype | None, owner: str
 ) -> tuple[torch.device, torch.dtype]:
