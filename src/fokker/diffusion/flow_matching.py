@@ -36,7 +36,7 @@ from .._random import rand, randn, randn_like
 from ..errors import ParameterError, ShapeError
 from .likelihood import LikelihoodResult, cnf_log_prob
 from .._args import reference_tensor
-from .model import _check_net, _check_schedule_sde, _resolve_device_dtype
+from .model import _check_net, _check_schedule_sde, _resolve_device_dtype, check_data_batch
 
 __all__ = ["FlowMatching", "ot_pairing"]
 
@@ -130,13 +130,7 @@ class FlowMatching(nn.Module):
     def loss(self, x1: torch.Tensor) -> torch.Tensor:
         """Conditional flow-matching loss of a data batch ``x1`` (mean over batch of the squared error summed
         over event dims).  Draws from the global RNG (``fokker.train.fit`` controls it)."""
-        check_tensor(x1, "x1")
-        check_like(x1, reference_tensor(self.net), "x1", owner="the network of the FlowMatching model")
-        if self.event_shape is None:
-            self.event_shape = tuple(x1.shape[1:])
-        elif tuple(x1.shape[1:]) != self.event_shape:
-            raise ShapeError(f"x1 must have shape (batch, {', '.join(map(str, self.event_shape))}); got {tuple(x1.shape)}")
-        check_finite(x1, "x1")
+        self.event_shape = check_data_batch(x1, self.net, self.event_shape, "x1", "the network of the FlowMatching model")
         x0 = randn_like(x1)
         if self.coupling == "ot":
             x0 = x0[ot_pairing(x0, x1)]

@@ -57,6 +57,22 @@ def _check_net(net: object, owner: str) -> None:
         )
 
 
+def check_data_batch(
+    x: torch.Tensor, net: object, event_shape: tuple[int, ...] | None, name: str, owner: str
+) -> tuple[int, ...]:
+    """Validate a training batch ``x`` ``(batch, *event)`` against a network and a (possibly unknown)
+    event shape: floating, the network's dtype/device, the event shape, finite.  Returns the event shape
+    (taken from ``x`` when it was unknown)."""
+    check_tensor(x, name)
+    check_like(x, reference_tensor(net), name, owner=owner)
+    if event_shape is None:
+        event_shape = tuple(x.shape[1:])
+    elif tuple(x.shape[1:]) != tuple(event_shape):
+        raise ShapeError(f"{name} must have shape (batch, {', '.join(map(str, event_shape))}); got {tuple(x.shape)}")
+    check_finite(x, name)
+    return tuple(event_shape)
+
+
 def _resolve_device_dtype(
     net: object, device: torch.device | str | None, dtype: torch.dtype | None, owner: str
 ) -> tuple[torch.device, torch.dtype]:
@@ -235,13 +251,7 @@ class DiffusionModel(nn.Module):
             x0, y = batch[0], batch[1]
         else:
             x0 = batch
-        check_tensor(x0, "x0")
-        check_like(x0, reference_tensor(self.net), "x0", owner="the network of the DiffusionModel")
-        if self.event_shape is None:
-            self.event_shape = tuple(x0.shape[1:])
-        elif tuple(x0.shape[1:]) != self.event_shape:
-            raise ShapeError(f"x0 must have shape (batch, {', '.join(map(str, self.event_shape))}); got {tuple(x0.shape)}")
-        check_finite(x0, "x0")
+        self.event_shape = check_data_batch(x0, self.net, self.event_shape, "x0", "the network of the DiffusionModel")
         batch_size = x0.shape[0]
         if y is not None and self.label_dropout > 0:
             drop = rand((batch_size,), device=y.device) < self.label_dropout
