@@ -31,7 +31,7 @@ from .._random import rand, randn, randn_like, rng_scope
 from ..errors import DeviceDtypeError, ParameterError, ShapeError
 from ..sde import Schedule, time_grid
 from .likelihood import LikelihoodResult, cnf_log_prob
-from .losses import LogSNRTimeSampler, check_weighting, dsm_loss
+from .losses import LogNormalTimeSampler, LogSNRTimeSampler, check_weighting, dsm_loss, edm_coefficients
 from .parameterization import check_parameterization, convert, expand_like
 from .samplers import DEFAULT_SPACING, get_sampler
 
@@ -109,8 +109,17 @@ class DiffusionModel(nn.Module):
         net: ``nn.Module`` (or callable) mapping ``(x, t)`` (or ``(x, t, y)`` when conditional)
             to a tensor of ``x``'s shape.  Inputs must have the dtype and device of its
             parameters (:class:`~fokker.errors.DeviceDtypeError` otherwise).
-        parameterization: what ``net`` predicts: ``"eps"``, ``"x0"``, ``"score"`` or ``"v"``.
-        weighting: DSM weighting ``"simple"``, ``"sigma2"`` or ``"likelihood"``.
+        parameterization: what ``net`` predicts: ``"eps"``, ``"x0"``, ``"score"`` or ``"v"``; or
+            ``"edm"``: the preconditioning of Karras, Aittala, Aila & Laine (2022, *Elucidating the
+            design space of diffusion-based generative models*, table 1) in the scaled variables
+            ``x/alpha``, ``sigma_tilde = sigma/alpha`` of any linear SDE:
+            ``x0_hat = c_skip x/alpha + c_out net(c_in x/alpha, t)`` (the net is conditioned on ``t``,
+            a monotone function of ``sigma_tilde``, in place of EDM's ``c_noise = ln(sigma_tilde)/4``),
+            trained with EDM's loss weight (``weighting="edm"``) at EDM's log-normal noise levels
+            ``ln sigma_tilde ~ N(p_mean, p_std^2)``.
+        weighting: DSM weighting ``"simple"``, ``"sigma2"``, ``"likelihood"`` or ``"edm"`` (default:
+            ``"edm"`` for the EDM parameterization, else ``"simple"``).
+        sigma_data, p_mean, p_std: EDM's data scale and noise-level distribution (EDM only).
         importance_sampling: draw ``t`` uniformly in log-SNR for the likelihood weighting.
         t_min: smallest time used for training/sampling/likelihood (default: the SDE's
             ``t_min``, moved to ``1e-3 T`` when ``sigma(t_min) = 0``).
@@ -131,7 +140,10 @@ class DiffusionModel(nn.Module):
         net: nn.Module | Callable[..., torch.Tensor],
         parameterization: str = "eps",
         *,
-        weighting: str = "simple",
+        weighting: str | None = None,
+        sigma_data: float = 0.5,
+        p_mean: float = -1.2,
+        p_std: float = 1.2,
         importance_sampling: bool = False,
         t_min: float | None = None,
         event_shape: tuple[int, ...] | None = None,
@@ -143,8 +155,17 @@ class DiffusionModel(nn.Module):
         _check_net(net, "DiffusionModel")
         self.sde = sde
         self.net = net
-        self.parameterization = check_parameterization(parameterization)
+        self.edm = parameterization == "edm"
+        self.parameterization = "edm" if self.edm else check_parameterization(parameterization)
+        #: what the network's (preconditioned) output is read as
+        self._kind = "x0" if self.edm else self.parameterization
+        weighting = ("edm" if self.edm else "simple") if weighting is None else weighting
         self.weighting = check_weighting(weighting)
+        if self.edm and weighting != "edm":
+            raise ParameterError(f"the EDM parameterization trains with weighting='edm'; got {weighting!r}")
+        if not (isinstance(sigma_data, (int, float)) and sigma_data > 0):
+            raise ParameterError(f"sigma_data must be a positive number; got {sigma_data!r}")
+        self.sigma_data, self.p_mean, self.p_std = float(sigma_data), float(p_mean), float(p_std)
         if importance_sampling and weighting != "likelihood":
             raise ParameterError("importance_sampling is defined for weighting='likelihood' only")
         self.importance_sampling = bool(importance_sampling)
@@ -173,18 +194,23 @@ class DiffusionModel(nn.Module):
         return expand_like(c.alpha, x), expand_like(c.sigma, x)
 
     def _net(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
-        out = self.net(x, t) if y is None and self.num_classes is None else self.net(x, t, y)
+        x_in = x
+        if self.edm:
+            a, s = self._ab(t, x)
+            c_skip, c_out, c_in, _ = edm_coefficients(s / a, self.sigma_data)
+            x_in = c_in * (x / a)
+        out = self.net(x_in, t) if y is None and self.num_classes is None else self.net(x_in, t, y)
         if out.shape != x.shape:
             raise ShapeError(
                 f"net output must have the shape of its input x {tuple(x.shape)}; got {tuple(out.shape)}"
             )
-        return out
+        return c_skip * (x / a) + c_out * out if self.edm else out
 
     def predict(self, x: torch.Tensor, t: torch.Tensor, kind: str, y: torch.Tensor | None = None) -> torch.Tensor:
         """The prediction of type ``kind`` at ``(x, t)`` without input checks (inner loops)."""
         t = t.to(x.dtype)
         a, s = self._ab(t, x)
-        return convert(x, self._net(x, t, y), self.parameterization, kind, a, s)
+        return convert(x, self._net(x, t, y), self._kind, kind, a, s)
 
     def _check(self, x: torch.Tensor, t: torch.Tensor | float, name: str = "x") -> torch.Tensor:
         check_tensor(x, name)
@@ -233,7 +259,12 @@ class DiffusionModel(nn.Module):
         *,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """``(num_samples,)`` training times: uniform on ``[t_min, T]``, or uniform in log-SNR (importance sampling)."""
+        """``(num_samples,)`` training times: uniform on ``[t_min, T]``, uniform in log-SNR (importance
+        sampling), or EDM's log-normal noise levels (the EDM parameterization)."""
+        if self.edm:
+            if self._t_sampler is None:
+                self._t_sampler = LogNormalTimeSampler(self.sde, self.t_min, self.T, self.p_mean, self.p_std)
+            return self._t_sampler(num_samples, device, generator=generator).to(dtype or torch.get_default_dtype())
         if self.importance_sampling:
             if self._t_sampler is None:
                 self._t_sampler = LogSNRTimeSampler(self.sde, self.t_min, self.T)
@@ -263,7 +294,7 @@ class DiffusionModel(nn.Module):
         pred = self._net(xt, t, y)
         iw = self._t_sampler.Z if (self.importance_sampling and self._t_sampler is not None) else None
         return dsm_loss(
-            pred, self.parameterization, x0, xt, eps, t, self.sde, self.weighting, (self.t_min, self.T), iw
+            pred, self._kind, x0, xt, eps, t, self.sde, self.weighting, (self.t_min, self.T), iw, self.sigma_data
         ).mean()
 
     # ------------------------------------------------------------------ sampling
