@@ -39,10 +39,8 @@ derivatives of ``log gamma``) or ``"kl"`` (reparameterized reverse KL: the drift
 ``grad log gamma``, so the gradient needs Hessian-vector products of the target).
 
 Underdamped (momentum) variants (UHA, LDVI: Geffner & Domke 2021, 2023) double the state and are
-not provided; the sequential variant with resampling (SCLD, Chen et al. 2025) is the
-``resample_threshold`` option of :meth:`AnnealedLangevinSampler.log_Z`: the same learned
-kernels inside an SMC sampler (resampling whenever the ESS falls below the threshold), whose
-``log Z`` is still unbiased in ``Z`` (Del Moral, Doucet & Jasra 2006).
+not provided; neither is the sequential variant with resampling between the learned kernels
+(SCLD, Chen et al. 2025).
 """
 
 from __future__ import annotations
