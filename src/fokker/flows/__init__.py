@@ -27,6 +27,7 @@ from .coupling import (
     half_mask,
 )
 from .elementwise import Additive, Affine, ElementwiseMap, RationalQuadratic, soft_clamp
+from .fit import fit_to_target
 from .flow import Flow, FlowDistribution
 from .glow import Multiscale, Squeeze, squeeze, unsqueeze
 from .linear import ActNorm, InvertibleConv1x1, InvertibleLinear
@@ -58,6 +59,7 @@ __all__ = [
     "FlowDistribution",
     "MLP",
     "save",
+    "fit_to_target",
     "load",
     # elementwise maps
     "ElementwiseMap",

@@ -52,3 +52,7 @@ __all__ += [
     "annealed_langevin", "ncsn_step_sizes", "AIS", "SMC", "AdaptiveSMC", "AnnealedTarget", "geometric_betas",
     "systematic_resampling",
 ]
+
+from .neutra import NeuTraTarget, neutra  # noqa: E402
+
+__all__ += ["NeuTraTarget", "neutra"]
