@@ -303,3 +303,22 @@ def test_systematic_resampling_counts() -> None:
     se = counts.std(0) / math.sqrt(2000) + 1e-12
     assert bool(((counts.mean(0) - 10 * w).abs() <= Z_SCORE * se + 1e-9).all())
     assert mcmc.systematic_resampling(torch.zeros(3, 5), generator=g).shape == (3, 5)
+
+
+@pytest.mark.parametrize("cls", [mcmc.AIS, mcmc.SMC])
+def test_nan_on_the_path_is_an_error_not_a_zero_weight(cls) -> None:
+    """log gamma NaN for x0 > 4: a NonFiniteError naming the target and the first temperature step (it used to
+    be turned into a zero weight, silently estimating the integral over the rest of the space); -inf there
+    is a zero weight and gives the integral over x0 <= 4 within Z_SCORE SE."""
+    from fokker.errors import NonFiniteError
+
+    def log_gamma(x: torch.Tensor, outside: float) -> torch.Tensor:
+        return torch.where(x[..., 0] > 4.0, outside, -0.5 * (x * x).sum(-1))
+
+    nan = CallableTarget(lambda x: log_gamma(x, math.nan), dim=2, name="nan_right")
+    k = mcmc.HMC(step_size=0.3, num_steps=3)
+    with pytest.raises(NonFiniteError, match=r"'nan_right': log_prob is NaN at \d+ of 256 particles .*first at temperature step 1"):
+        cls(nan, _iso(2, 3.0), 8, kernel=k).run(256, seed=0, progress=False)
+    cut = CallableTarget(lambda x: log_gamma(x, -math.inf), dim=2)
+    res = cls(cut, _iso(2, 3.0), 32, kernel=k).run(2048, seed=0, progress=False)
+    _within(res, math.log(2 * math.pi * (1 - 0.5 * math.erfc(4 / math.sqrt(2)))), Z_SCORE)

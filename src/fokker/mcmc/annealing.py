@@ -281,6 +281,22 @@ class _Annealer:
     def _log_ratio(self, x: torch.Tensor) -> torch.Tensor:
         return self.target.log_prob_unchecked(x) - self.path.base_log_prob(x)
 
+    @staticmethod
+    def _first_nan(first: torch.Tensor, inc: torch.Tensor, k: int) -> torch.Tensor:
+        """Per particle, the first temperature step ``k`` whose log-ratio was NaN (0: none yet); no sync."""
+        return torch.where((first == 0) & torch.isnan(inc), torch.full_like(first, k), first)
+
+    def _raise_on_nan(self, first: torch.Tensor) -> None:
+        """A NaN ``log gamma`` on the path is an error, not a zero weight (``-inf`` is a zero weight)."""
+        hit = first > 0
+        if bool(hit.any()):
+            k = int(first[hit].min())
+            raise NonFiniteError(
+                f"target {self.target.name!r}: log_prob is NaN at {int(hit.sum())} of {first.numel()} particles on the "
+                f"annealing path (first at temperature step {k}, beta = {float(self.betas[k]):.4g}); a NaN is not a "
+                f"zero weight: return -inf outside the support, or check the target's parameters"
+            )
+
 
 class AIS(_Annealer):
     """Annealed importance sampling (Neal 2001, eqs. (3)-(5)) on the geometric path; see the module docstring.
@@ -342,13 +358,16 @@ class AIS(_Annealer):
         evals = torch.zeros(num_particles, dtype=torch.long, device=x.device)
         eps = torch.as_tensor(self.kernel.step_size, dtype=x.dtype, device=x.device)
         accs = []
+        first_nan = torch.zeros(num_particles, dtype=torch.long, device=x.device)
         b = self.betas.tolist()
         for k in progress_bar(range(1, len(b)), progress=progress, desc="AIS"):
-            lw = lw + (b[k] - b[k - 1]) * self._log_ratio(x)
+            inc = (b[k] - b[k - 1]) * self._log_ratio(x)
+            first_nan = self._first_nan(first_nan, inc, k)
+            lw = lw + inc
             evals = evals + 1
             x, acc, eps, evals = self._move(kernel, x, b[k], eps, evals)
             accs.append(acc.mean())
-        lw = torch.where(torch.isnan(lw), torch.full_like(lw, -math.inf), lw)
+        self._raise_on_nan(first_nan)
         return LogZEstimate.from_log_weights(
             lw, samples=x, num_target_evals=int(evals.sum()),
             details={"acceptance": torch.stack(accs), "num_resampling": 0},
@@ -412,11 +431,14 @@ class SMC(_Annealer):
         evals = torch.zeros(num_particles, dtype=torch.long, device=x.device)
         eps = torch.as_tensor(self.kernel.step_size, dtype=x.dtype, device=x.device)
         accs = []
+        first_nan = torch.zeros(num_particles, dtype=torch.long, device=x.device)
         b = self.betas.tolist()
         for k in progress_bar(range(1, len(b)), progress=progress, desc="SMC"):
-            inc = ((b[k] - b[k - 1]) * self._log_ratio(x)).reshape(g, n)
+            inc = (b[k] - b[k - 1]) * self._log_ratio(x)
+            first_nan = self._first_nan(first_nan, inc, k)
+            inc = inc.reshape(g, n)
             evals = evals + 1
-            inc = torch.where(torch.isnan(inc), torch.full_like(inc, -math.inf), inc)
+            inc = torch.where(torch.isnan(inc), torch.full_like(inc, -math.inf), inc)  # reported after the loop
             lw = logW + inc
             step = torch.logsumexp(lw, -1)  # log sum_i W_i exp(inc_i)
             log_z = log_z + step
@@ -432,6 +454,7 @@ class SMC(_Annealer):
             n_res = n_res + need.sum()
             x, acc, eps, evals = self._move(kernel, x, b[k], eps, evals)
             accs.append(acc.mean())
+        self._raise_on_nan(first_nan)
         # each group's Z_hat_g = exp(log_z_g) is unbiased; combine by their mean
         log_Z = float(log_mean_exp(log_z.double()))
         if not math.isfinite(log_Z):

@@ -376,7 +376,10 @@ class DiffusionSampler(nn.Module):
         """Samples ``(*sample_shape, dim)`` and their log importance weights ``sample_shape``.
 
         The weights are unnormalized, ``E w = Z`` exactly for the discrete chain.  Paths are
-        simulated ``batch_size`` at a time.
+        simulated ``batch_size`` at a time.  A weight of zero (``log w = -inf``, a point outside the
+        target's support) is allowed; NaN or ``+inf`` weights raise
+        :class:`~fokker.errors.NonFiniteError`, saying whether ``log gamma`` is NaN at the end points or
+        the paths themselves became non-finite (the target's score NaN somewhere along the way).
         """
         shape = torch.Size((sample_shape,) if isinstance(sample_shape, int) else sample_shape)
         num_samples = shape.numel()
@@ -386,7 +389,37 @@ class DiffusionSampler(nn.Module):
             x, lw = self.rollout(size, generator=generator)
             xs.append(x)
             lws.append(lw)
-        return torch.cat(xs).reshape(*shape, self.dim), torch.cat(lws).reshape(shape)
+        x, lw = torch.cat(xs), torch.cat(lws)
+        self._check_log_weights(x, lw)
+        return x.reshape(*shape, self.dim), lw.reshape(shape)
+
+    def _check_log_weights(self, x: torch.Tensor, lw: torch.Tensor) -> None:
+        """NaN / +inf weights as a :class:`NonFiniteError` that says where they came from (one sync)."""
+        bad = torch.isnan(lw) | (lw == float("inf"))
+        if not bool(bad.any()):
+            return
+        n, k = lw.numel(), int(bad.sum())
+        lost = ~torch.isfinite(x).all(-1)
+        name = self.target.name
+        if bool(lost[bad].any()):
+            raise NonFiniteError(
+                f"target {name!r}: {k} of {n} log weights are NaN/+inf because {int(lost.sum())} paths became "
+                f"non-finite on the way: the target's log_prob or score is NaN/inf at intermediate states (on part of "
+                f"the path between the reference and the target); check the target's support and parameters"
+            )
+        with torch.no_grad():
+            lg = self.target.log_prob_unchecked(x[bad])
+        where = torch.isnan(lg) | (lg == float("inf"))
+        if bool(where.any()):
+            example = x[bad][where][0].tolist()
+            raise NonFiniteError(
+                f"target {name!r}: log_prob is NaN/+inf at {int(where.sum())} of {n} samples (e.g. x = {example}), "
+                f"so their importance weights are undefined; check the target's support and parameters"
+            )
+        raise NonFiniteError(
+            f"{k} of {n} log weights of {type(self).__name__} on target {name!r} are NaN/+inf although the target is "
+            f"finite at the end points: the sampler's network produced non-finite values"
+        )
 
     @torch.no_grad()
     def eubo_log_weights(
