@@ -77,3 +77,14 @@ def test_neutra_bad_input() -> None:
         mcmc.NeuTraTarget(targets.Funnel(3), flows.realnvp(2, transforms=1, hidden=(4,)))
     with pytest.raises(TypeError, match="flow must be a fokker.flows.Flow"):
         mcmc.NeuTraTarget(targets.Funnel(3), torch.nn.Linear(3, 3))
+
+
+def test_neutra_same_seed_same_draws_and_global_rng_untouched() -> None:
+    target = targets.Funnel(2).to(torch.float64)
+    flow = flows.Flow([flows.ActNorm(2)], 2).double()
+    before = torch.random.get_rng_state()
+    a = mcmc.neutra(target, flow, mcmc.HMC(num_steps=2), num_chains=2, num_samples=5, warmup=5, seed=3, progress=False)
+    b = mcmc.neutra(target, flow, mcmc.HMC(num_steps=2), num_chains=2, num_samples=5, warmup=5,
+                    generator=torch.Generator().manual_seed(3), progress=False)
+    assert torch.equal(torch.random.get_rng_state(), before)
+    assert torch.equal(a.samples, b.samples)

@@ -78,12 +78,17 @@ def neutra(
     num_chains: int = 4,
     num_samples: int = 1000,
     warmup: int = 1000,
+    *,
+    generator: torch.Generator | None = None,
+    seed: int | None = None,
+    progress: bool | None = None,
     **sample_kwargs: Any,
 ) -> MCMCResult:
     """NeuTra-HMC (Hoffman et al. 2019): :func:`fokker.mcmc.sample` on :class:`NeuTraTarget` ``(target, flow)``.
 
     The chains start at draws of the flow's base (``init`` defaults to ``N(0, I)`` in latent
-    space unless given in ``sample_kwargs``); every other argument is :func:`~fokker.mcmc.sample`'s.
+    space unless ``init`` is given); ``generator`` / ``seed`` drive the initial draws and the kernel,
+    ``progress`` the bar, and every other keyword goes to :func:`~fokker.mcmc.sample`.
 
     Returns the :class:`~fokker.mcmc.MCMCResult` with ``samples`` mapped to the target space
     ``(chains, draws, dim)`` and ``log_prob`` the target's ``log gamma`` there (so ``summary()``,
@@ -95,12 +100,12 @@ def neutra(
     ref = next(iter(flow.buffers()), None)
     if ref is None:
         ref = next(iter(flow.parameters()))
-    gen = _random.make_generator(sample_kwargs.pop("generator", None), sample_kwargs.pop("seed", None), ref.device)
+    gen = _random.make_generator(generator, seed, ref.device)
     if "init" not in sample_kwargs:
         with _random.rng_scope(gen, [ref.device]):
             sample_kwargs["init"] = flow.base().sample((num_chains,)).to(dtype=ref.dtype)
-    sample_kwargs["generator"] = gen
-    res = sample(pulled, kernel, num_chains=num_chains, num_samples=num_samples, warmup=warmup, **sample_kwargs)
+    res = sample(pulled, kernel, num_chains=num_chains, num_samples=num_samples, warmup=warmup, generator=gen,
+                 progress=progress, **sample_kwargs)
     z = res.samples
     finite = torch.isfinite(z).all(-1, keepdim=True)
     x = pulled.push_forward(torch.where(finite, z, torch.zeros_like(z)))
