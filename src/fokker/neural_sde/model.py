@@ -33,7 +33,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from .._args import argument_checks_enabled, check_finite, check_int, check_like, check_positive, check_tensor
+from .._args import argument_checks, argument_checks_enabled, check_finite, check_int, check_like, check_positive, check_tensor
 from .._random import randn
 from ..errors import NonFiniteError, ParameterError, ShapeError
 from .nets import DiffusionNet, DriftNet
@@ -327,10 +327,11 @@ class NeuralSDE(nn.Module):
 
         def nll(vec: torch.Tensor) -> torch.Tensor:
             params = {k: v.reshape(s) for k, v, s in zip(names, vec.split(sizes), shapes)}
-            with torch.enable_grad():
-                return -functional_call(self, params, (times, paths), strict=False, tie_weights=True)
+            return -functional_call(self, params, (times, paths), strict=False, tie_weights=True)
 
-        hess = torch.autograd.functional.hessian(nll, flat)  # functional_call runs forward(): the total log-lik.
+        self.forward(times, paths)  # the value checks (positive, finite diffusion) once, outside the transforms
+        with argument_checks(False), torch.enable_grad():
+            hess = torch.func.jacrev(torch.func.grad(nll), chunk_size=64)(flat)
         hess = 0.5 * (hess + hess.T)
         evals = torch.linalg.eigvalsh(hess)
         if not bool(torch.isfinite(hess).all()) or float(evals.min()) <= 0:
