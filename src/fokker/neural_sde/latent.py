@@ -92,26 +92,20 @@ class _Clock:
 class _PosteriorSDE:
     """torchsde view of the posterior in solver time, optionally with the running KL as last coordinate.
 
-    Up to the solver time ``switch`` the drift is the posterior ``h(z, t, c(t))``, after it the prior
-    ``f`` (the posterior predictive beyond the observations).  Diagonal noise; ``g = 0`` on the KL
-    coordinate, whose drift is ``girsanov_integrand(h, f, g)``.
+    Drift ``h(z, t, c(t))`` with the context of the last observation time ``<= t``; diagonal noise;
+    ``g = 0`` on the KL coordinate, whose drift is ``girsanov_integrand(h, f, g)``.
     """
 
     noise_type = "diagonal"
 
-    def __init__(self, model: "LatentSDE", clock: _Clock, obs: list[float], context: torch.Tensor, with_kl: bool,
-                 switch: float = math.inf) -> None:
-        self.model, self.clock, self.obs, self.context = model, clock, obs, context
-        self.with_kl, self.switch = with_kl, switch
+    def __init__(self, model: "LatentSDE", clock: _Clock, obs: list[float], context: torch.Tensor, with_kl: bool) -> None:
+        self.model, self.clock, self.obs, self.context, self.with_kl = model, clock, obs, context, with_kl
         self.latent_dim, self.sde_type = model.latent_dim, model.sde_type
 
     def _parts(self, s: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         z = y[:, : self.latent_dim]
         sf, t = self.clock.physical(s, z)
         g = self.model.diffusion_net(z, t)
-        if sf > self.switch + 1e-6:
-            drift = self.model.prior_drift(z, t)
-            return drift, drift, g
         # the context of the last observation time <= t (the slack absorbs rounding of non-integer times)
         i = max(0, min(bisect.bisect_right(self.obs, sf + 1e-6) - 1, len(self.obs) - 1))
         h = self.model.posterior_drift(z, t, self.context[:, i])
@@ -136,18 +130,21 @@ class _PosteriorSDE:
 
 
 class _PriorSDE:
-    """torchsde view of the prior SDE in solver time."""
+    """torchsde view of the prior SDE in solver time (``offset``: the solver time where the solve starts)."""
 
     noise_type = "diagonal"
 
-    def __init__(self, model: "LatentSDE", clock: _Clock) -> None:
-        self.model, self.clock, self.sde_type = model, clock, model.sde_type
+    def __init__(self, model: "LatentSDE", clock: _Clock, offset: float = 0.0) -> None:
+        self.model, self.clock, self.sde_type, self.offset = model, clock, model.sde_type, offset
+
+    def _t(self, s: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.clock.physical(s + self.offset, y)[1]
 
     def f(self, s: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self.clock.dt * self.model.prior_drift(y, self.clock.physical(s, y)[1])
+        return self.clock.dt * self.model.prior_drift(y, self._t(s, y))
 
     def g(self, s: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self.clock.sqrt_dt * self.model.diffusion_net(y, self.clock.physical(s, y)[1])
+        return self.clock.sqrt_dt * self.model.diffusion_net(y, self._t(s, y))
 
 
 class LatentSDE(nn.Module):
@@ -489,11 +486,16 @@ class LatentSDE(nn.Module):
         loc, scale = q.loc.repeat(num_samples, 1), q.scale.repeat(num_samples, 1)
         z0 = loc + scale * randn(loc.shape, generator=generator, dtype=loc.dtype, device=loc.device)
         s_union = clock.solver_times(union)
-        if len(union) == 1:
-            zs = z0[None]
-        else:
-            bm = self._bm(float(s_union[-1]), tuple(z0.shape), z0, generator)
-            sde = _PosteriorSDE(self, clock, s_list, ctx, with_kl=False, switch=s_list[-1])
-            zs = self._solve(sde, z0, s_union, bm, adjoint=False, context=None)
+        inside = int((union <= times[-1]).sum())  # union[:inside] is the observed window, ending at times[-1]
+        # the posterior SDE over the observed window (its context ends there) ...
+        bm = self._bm(s_list[-1], tuple(z0.shape), z0, generator)
+        sde = _PosteriorSDE(self, clock, s_list, ctx, with_kl=False)
+        zs = self._solve(sde, z0, s_union[:inside], bm, adjoint=False, context=None)
+        if inside < len(union):  # ... then the prior SDE from the state at the last observation time
+            start = float(s_union[inside - 1])
+            s_out = s_union[inside - 1 :] - start
+            bm = self._bm(float(s_out[-1]), tuple(z0.shape), z0, generator)
+            zs_out = self._solve(_PriorSDE(self, clock, offset=start), zs[-1], s_out, bm, adjoint=False, context=None)
+            zs = torch.cat([zs, zs_out[1:]])
         x = self._observe(zs[index].transpose(0, 1), observation_noise, generator)
         return x.reshape(num_samples, num_paths, len(index), self.data_dim)
