@@ -13,7 +13,7 @@
 * :func:`path_data` -- the ``(times, paths)`` tuple :func:`fokker.train.fit` minibatches.
 """
 
-from .latent import ELBOTerms, LatentSDE
+from .latent import LatentELBO, LatentSDE
 from .model import ConfidenceIntervals, NeuralSDE
 from .nets import ConstantDiffusion, DiffusionNet, DriftNet, LinearDrift, PolynomialDrift
 from .paths import check_paths, path_data
@@ -22,7 +22,7 @@ __all__ = [
     "NeuralSDE",
     "ConfidenceIntervals",
     "LatentSDE",
-    "ELBOTerms",
+    "LatentELBO",
     "DriftNet",
     "DiffusionNet",
     "LinearDrift",

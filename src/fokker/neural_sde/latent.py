@@ -9,7 +9,7 @@ observation time and ``q(z_0 | x) = N(mu, diag sigma^2)``; the posterior SDE
 ``dZ = h(Z, t, c(t)) dt + g(Z, t) dW`` shares the diffusion ``g`` with the prior (needed for a
 finite path KL) and reads the context of the last observation time ``<= t``.
 
-Evidence lower bound (Li et al. 2020, eq. 11 with the KL of eq. 5):
+Evidence lower bound (Li et al. 2020, sec. 5; the path KL by Girsanov as in :func:`fokker.sde.kl_path`):
 
 .. math::
 
@@ -47,15 +47,15 @@ from ..sde import girsanov_integrand
 from .nets import DiffusionNet, DriftNet
 from .paths import check_paths
 
-__all__ = ["LatentSDE", "ELBOTerms"]
+__all__ = ["LatentSDE", "LatentELBO"]
 
 _METHODS = {"ito": ("euler", "milstein", "srk"), "stratonovich": ("reversible_heun", "midpoint", "heun", "milstein")}
 _ADJOINT_METHODS = {"ito": ("euler", "milstein", "srk"),
                     "stratonovich": ("adjoint_reversible_heun", "midpoint", "heun", "milstein", "reversible_heun")}
 
 
-class ELBOTerms(NamedTuple):
-    """The three terms of the latent SDE's ELBO, each ``(B,)`` (averaged over posterior draws)."""
+class LatentELBO(NamedTuple):
+    """The three terms of the latent SDE's ELBO (Li et al. 2020, sec. 5), each ``(B,)``, averaged over posterior draws."""
 
     reconstruction: torch.Tensor  #: ``sum_i log p(x_{t_i} | z_{t_i})`` (single-sample estimate per draw)
     kl_initial: torch.Tensor  #: ``KL(q(z_0 | x) || p(z_0))`` (closed form)
@@ -151,7 +151,7 @@ class LatentSDE(nn.Module):
     r"""Latent SDE with a GRU encoder, trained on the ELBO by the stochastic adjoint (Li et al. 2020).
 
     See the module docstring for the model and the ELBO (Li, Wong, Chen & Duvenaud 2020,
-    "Scalable gradients for stochastic differential equations", eqs. 5 and 11).
+    "Scalable gradients for stochastic differential equations", sec. 5).
 
     Args:
         data_dim: dimension ``D`` of the observations.
@@ -343,7 +343,7 @@ class LatentSDE(nn.Module):
         *,
         adjoint: bool | None = None,
         generator: torch.Generator | None = None,
-    ) -> ELBOTerms:
+    ) -> LatentELBO:
         """The ELBO's terms for each path, averaged over ``num_samples`` posterior draws.
 
         Args:
@@ -375,7 +375,7 @@ class LatentSDE(nn.Module):
         def per_path(v: torch.Tensor) -> torch.Tensor:
             return v.reshape(num_samples, num_paths).mean(0)
 
-        return ELBOTerms(per_path(rec), per_path(kl0), per_path(kl_path))
+        return LatentELBO(per_path(rec), per_path(kl0), per_path(kl_path))
 
     def elbo(
         self,
