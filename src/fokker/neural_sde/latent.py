@@ -1,13 +1,15 @@
 r"""The latent SDE of Li, Wong, Chen & Duvenaud (2020), trained with the stochastic adjoint.
 
-Generative model (prior): ``z_0 ~ p(z_0) = N(m, diag s^2)``, ``dZ = f(Z, t) dt + g(Z, t) dW``,
+Generative model (prior): ``z_0 ~ p(z_0) = N(0, I)`` (buffers, fixed: they pin the latent scale), ``dZ = f(Z, t) dt + g(Z, t) dW``,
 observations ``x_{t_i} ~ N(D(z_{t_i}), diag sigma_x^2)`` with a linear decoder ``D``.
 
-Inference (posterior): an encoder (a GRU run over the *reversed* observation sequence, so its
-state at ``t_i`` summarises ``x_{t_i}, ..., x_{t_{K-1}}``) gives a context ``c_i`` per
-observation time and ``q(z_0 | x) = N(mu, diag sigma^2)``; the posterior SDE
-``dZ = h(Z, t, c(t)) dt + g(Z, t) dW`` shares the diffusion ``g`` with the prior (needed for a
-finite path KL) and reads the context of the last observation time ``<= t``.
+Inference (posterior): an encoder gives a context ``c_i = [W r_i, x_{t_i}]`` per observation time,
+``r_i`` the state of a GRU run over the *reversed* observation sequence (it summarises
+``x_{t_i}, ..., x_{t_{K-1}}``), and ``q(z_0 | x) = N(mu, diag sigma^2)`` from ``c_0``.  The posterior
+SDE ``dZ = h(Z, t, c(t)) dt + g(Z, t) dW`` shares the diffusion ``g`` with the prior (needed for a
+finite path KL); on ``[t_i, t_{i+1})`` its drift reads ``c(t) = [c_{i+1}, t_{i+1} - t]``: the context
+of the observation the path is heading for and the time left until it, the inputs of a bridge
+drift such as ``(x_{t_{i+1}} - z) / (t_{i+1} - t)``.
 
 Evidence lower bound (Li et al. 2020, sec. 5; the path KL by Girsanov as in :func:`fokker.sde.kl_path`):
 
@@ -20,11 +22,11 @@ Evidence lower bound (Li et al. 2020, sec. 5; the path KL by Girsanov as in :fun
 The path KL is integrated alongside ``Z`` as one extra state coordinate with drift
 :func:`fokker.sde.girsanov_integrand` and zero diffusion, in one call of
 ``torchsde.sdeint_adjoint`` (memory flat in the number of solver steps) or ``torchsde.sdeint``
-(backpropagation through the solver).  With ``sde_type="ito"`` and Euler steps the coordinate is
-exactly the Monte-Carlo summand of :func:`fokker.sde.kl_path` (unbiased for the KL between the
-Euler chains).  The default is the Stratonovich form solved by reversible Heun, whose adjoint is
-exact (Kidger, Foster, Li & Lyons 2021): posterior and prior share ``g``, so their Ito and
-Stratonovich drifts differ by the same correction and ``h - f``, hence the KL, is unchanged.  The initial
+(backpropagation through the solver).  With the default ``sde_type="ito"`` and Euler steps the
+coordinate is exactly the Monte-Carlo summand of :func:`fokker.sde.kl_path` (unbiased for the KL
+between the Euler chains).  ``sde_type="stratonovich"`` (reversible Heun, exact adjoint; Kidger,
+Foster, Li & Lyons 2021) has the same KL: posterior and prior share ``g``, so their Ito and
+Stratonovich drifts differ by the same correction and ``h - f`` is unchanged.  The initial
 KL is in closed form; the reconstruction term and the path KL are single-sample estimates per
 posterior draw (``num_samples`` draws are averaged).
 """
@@ -92,7 +94,7 @@ class _Clock:
 class _PosteriorSDE:
     """torchsde view of the posterior in solver time, optionally with the running KL as last coordinate.
 
-    Drift ``h(z, t, c(t))`` with the context of the last observation time ``<= t``; diagonal noise;
+    Drift ``h(z, t, c(t))`` with the context of the next observation time ``> t``; diagonal noise;
     ``g = 0`` on the KL coordinate, whose drift is ``girsanov_integrand(h, f, g)``.
     """
 
@@ -106,11 +108,16 @@ class _PosteriorSDE:
         z = y[:, : self.latent_dim]
         sf, t = self.clock.physical(s, z)
         g = self.model.diffusion_net(z, t)
-        # the context of the last observation time <= t (the slack absorbs rounding of non-integer times)
-        i = max(0, min(bisect.bisect_right(self.obs, sf + 1e-6) - 1, len(self.obs) - 1))
-        h = self.model.posterior_drift(z, t, self.context[:, i])
+        h = self.model.posterior_drift(z, t, self.context_at(sf, z))
         f = self.model.prior_drift(z, t) if self.with_kl else h
         return h, f, g
+
+    def context_at(self, sf: float, z: torch.Tensor) -> torch.Tensor:
+        """``[c_{i+1}, t_{i+1} - t]`` for ``t`` in ``[t_i, t_{i+1})`` (solver time ``sf``): the encoder's context
+        of the next observation and the time left until it (the slack absorbs rounding of non-integer times)."""
+        i = min(bisect.bisect_right(self.obs, sf + 1e-6), len(self.obs) - 1)
+        remaining = torch.full_like(z[:, :1], (self.obs[i] - sf) * self.clock.dt)
+        return torch.cat([self.context[:, i], remaining], 1)
 
     def f_and_g(self, s: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h, f, g = self._parts(s, y)
@@ -156,7 +163,7 @@ class LatentSDE(nn.Module):
     Args:
         data_dim: dimension ``D`` of the observations.
         latent_dim: dimension ``L`` of the latent SDE.
-        context_dim: size of the encoder's context per observation time.
+        context_dim: size of the encoder's learned context ``W r_i`` per observation time.
         hidden: width of the GRU and of the drift networks; ``num_layers``: their hidden layers.
         noise_std: fixed observation noise std; ``None`` learns one per data coordinate.
         min_diffusion: floor of the (softplus) diffusion.
@@ -165,18 +172,22 @@ class LatentSDE(nn.Module):
             interpolation between steps (torchsde).
         adjoint: train through ``torchsde.sdeint_adjoint`` (memory flat in the number of steps);
             ``False`` backpropagates through ``torchsde.sdeint`` (memory linear in the steps).
-        sde_type: ``"stratonovich"`` (default): the drifts are Stratonovich drifts, solved by
-            reversible Heun with its algebraically reversible adjoint (Kidger, Foster, Li & Lyons
-            2021), whose gradients equal those of backpropagation through the solver up to
-            rounding; ``"ito"``: Ito drifts as in Li et al. 2020, Euler forward and Milstein adjoint
-            (adjoint gradients then approximate the solver's by ``O(dt^{1/2})``).  Both give the same
-            path KL formula: posterior and prior share ``g``, so the Ito-Stratonovich correction
-            cancels in ``h - f``.
+        sde_type: ``"ito"`` (default): Ito drifts as in Li et al. 2020, Euler-Maruyama forward and
+            torchsde's Milstein adjoint, whose gradients approximate the solver's to ``O(dt^{1/2})``;
+            the running KL is then exactly the Euler estimate of :func:`fokker.sde.kl_path`.
+            ``"stratonovich"``: Stratonovich drifts solved by reversible Heun with its algebraically
+            reversible adjoint (Kidger, Foster, Li & Lyons 2021): adjoint gradients equal those of
+            backpropagation through the solver up to rounding, but reversible Heun is unstable for
+            dissipative drifts (it diverges on ``dz = -lambda z dt`` once ``lambda dt`` reaches
+            about 0.2), which rules it out for posteriors that steer sharply towards precise
+            observations.  Both give the same path KL formula: posterior and prior share ``g``, so
+            the Ito-Stratonovich correction cancels in ``h - f``.
         method, adjoint_method: torchsde solvers for the forward and the adjoint solve
             (``None``: reversible Heun / its adjoint for Stratonovich, Euler / Milstein for Ito).
         prior_drift: module ``f(z (N, L), t (N,)) -> (N, L)``; default :class:`DriftNet`.
-        posterior_drift: module ``h(z, t, context (N, context_dim)) -> (N, L)``; default
-            :class:`DriftNet` with a context input.
+        posterior_drift: module ``h(z, t, context) -> (N, L)`` with a context of
+            ``context_dim + data_dim + 1`` columns ``[W r_{i+1}, x_{t_{i+1}}, t_{i+1} - t]`` (see the
+            module docstring); default :class:`DriftNet` with a context input.
         diffusion: module ``g(z, t) -> (N, L)``, positive, with ``g_i`` a function of ``z_i``
             and ``t`` only (the diagonal-noise adjoint assumes it); default the coordinatewise
             :class:`DiffusionNet`.
@@ -200,7 +211,7 @@ class LatentSDE(nn.Module):
         min_diffusion: float = 1e-3,
         dt: float | None = None,
         adjoint: bool = True,
-        sde_type: str = "stratonovich",
+        sde_type: str = "ito",
         method: str | None = None,
         adjoint_method: str | None = None,
         prior_drift: nn.Module | None = None,
@@ -231,13 +242,15 @@ class LatentSDE(nn.Module):
 
         self.encoder = nn.GRU(data_dim, hidden, batch_first=True)
         self.encoder_out = nn.Linear(hidden, context_dim)
-        self.qz0 = nn.Linear(context_dim, 2 * latent_dim)
-        self.pz0_mean = nn.Parameter(torch.zeros(latent_dim))
-        self.pz0_logstd = nn.Parameter(torch.zeros(latent_dim))
+        self.qz0 = nn.Linear(context_dim + data_dim, 2 * latent_dim)
+        # p(z_0) = N(0, I), fixed: it pins the scale of the latent space, which the decoder and the
+        # SDE could otherwise trade off freely (z -> c z, g -> c g, D -> D / c leave the data's law unchanged)
+        self.register_buffer("pz0_mean", torch.zeros(latent_dim))
+        self.register_buffer("pz0_logstd", torch.zeros(latent_dim))
         self.prior_drift = prior_drift if prior_drift is not None else DriftNet(latent_dim, hidden, num_layers)
         self.posterior_drift = (
             posterior_drift if posterior_drift is not None
-            else DriftNet(latent_dim, hidden, num_layers, context_dim=context_dim)
+            else DriftNet(latent_dim, hidden, num_layers, context_dim=context_dim + data_dim + 1)
         )
         self.diffusion_net = (
             diffusion if diffusion is not None
@@ -257,14 +270,14 @@ class LatentSDE(nn.Module):
         return self.log_noise_std.exp()
 
     def prior_z0(self) -> Normal:
-        """``p(z_0) = N(m, diag s^2)`` (batch shape ``(L,)``)."""
+        """``p(z_0) = N(m, diag s^2)`` (batch shape ``(L,)``); buffers ``pz0_mean = 0``, ``pz0_logstd = 0`` by default."""
         return Normal(self.pz0_mean, self.pz0_logstd.clamp(-20, 10).exp())
 
     def encode(self, times: torch.Tensor, paths: torch.Tensor) -> tuple[torch.Tensor, Normal]:
-        """Context ``(B, K, context_dim)`` per observation time and ``q(z_0 | x)`` (batch shape ``(B, L)``).
+        """Context ``(B, K, context_dim + D)`` per observation time and ``q(z_0 | x)`` (batch shape ``(B, L)``).
 
-        The GRU reads the sequence backwards, so the context at ``t_i`` depends on
-        ``x_{t_i}, ..., x_{t_{K-1}}``.  ``times`` is validated but not fed to the GRU (the grid is
+        ``c_i = [W r_i, x_{t_i}]`` with ``r_i`` the state of a GRU that reads the sequence backwards,
+        so the context at ``t_i`` depends on ``x_{t_i}, ..., x_{t_{K-1}}``.  ``times`` is validated but not fed to the GRU (the grid is
         shared by all paths).
         """
         times, paths = self._check_data(times, paths)
@@ -272,7 +285,7 @@ class LatentSDE(nn.Module):
 
     def _encode(self, paths: torch.Tensor) -> tuple[torch.Tensor, Normal]:
         out, _ = self.encoder(paths.flip(1))
-        ctx = self.encoder_out(out).flip(1)
+        ctx = torch.cat([self.encoder_out(out).flip(1), paths], -1)
         loc, raw = self.qz0(ctx[:, 0]).chunk(2, dim=-1)
         return ctx, Normal(loc, raw.clamp(-20, 10).exp())
 
@@ -298,9 +311,10 @@ class LatentSDE(nn.Module):
         s = clock.solver_times(times)
         return clock, s, s.detach().to("cpu", torch.float64).tolist()
 
-    def _check_nets(self, z: torch.Tensor, t: torch.Tensor, ctx: torch.Tensor) -> None:
+    def _check_nets(self, z: torch.Tensor, t: torch.Tensor, sde: _PosteriorSDE) -> None:
         """Shapes of the three networks' outputs, and a positive finite diffusion, at the start state."""
         tt = t.expand(z.shape[0])
+        ctx = sde.context_at(0.0, z)
         for name, out in (("prior_drift", self.prior_drift(z, tt)), ("posterior_drift", self.posterior_drift(z, tt, ctx)),
                           ("diffusion", self.diffusion_net(z, tt))):
             if not isinstance(out, torch.Tensor) or out.shape != z.shape:
@@ -310,7 +324,7 @@ class LatentSDE(nn.Module):
                 if not bool(torch.isfinite(out).all()):
                     raise NonFiniteError("the diffusion network returned non-finite values")
                 raise ParameterError(
-                    f"the diffusion must be positive; the diffusion network returned values <= 0 (min {float(out.min()):.3g})"
+                    f"the diffusion must be positive; the diffusion network returned values <= 0 (min {float(out.detach().min()):.3g})"
                 )
 
     @staticmethod
@@ -363,11 +377,12 @@ class LatentSDE(nn.Module):
         ctx = ctx.repeat(num_samples, 1, 1)
         loc, scale = q.loc.repeat(num_samples, 1), q.scale.repeat(num_samples, 1)
         z0 = loc + scale * randn(loc.shape, generator=generator, dtype=loc.dtype, device=loc.device)
-        self._check_nets(z0, times[0], ctx[:, 0])
+        sde = _PosteriorSDE(self, clock, s_list, ctx, with_kl=True)
+        self._check_nets(z0, times[0], sde)
         kl0 = kl_divergence(Normal(loc, scale), self.prior_z0()).sum(-1)
         y0 = torch.cat([z0, torch.zeros_like(z0[:, :1])], dim=1)
         bm = self._bm(s_list[-1], (y0.shape[0], L + 1), y0, generator)
-        ys = self._solve(_PosteriorSDE(self, clock, s_list, ctx, with_kl=True), y0, s_times, bm, adjoint, ctx)
+        ys = self._solve(sde, y0, s_times, bm, adjoint, ctx)
         zs, kl_path = ys[..., :L].transpose(0, 1), ys[-1, :, L]
         obs = Normal(self.decode(zs), self.noise_std)
         rec = obs.log_prob(paths.repeat(num_samples, 1, 1)).sum((-2, -1))

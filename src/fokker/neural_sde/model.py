@@ -186,7 +186,7 @@ class NeuralSDE(nn.Module):
                 raise NonFiniteError(f"the diffusion network returned {int((~torch.isfinite(g)).sum())} non-finite value(s)")
             raise ParameterError(
                 f"the diffusion must be positive; the diffusion network returned {int((g <= 0).sum())} value(s) <= 0 "
-                f"(min {float(g.min()):.3g}); make it positive, e.g. softplus + a floor as DiffusionNet does"
+                f"(min {float(g.detach().min()):.3g}); make it positive, e.g. softplus + a floor as DiffusionNet does"
             )
 
     # ------------------------------------------------------------ likelihood
