@@ -95,6 +95,35 @@ def test_reconstruction_and_path_kl_of_a_deterministic_latent_path() -> None:
     assert_close(terms.kl_path, torch.full((5,), 0.5 * 1.0 / 1e-24, dtype=torch.float64))
 
 
+class Recorder(nn.Module):
+    """A zero posterior drift that records the times and contexts it is called with."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def forward(self, z: torch.Tensor, t: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        self.calls.append((t.detach().clone(), context.detach().clone()))
+        return torch.zeros_like(z)
+
+
+def test_posterior_drift_reads_the_next_observation_and_the_time_left() -> None:
+    times = torch.tensor([0.0, 0.2, 0.3, 0.7], dtype=torch.float64)  # uneven gaps, multiples of dt
+    paths = torch.randn(3, 4, 2, dtype=torch.float64)
+    rec = Recorder()
+    model = LatentSDE(2, 2, hidden=8, context_dim=4, dt=0.05, posterior_drift=rec).double()
+    model.elbo(times, paths, adjoint=False)
+    # before the solve, our argument check and torchsde's contract check call the drift at t_0
+    solver_calls = rec.calls[-14:]  # one per Euler step: 0.7 / 0.05
+    assert_close(torch.stack([t[0] for t, _ in solver_calls]), torch.arange(14, dtype=torch.float64) * 0.05)
+    for t, context in solver_calls:
+        tt = float(t[0])
+        i = int((times <= tt + 1e-9).sum())  # index of the next observation time
+        assert context.shape == (3, 4 + 2 + 1)
+        assert_close(context[:, 4:6], paths[:, i])
+        assert_close(context[:, 6], (times[i] - t).to(context.dtype))
+
+
 def test_predictive_follows_the_posterior_then_the_prior() -> None:
     times, paths = _data(num_paths=2, dim=1)
     model = LatentSDE(1, 1, hidden=8, context_dim=4, dt=0.1).double()
