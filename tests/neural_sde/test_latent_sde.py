@@ -180,11 +180,11 @@ def test_negative_elbo_decreases_on_a_small_gbm_set() -> None:
 
 
 @pytest.mark.parametrize("sde_type", ["stratonovich", "ito"])
-def test_adjoint_gradients_match_backpropagation(dtype, sde_type) -> None:
+def test_adjoint_gradients_match_backpropagation(device, dtype, sde_type) -> None:
     times, paths = _data(num_paths=4, dim=1)
-    times, paths = times.to(dtype), paths.to(dtype)
+    times, paths = times.to(device, dtype), paths.to(device, dtype)
     torch.manual_seed(0)
-    model = LatentSDE(1, 2, hidden=8, context_dim=4, dt=0.05, sde_type=sde_type).to(dtype)
+    model = LatentSDE(1, 2, hidden=8, context_dim=4, dt=0.05, sde_type=sde_type).to(device, dtype)
 
     def grads(adjoint: bool) -> torch.Tensor:
         model.zero_grad()

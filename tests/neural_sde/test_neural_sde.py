@@ -21,7 +21,7 @@ class SinDrift(nn.Module):
     dim = 2
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return torch.sin(x) + t[:, None] * torch.tensor([1.0, -0.5], dtype=x.dtype)
+        return torch.sin(x) + t[:, None] * torch.tensor([1.0, -0.5], dtype=x.dtype, device=x.device)
 
 
 class QuadraticDiffusion(nn.Module):
@@ -29,12 +29,12 @@ class QuadraticDiffusion(nn.Module):
         return 0.5 + x**2 + 0.1 * t[:, None]
 
 
-def test_euler_log_prob_matches_normal_transitions(dtype) -> None:
+def test_euler_log_prob_matches_normal_transitions(device, dtype) -> None:
     g = torch.Generator().manual_seed(0)
     num_paths, num_times = 3, 5
     times = torch.cumsum(0.05 + torch.rand(num_paths, num_times, generator=g), 1).to(dtype)  # a grid per path
     paths = torch.randn(num_paths, num_times, 2, generator=g).to(dtype)
-    model = NeuralSDE(SinDrift(), QuadraticDiffusion()).to(dtype)
+    model = NeuralSDE(SinDrift(), QuadraticDiffusion()).to(device, dtype)
     expected = torch.zeros(num_paths, dtype=torch.float64)
     for b in range(num_paths):
         for k in range(num_times - 1):
@@ -43,8 +43,9 @@ def test_euler_log_prob_matches_normal_transitions(dtype) -> None:
             f = torch.sin(x) + t * torch.tensor([1.0, -0.5], dtype=torch.float64)
             s = 0.5 + x**2 + 0.1 * t
             expected[b] += torch.distributions.Normal(x + h * f, s * math.sqrt(h)).log_prob(paths[b, k + 1].double()).sum()
-    assert_close(model.log_prob(times, paths), expected.to(dtype))
-    assert_close(model.loss((times, paths)), -expected.mean().to(dtype) / (num_times - 1))
+    times, paths = times.to(device), paths.to(device)
+    assert_close(model.log_prob(times, paths).cpu(), expected.to(dtype))
+    assert_close(model.loss((times, paths)).cpu(), -expected.mean().to(dtype) / (num_times - 1))
 
 
 def test_default_networks_give_a_positive_diffusion_and_the_drift_shape() -> None:
