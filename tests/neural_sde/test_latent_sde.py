@@ -203,6 +203,33 @@ def test_adjoint_gradients_match_backpropagation(device, dtype, sde_type) -> Non
         assert float((adj - bp).abs().max()) <= math.sqrt(0.05) * scale
 
 
+class SharedWithPrior(nn.Module):
+    """A posterior drift that registers the prior drift as a submodule: the same parameters twice."""
+
+    def __init__(self, prior: nn.Module, context_dim: int) -> None:
+        super().__init__()
+        self.prior = prior
+        self.head = nn.Linear(context_dim, 1)
+
+    def forward(self, z: torch.Tensor, t: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        return self.prior(z, t) + self.head(context)
+
+
+def test_adjoint_counts_parameters_shared_by_two_networks_once() -> None:
+    times, paths = _data(num_paths=3, dim=1)
+    torch.manual_seed(0)
+    model = LatentSDE(1, 1, hidden=8, context_dim=4, dt=0.05, sde_type="stratonovich").double()
+    model.posterior_drift = SharedWithPrior(model.prior_drift, 4 + 1 + 1).double()
+
+    def grads(adjoint: bool) -> torch.Tensor:
+        model.zero_grad()
+        (-model.elbo(times, paths, adjoint=adjoint, generator=torch.Generator().manual_seed(8)).mean()).backward()
+        return torch.cat([p.grad.reshape(-1) for p in model.parameters()])
+
+    bp = grads(False)
+    assert_close(grads(True), bp, scale=10 * float(bp.abs().max()))
+
+
 class WrongShape(nn.Module):
     def forward(self, z: torch.Tensor, t: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         return z[:, :1]

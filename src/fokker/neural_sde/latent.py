@@ -341,8 +341,9 @@ class LatentSDE(nn.Module):
         import torchsde
 
         if adjoint:
-            params = [*self.prior_drift.parameters(), *self.posterior_drift.parameters(),
-                      *self.diffusion_net.parameters()]
+            # each tensor once: a parameter listed twice would get its (complete) adjoint gradient twice
+            params = list({id(p): p for m in (self.prior_drift, self.posterior_drift, self.diffusion_net)
+                           for p in m.parameters()}.values())
             extra = [context] if context is not None and context.requires_grad else []
             return torchsde.sdeint_adjoint(sde, y0, ts, bm=bm, dt=1.0, method=self.method,
                                            adjoint_method=self.adjoint_method, adjoint_params=extra + params)
