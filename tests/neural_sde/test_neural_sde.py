@@ -220,3 +220,24 @@ def test_bad_input() -> None:
         model.confidence_intervals(times, paths, level=1.5)
     with pytest.raises(ParameterError, match="dense Hessian"):
         NeuralSDE(dim=2, hidden=64).double().confidence_intervals(times, paths)
+
+
+def test_torchsde_solves_the_model_through_its_protocol() -> None:
+    import torchsde
+
+    model = NeuralSDE(PolynomialDrift(1, 1.0, 1.0), DiffusionNet(1, hidden=4)).double()
+    ts = torch.linspace(0, 1, 6, dtype=torch.float64)
+    x0 = torch.full((3, 1), 0.2, dtype=torch.float64)
+    bm = torchsde.BrownianInterval(0.0, 1.0, size=(3, 1), dtype=torch.float64, entropy=5)
+    with torch.no_grad():
+        ys = torchsde.sdeint(model, x0, ts, method="euler", dt=0.2, bm=bm)
+        x = x0
+        for k in range(5):  # Euler-Maruyama with the same Brownian increments
+            t = ts[k].expand(3)
+            x = x + 0.2 * (x - x**3) + model.diffusion(x, t) * bm(ts[k], ts[k + 1])
+            # torchsde steps to t + dt, which differs from linspace's grid by rounding (1e-16): the Brownian
+            # increments then differ by a bridge over that gap, ~sqrt(1e-16) = 1e-8 (the loose tolerance)
+            assert_close(ys[k + 1], x, loose=True)
+    ys = torchsde.sdeint_adjoint(model, x0, ts, method="euler", dt=0.2, bm=bm)
+    ys[-1].sum().backward()
+    assert all(p.grad is not None for p in model.parameters())
