@@ -25,11 +25,13 @@ from collections.abc import Callable, Iterator
 import fokker
 
 #: Callables whose ``steps`` is a number of optimisation iterations.
-OPTIMISATION = re.compile(r"(^|\.)(fit|fit_to_target|train|FitResult\.__init__)$")
+OPTIMISATION = re.compile(r"(^|\.)(fit|fit_to_target|train|FitResult\.__init__|classifier_two_sample_test)$")
 #: Seeds that define an object rather than a sampling stream.
 DEFINING_SEEDS = {
     "fokker.targets.mixture.mog40",
     "fokker.targets.mixture.GaussianMixture.mog40",
+    "fokker.datasets.toy.ToyDataset.__init__",  # records the seed the points were drawn with
+    "fokker.train.data.BatchSource.__init__",  # fit's internal batch order, seeded from fit's generator
 }
 #: Modules not part of the library API (the validation registry and the command line).
 SKIP_MODULES = ("fokker.validate", "fokker.cli")
@@ -39,7 +41,8 @@ PLUMBING = re.compile(
     r"|Terms|Context|Check|Source|Dataset|Buffer|Metric|Embedding|Net|MLP|Bijection|Transform|Flow$|Target$"
     r"|Objective|Kernel$|Sampler$|Model$|Normal$|Plan|Mask|Permute|Reverse|Squeeze|Slice|Abs|Sort|Max|ConvNet|LipSwish"
     r"|Additive|Affine$|ElementwiseMap|Surjection|Augment|Conditional|Dequantization|Spline|MADE|MaskedLinear"
-    r"|MaskedAutoregressive|Callable|Annealed|Univariate|Wrapper|Phase|Piecewise|TimeSampler|SDE$|ODE$|Reverse)"
+    r"|MaskedAutoregressive|Callable|Annealed|Univariate|Wrapper|Phase|Piecewise|TimeSampler|SDE$|ODE$|Reverse"
+    r"|Fraction$|Test$|KL$|Guard$|Randomness$|Stopping$|^Adaptation$)"
 )
 
 

@@ -86,21 +86,34 @@ def test_ebm_sample_matches_gaussian_moments():
     g, loc, P = _gauss()
     model = ebm.EBM(g, "exact")
     n = 4000
-    x = model.sample((n,), steps=300)
+    x = model.sample((n,), num_steps=300, seed=0)
     assert x.shape == (n, 3)
     cov = torch.linalg.inv(P)
     se_mean = torch.sqrt(torch.diagonal(cov) / n)
     assert torch.all((x.mean(0) - loc).abs() <= Z_SCORE * se_mean)
     se_cov = torch.sqrt((torch.outer(torch.diagonal(cov), torch.diagonal(cov)) + cov**2) / n)
     assert torch.all((torch.cov(x.T) - cov).abs() <= Z_SCORE * se_cov)
-    assert model.sample((2, 5), steps=2).shape == (2, 5, 3)
+    assert model.sample((2, 5), num_steps=2).shape == (2, 5, 3)
     # mcmc() gives the fokker.mcmc result with diagnostics
     res = model.mcmc(num_chains=8, num_samples=50, warmup=50, seed=1)
     assert res.samples.shape == (8, 50, 3)
     init = torch.zeros(2, 3, dtype=torch.float64)
-    torch.testing.assert_close(model.sample((2,), steps=1, init=init, seed=0).shape, init.shape)
+    assert model.sample((2,), num_steps=1, init=init, seed=0).shape == init.shape
     with pytest.raises(ShapeError, match="init must have shape"):
         model.sample((2,), init=torch.zeros(3, 3, dtype=torch.float64))
+    with pytest.raises(DeviceDtypeError, match="init has dtype torch.float32"):
+        model.sample((2,), init=torch.zeros(2, 3))
+
+
+def test_ebm_sample_is_reproducible_from_its_generator():
+    g, _, _ = _gauss()
+    model = ebm.EBM(g, "exact")
+    before = torch.random.get_rng_state()
+    a = model.sample(5, num_steps=20, seed=3)
+    b = model.sample((5,), num_steps=20, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(torch.random.get_rng_state(), before)
+    assert torch.equal(a, b) and a.shape == (5, 3)
+    assert not torch.equal(a, model.sample(5, num_steps=20, seed=4))
 
 
 def test_ebm_construction_and_loss_errors():
@@ -171,6 +184,9 @@ def test_replay_buffer_restart_fraction_and_round_trip():
     x0, idx = buf.draw(n)
     frac = float((x0[:, 0] == 7.0).double().mean())
     assert abs(frac - 0.05) <= Z_SCORE * math.sqrt(0.05 * 0.95 / n)
+    x1, i1 = buf.draw(100, generator=torch.Generator().manual_seed(1))
+    x2, i2 = buf.draw(num_samples=100, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(x1, x2) and torch.equal(i1, i2)
     buf.update(idx[:3], torch.ones(3, 2))
     assert torch.all(buf.data[idx[:3]] == 1.0)
     # a PCD objective saved in a model's state_dict loads into a fresh one (the buffer is resized)

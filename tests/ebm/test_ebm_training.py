@@ -7,6 +7,7 @@ import torch
 from _ebm_gaussian import sample_gaussian
 
 import fokker.ebm as ebm
+from fokker.tolerances import assert_close
 from fokker.train import fit
 
 DT = torch.float64
@@ -23,9 +24,9 @@ def _objective(name: str):
     if name == "exact":
         return ebm.exact()
     if name == "sliced":
-        return ebm.sliced(n_projections=1)
+        return ebm.sliced(num_projections=1)
     if name == "sliced_vr":
-        return ebm.sliced(n_projections=2, distribution="gaussian", variance_reduction=True)
+        return ebm.sliced(num_projections=2, distribution="gaussian", variance_reduction=True)
     if name == "denoising":
         return ebm.denoising(SIGMA_DSM)
     if name == "cd_langevin":
@@ -93,10 +94,11 @@ def test_nce_recovers_log_Z_of_gaussian_ebm():
     # an energy with a closed-form log Z reports it; a black-box energy reports the NCE estimate
     x = data[:5]
     ref = torch.distributions.MultivariateNormal(g.loc.detach(), g.covariance.detach()).log_prob(x)
-    assert model.log_Z == pytest.approx(g.log_Z, rel=1e-12)
-    torch.testing.assert_close(model.normalized_log_prob(x).detach(), ref, rtol=1e-9, atol=1e-9)
+    assert model.log_Z == g.log_Z
+    assert_close(model.normalized_log_prob(x).detach(), ref)
     black_box = ebm.EBM(ebm.EnergyModel(g.energy, dim=2), obj)
-    assert black_box.log_Z == pytest.approx(float(obj.log_Z.detach()), rel=1e-12)
+    assert black_box.log_Z == float(obj.log_Z.detach())
+    # the learned log Z is within 0.05 of the true one (asserted above): so is the normalized density
     torch.testing.assert_close(black_box.normalized_log_prob(x).detach(), ref, rtol=0, atol=0.05)
 
 
@@ -130,11 +132,13 @@ def test_fit_with_ema_checkpoint_and_resume_keeps_pcd_buffer_and_nce_log_Z(tmp_p
         return ebm.EBM(ebm.GaussianEnergy(2, dtype=DT), ebm.persistent_contrastive_divergence(buffer_size=64, k=2))
 
     full = make()
-    fit(full, data, steps=20, batch_size=64, lr=0.01, progress=False)
+    fit(full, data, steps=20, batch_size=64, lr=0.01, progress=False, seed=0)
     part = make()
-    fit(part, data, steps=10, batch_size=64, lr=0.01, progress=False, checkpoint=ck, checkpoint_every=10, ema=0.9)
+    fit(part, data, steps=10, batch_size=64, lr=0.01, progress=False, checkpoint=ck, checkpoint_every=10, ema=0.9,
+        seed=0)
     resumed = make()
-    fit(resumed, data, steps=20, batch_size=64, lr=0.01, progress=False, checkpoint=ck, checkpoint_every=10, ema=0.9)
+    fit(resumed, data, steps=20, batch_size=64, lr=0.01, progress=False, checkpoint=ck, checkpoint_every=10, ema=0.9,
+        seed=0)
     torch.testing.assert_close(resumed.objective.buffer.data, full.objective.buffer.data)
     torch.testing.assert_close(resumed.energy_model.loc, full.energy_model.loc)
 

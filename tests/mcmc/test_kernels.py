@@ -8,9 +8,11 @@ import pytest
 import torch
 from torch.distributions import MultivariateNormal
 
+import fokker._random
 from fokker import mcmc
 from fokker.errors import ParameterError
 from fokker.targets import Banana
+from fokker.tolerances import assert_close
 
 from .mcmc_testlib import CorrelatedGaussian, assert_moments_iid
 
@@ -19,12 +21,14 @@ def _run_from_exact(kernel, target, n_chains: int, n_steps: int) -> torch.Tensor
     """Start ``n_chains`` independent chains at exact draws and take ``n_steps``: if the
     kernel leaves ``pi`` invariant the final states are again i.i.d. ``pi``."""
     kernel.bind(target)
+    # a stream independent of the global one (seeded 0 by conftest) that drew the starting points
+    kernel.generator = torch.Generator().manual_seed(2024)
     state = kernel.init(target.sample((n_chains,)))
     acc = 0.0
     for _ in range(n_steps):
         state, info = kernel.step(state)
         acc += float(info.accept_prob.mean())
-    assert 0.2 < acc / n_steps <= 1.0  # the chains really move
+    assert acc / n_steps > 0.2  # the chains really move
     return state.x
 
 
@@ -64,8 +68,9 @@ def test_ula_matches_its_closed_form_stationary_covariance(device: torch.device)
     eps = 0.08
     prec = target.prec
     ula_cov = torch.linalg.inv(prec - 0.5 * eps * prec @ prec)
-    kernel = mcmc.ULA(step_size=eps).bind(target)
-    state = kernel.init(target.mu + torch.randn(4000, 10, dtype=torch.float64, device=device) @ torch.linalg.cholesky(ula_cov).mT)
+    kernel = mcmc.ULA(step_size=eps, generator=torch.Generator().manual_seed(1)).bind(target)
+    z = torch.randn(4000, 10, dtype=torch.float64, generator=torch.Generator().manual_seed(2)).to(device)
+    state = kernel.init(target.mu + z @ torch.linalg.cholesky(ula_cov).mT)
     for _ in range(30):
         state, _ = kernel.step(state)
     assert_moments_iid(state.x, target.mu, ula_cov)
@@ -101,15 +106,15 @@ def test_hmc_acceptance_matches_independent_implementation(dense: bool, device: 
     a = torch.tensor([[1.5, 0.3, 0.2], [0.3, 0.8, 0.0], [0.2, 0.0, 1.2]], dtype=torch.float64, device=device)
     inv_mass = a if dense else torch.diag(a.diagonal())
     metric = a if dense else a.diagonal()
-    kernel = mcmc.HMC(target, step_size=0.4, num_steps=7, metric=metric)
+    kernel = mcmc.HMC(target, step_size=0.4, num_steps=7, metric=metric, generator=torch.Generator().manual_seed(3))
     x = target.sample((64,))
     state = kernel.init(x)
-    torch.manual_seed(3)
     _, info = kernel.step(state)
-    torch.manual_seed(3)
-    z = torch.randn_like(x)  # the kernel's first draw is the momentum noise
+    # the kernel's first draw from its generator is the momentum noise
+    z = torch.randn(x.shape, dtype=x.dtype, generator=torch.Generator().manual_seed(3)).to(device)
     ref_acc, _ = _hmc_reference_accept(target.log_prob, x, z, 0.4, 7, inv_mass)
-    torch.testing.assert_close(info.accept_prob, ref_acc, rtol=1e-8, atol=1e-10)
+    assert_close(info.accept_prob, ref_acc)
+    assert torch.equal(info.num_steps, torch.full((64,), 7, device=device))
     assert (ref_acc < 1).any() and (ref_acc > 0.05).any()  # a non-trivial mix of ratios
 
 
@@ -118,13 +123,11 @@ def test_mala_acceptance_matches_independent_implementation(device: torch.device
     target = Banana(dim=3, curvature=0.1, scale=3.0).to(device=device, dtype=torch.float64)
     S = torch.tensor([[1.5, 0.3, 0.2], [0.3, 0.8, 0.0], [0.2, 0.0, 1.2]], dtype=torch.float64, device=device)
     eps = 0.3
-    kernel = mcmc.MALA(target, step_size=eps, metric=S)
+    kernel = mcmc.MALA(target, step_size=eps, metric=S, generator=torch.Generator().manual_seed(5))
     x = target.sample((64,))
     state = kernel.init(x)
-    torch.manual_seed(5)
     _, info = kernel.step(state)
-    torch.manual_seed(5)
-    z = torch.randn_like(x)
+    z = torch.randn(x.shape, dtype=x.dtype, generator=torch.Generator().manual_seed(5)).to(device)
     L = torch.linalg.cholesky(S)
 
     def g(v):
@@ -135,7 +138,7 @@ def test_mala_acceptance_matches_independent_implementation(device: torch.device
     fwd = MultivariateNormal(x + eps * g(x) @ S, covariance_matrix=2 * eps * S).log_prob(y)
     bwd = MultivariateNormal(y + eps * g(y) @ S, covariance_matrix=2 * eps * S).log_prob(x)
     ref = torch.clamp(torch.exp(target.log_prob(y) - target.log_prob(x) + bwd - fwd), max=1.0)
-    torch.testing.assert_close(info.accept_prob, ref, rtol=1e-8, atol=1e-10)
+    assert_close(info.accept_prob, ref)
     assert (ref < 1).any() and (ref > 0.05).any()
 
 
@@ -157,7 +160,7 @@ def test_mh_exact_detailed_balance_on_a_grid_with_a_gaussian_target(monkeypatch:
         mean = a + eps * st.grad
         z = (b - mean) / math.sqrt(2 * eps)
         with monkeypatch.context() as m:
-            m.setattr(torch, "randn_like", lambda t, **kw: z)
+            m.setattr(fokker._random, "randn_like", lambda t, generator=None: z)
             _, info = kernel.step(st)
         return info.accept_prob
 
@@ -170,7 +173,7 @@ def test_mh_exact_detailed_balance_on_a_grid_with_a_gaussian_target(monkeypatch:
 
     lhs = log_pi(xs) + log_q(ys, xs) + accept(xs, ys).log()
     rhs = log_pi(ys) + log_q(xs, ys) + accept(ys, xs).log()
-    torch.testing.assert_close(lhs, rhs, rtol=1e-10, atol=1e-10)
+    assert_close(lhs, rhs)
 
 
 def test_step_errors() -> None:
@@ -190,6 +193,12 @@ def test_step_errors() -> None:
         mcmc.MALA(target_accept=1.5)
     with pytest.raises(ParameterError, match="no target"):
         mcmc.HMC(step_size=0.1).init(torch.zeros(2, 3))
+    with pytest.raises(ParameterError, match=r"scalar or a per-chain \(chains,\)"):
+        mcmc.MALA(step_size=torch.full((2, 2), 0.1))
+    with pytest.raises(TypeError, match="generator must be a torch.Generator"):
+        mcmc.HMC(generator=0)  # type: ignore[arg-type]
+    with pytest.raises(ParameterError, match="noise_scale"):
+        mcmc.ULA(step_size=0.1, noise_scale=-1.0)
 
 
 def test_nonfinite_proposals_are_rejected() -> None:
@@ -203,3 +212,32 @@ def test_nonfinite_proposals_are_rejected() -> None:
         state, info = kernel.step(state)
         assert (state.x[:, 0] > 0).all()
     assert torch.isfinite(state.log_prob).all()
+
+
+def test_same_generator_same_transition_and_global_rng_untouched() -> None:
+    """A kernel draws only from its generator: equal seeds give equal moves, the global RNG is not used."""
+    target = CorrelatedGaussian(3)
+    x = target.mu + torch.zeros(16, 3, dtype=torch.float64)
+    for make in (lambda g: mcmc.MALA(target, step_size=0.2, generator=g),
+                 lambda g: mcmc.HMC(target, step_size=0.2, generator=g)):  # jittered trajectory length
+        before = torch.random.get_rng_state()
+        a, b = make(torch.Generator().manual_seed(4)), make(torch.Generator().manual_seed(4))
+        sa, sb = a.init(x), b.init(x)
+        for _ in range(3):
+            (sa, ia), (sb, ib) = a.step(sa), b.step(sb)
+        assert torch.equal(sa.x, sb.x) and torch.equal(ia.num_steps, ib.num_steps)
+        assert torch.equal(torch.random.get_rng_state(), before)
+
+
+def test_ula_noise_scale_and_grad_clip_are_the_du_mordatch_update() -> None:
+    """x' = x + eps clip(grad log pi(x)) + tau z, compared with the formula written out here."""
+    target = CorrelatedGaussian(3)
+    x = target.mu + 3.0 * torch.ones(5, 3, dtype=torch.float64)
+    eps, tau, clip = 0.1, 0.05, 0.5
+    kernel = mcmc.ULA(target, step_size=eps, noise_scale=tau, grad_clip=clip, generator=torch.Generator().manual_seed(8))
+    new, info = kernel.step(kernel.init(x))
+    z = torch.randn(x.shape, dtype=x.dtype, generator=torch.Generator().manual_seed(8))
+    g = (-(x - target.mu) @ target.prec).clamp(-clip, clip)
+    assert_close(new.x, x + eps * g + tau * z)
+    assert bool((g.abs() == clip).any())  # the clamp is active in this example
+    assert torch.equal(info.accept_prob, torch.ones(5, dtype=torch.float64))

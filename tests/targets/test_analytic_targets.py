@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 from scipy import integrate, stats
 from target_testlib import KS_ALPHA, autograd_score, gauss_legendre_log_Z_2d, grid_cdf, grid_log_Z, ks_pvalue
 
-from fokker.errors import DeviceDtypeError, NonFiniteError, ParameterError, ShapeError
+from fokker.errors import ParameterError
 from fokker.targets import Banana, DoubleWell, Funnel, ManyWell, Rings, catalogue
-from fokker.tolerances import assert_close
+from fokker.tolerances import Z_SCORE, assert_close
 
 FACTORIES = {
     "funnel": lambda: Funnel(dim=5, scale=3.0),
@@ -51,6 +51,11 @@ def test_sample_shape_dtype_device(name, device):
     assert t.to(torch.float32).sample((2,)).dtype == torch.float32
 
 
+def _close(actual: float, expected: float) -> None:
+    """Two float64 numbers equal to rounding (relative to their size)."""
+    assert_close(torch.tensor(actual, dtype=torch.float64), torch.tensor(expected, dtype=torch.float64))
+
+
 def _grid_log_Z(t, lo, hi, n=1501) -> float:
     """log of the 2-D trapezoid integral of exp(log_prob) over [lo, hi]^2 (independent of log_Z)."""
     return grid_log_Z(t.log_prob, lo, hi, n)
@@ -63,17 +68,17 @@ def test_funnel_log_Z_by_quadrature():
     lz = gauss_legendre_log_Z_2d(
         t.log_prob, -8 * s, 8 * s, lambda x0: -12 * torch.exp(x0 / 2), lambda x0: 12 * torch.exp(x0 / 2)
     )
-    assert abs(lz - t.log_Z) < 1e-8
+    _close(lz, t.log_Z)
 
 
 def test_manywell_log_Z_matches_published_and_quadrature():
     zx, _ = integrate.quad(lambda x: math.exp(-(x**4) + 6 * x**2 + 0.5 * x), -np.inf, np.inf, epsabs=0, epsrel=1e-13)
     one_pair = math.log(zx) + 0.5 * math.log(2 * math.pi)
     t = ManyWell(dim=32)
-    assert abs(t.log_Z - 16 * one_pair) < 1e-8
-    assert abs(t.log_Z - 164.695675) < 1e-6
+    _close(t.log_Z, 16 * one_pair)
+    assert abs(t.log_Z - 164.695675) <= 0.5e-6  # the published value, rounded to 6 decimals
     # the 2-D factor by a 2-D grid integral of log_prob itself
-    assert abs(_grid_log_Z(ManyWell(dim=2).double(), -8, 8, n=2001) - ManyWell(dim=2).log_Z) < 1e-8
+    _close(_grid_log_Z(ManyWell(dim=2).double(), -8, 8, n=2001), ManyWell(dim=2).log_Z)
 
 
 @pytest.mark.parametrize("num_wells,delta", [(2, 4.0), (1, 1.0)])
@@ -81,8 +86,8 @@ def test_doublewell_log_Z_by_quadrature(num_wells, delta):
     t = DoubleWell(dim=2, num_wells=num_wells, delta=delta).double()
     z1, _ = integrate.quad(lambda x: math.exp(-((x * x - delta) ** 2)), -np.inf, np.inf, epsrel=1e-13)
     expected = num_wells * math.log(z1) + (2 - num_wells) * 0.5 * math.log(2 * math.pi)
-    assert abs(t.log_Z - expected) < 1e-9
-    assert abs(_grid_log_Z(t, -8, 8, n=2001) - t.log_Z) < 1e-8
+    _close(t.log_Z, expected)
+    _close(_grid_log_Z(t, -8, 8, n=2001), t.log_Z)
 
 
 def test_banana_log_Z_by_quadrature():
@@ -92,14 +97,14 @@ def test_banana_log_Z_by_quadrature():
     lz = gauss_legendre_log_Z_2d(
         t.log_prob, -9 * s, 9 * s, lambda x1: -b * (x1**2 - s**2) - 10, lambda x1: -b * (x1**2 - s**2) + 10
     )
-    assert abs(lz - t.log_Z) < 1e-8
+    _close(lz, t.log_Z)
 
 
 def test_rings_log_Z_by_cartesian_grid():
     t = Rings(radii=(0.0, 1.0, 2.5), sigma=0.3).double()
-    assert abs(_grid_log_Z(t, -4.5, 4.5, n=1201) - t.log_Z) < 1e-7
+    _close(_grid_log_Z(t, -4.5, 4.5, n=1201), t.log_Z)
     t = Rings().double()
-    assert abs(_grid_log_Z(t, -5.5, 5.5, n=2001) - t.log_Z) < 1e-7
+    _close(_grid_log_Z(t, -5.5, 5.5, n=2001), t.log_Z)
 
 
 def test_funnel_deep_neck_float32_is_finite():
@@ -110,14 +115,15 @@ def test_funnel_deep_neck_float32_is_finite():
     x = torch.tensor([[-100.0, 0.0, 0.0], [-100.0, 1e-3, 0.0]])
     t32, t64 = Funnel(dim=3, scale=3.0), Funnel(dim=3, scale=3.0).double()
     lp32, lp64 = t32.log_prob(x), t64.log_prob(x.double())
-    assert torch.isfinite(lp32[0]) and abs(float(lp32[0]) - float(lp64[0])) < 1e-3
+    assert torch.isfinite(lp32[0])
+    assert_close(lp32[0], lp64[0].float())
     assert float(lp32[1]) == -math.inf and float(lp64[1]) < -1e30  # true density underflows float32
     sc32, sc64 = t32.score(x[:1]), t64.score(x[:1].double())
     assert torch.isfinite(sc32).all()
-    torch.testing.assert_close(sc32.double(), sc64, rtol=1e-5, atol=1e-5)
+    assert_close(sc32, sc64.float())
     xg = x[:1].clone().requires_grad_(True)  # autograd through log_prob: also finite, equal to the score
     (g,) = torch.autograd.grad(t32.log_prob(xg).sum(), xg)
-    torch.testing.assert_close(g.double(), sc64, rtol=1e-5, atol=1e-5)
+    assert_close(g, sc64.float())
 
 
 # ------------------------------------------------------------------ samples
@@ -150,7 +156,7 @@ def test_manywell_samples_ks(device):
     # the deep well (x > 0) carries the exact mass fraction
     p_right = 1 - cdf_x(np.array([0.0]))[0]
     frac = (x[:, 0] > 0).double().mean().item()
-    assert abs(frac - p_right) < 4 * math.sqrt(p_right * (1 - p_right) / N)
+    assert abs(frac - p_right) < Z_SCORE * math.sqrt(p_right * (1 - p_right) / N)
 
 
 def test_doublewell_samples_ks(device):
@@ -218,21 +224,6 @@ def test_parameter_errors():
         Rings(radii=(1.0, -1.0))
     with pytest.raises(ParameterError, match="sigma must be a positive finite number"):
         Rings(sigma=float("inf"))
-
-
-@pytest.mark.parametrize("name", list(FACTORIES))
-def test_input_errors(name):
-    t = FACTORIES[name]()
-    with pytest.raises(ShapeError, match=rf"x must have shape \(\.\.\., {t.dim}\)"):
-        t.log_prob(torch.zeros(2, t.dim + 1))
-    bad = torch.zeros(2, t.dim)
-    bad[1, 0] = float("nan")
-    with pytest.raises(NonFiniteError, match="x contains 1 non-finite"):
-        t.score(bad)
-    with pytest.raises(DeviceDtypeError, match="x has dtype torch.float64"):
-        t.log_prob(torch.zeros(2, t.dim, dtype=torch.float64))
-    with pytest.raises(DeviceDtypeError, match="x is on device meta"):
-        t.score(torch.zeros(2, t.dim, device="meta"))
 
 
 @settings(max_examples=15)

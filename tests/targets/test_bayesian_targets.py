@@ -82,18 +82,21 @@ def test_breast_cancer_loader():
     # independent standardization: sklearn's StandardScaler (population sd)
     from sklearn.preprocessing import StandardScaler
 
-    assert np.allclose(t.X[:, 1:].numpy(), StandardScaler().fit_transform(X0), atol=1e-12)
+    assert_close(t.X[:, 1:], torch.from_numpy(StandardScaler().fit_transform(X0)))
     assert np.array_equal(t.y.numpy(), y0.astype(float))
 
 
 def _check_uci(t, N, d, raw_X, raw_y01):
     assert (t.num_data, t.dim) == (N, d)
     assert torch.all(t.X[:, 0] == 1)
-    Xs = t.X[:, 1:].double().numpy()
-    assert np.allclose(Xs.mean(0), 0, atol=1e-10)
-    sd = raw_X.std(0)
-    assert np.allclose(Xs.std(0)[sd > 0], 1, atol=1e-10)
-    assert np.allclose(Xs[:, sd > 0] * sd[sd > 0] + raw_X.mean(0)[sd > 0], raw_X[:, sd > 0], atol=1e-9)
+    Xs = t.X[:, 1:].double()
+    raw = torch.from_numpy(raw_X)
+    sd = raw.std(0, correction=0)
+    keep = sd > 0
+    assert_close(Xs.mean(0), torch.zeros(d - 1, dtype=torch.float64))
+    assert_close(Xs.std(0, correction=0)[keep], torch.ones(int(keep.sum()), dtype=torch.float64))
+    # undoing the standardization gives the raw columns back (to rounding relative to their size)
+    assert_close(Xs[:, keep] * sd[keep] + raw.mean(0)[keep], raw[:, keep])
     assert np.array_equal(t.y.double().numpy(), raw_y01)
 
 
@@ -220,7 +223,8 @@ def test_eight_schools_constrain_roundtrip_and_data():
     t = EightSchools().double()
     z = torch.randn(4, 10, dtype=torch.float64)
     c = t.constrain(z)
-    assert c["theta"].shape == (4, 8) and c["mu"].shape == (4,) and (c["tau"] > 0).all()
+    assert c["theta"].shape == (4, 8) and c["mu"].shape == (4,)
+    assert_close(c["tau"], z[:, 1].exp())
     assert_close(c["theta"], z[:, :1] + z[:, 1:2].exp() * z[:, 2:])
     assert_close(t.unconstrain(c["mu"], c["tau"], c["theta"]), z)
     tc = EightSchools(centered=True).double()
@@ -232,18 +236,3 @@ def test_eight_schools_constrain_roundtrip_and_data():
         assert d["y"] == t.y.tolist() and d["sigma"] == t.sigma.tolist()
     with pytest.raises(ShapeError, match=r"z must have shape \(\.\.\., 10\)"):
         t.constrain(torch.zeros(3, 9, dtype=torch.float64))
-
-
-@pytest.mark.parametrize("make", [EightSchools, pytest.param(lambda: LGCP("pines127", grid=3), marks=needs_data)])
-def test_input_errors(make):
-    t = make()
-    with pytest.raises(ShapeError, match=rf"x must have shape \(\.\.\., {t.dim}\)"):
-        t.log_prob(torch.zeros(2, t.dim - 1))
-    bad = torch.zeros(2, t.dim)
-    bad[0, 1] = float("-inf")
-    with pytest.raises(NonFiniteError, match="x contains 1 non-finite"):
-        t.score(bad)
-    with pytest.raises(DeviceDtypeError, match="x has dtype torch.float64"):
-        t.log_prob(torch.zeros(2, t.dim, dtype=torch.float64))
-    with pytest.raises(DeviceDtypeError, match="x is on device meta"):
-        t.log_prob(torch.zeros(2, t.dim, device="meta"))

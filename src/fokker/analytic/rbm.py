@@ -1,7 +1,8 @@
 """Exact partition function of a Bernoulli-Bernoulli RBM by enumeration over the smaller layer.
 
-Energy (seed 000, "restricted Boltzmann machines"; Hinton 2002) with
-``W: (n_visible, n_hidden)``, visible bias ``b``, hidden bias ``c``:
+Energy (Smolensky 1986; Hinton 2002, "Training products of experts by minimizing contrastive
+divergence", Sec. 5; seed 000, "restricted Boltzmann machines") with
+``W: (num_visible, num_hidden)``, visible bias ``b``, hidden bias ``c``:
 
 .. math::  E(v, h) = -v^\\top W h - b^\\top v - c^\\top h,
            \\qquad v \\in \\{0,1\\}^{n_v},\\ h \\in \\{0,1\\}^{n_h}.
@@ -30,20 +31,20 @@ from ..errors import ParameterError, ShapeError
 MAX_ENUMERATED_UNITS = 20
 
 
-def enumerate_binary(n: int, dtype: torch.dtype = torch.float64, device: torch.device | str | None = None,
+def enumerate_binary(num_units: int, dtype: torch.dtype = torch.float64, device: torch.device | str | None = None,
                      start: int = 0, stop: int | None = None) -> torch.Tensor:
-    """Binary states ``start..stop-1`` of ``n`` units as rows ``(stop - start, n)`` (bit ``i`` = unit ``i``)."""
-    if n < 0:
-        raise ParameterError(f"n must be >= 0; got {n}")
-    stop = 2**n if stop is None else stop
+    """Binary states ``start..stop-1`` of ``num_units`` units as rows ``(stop - start, num_units)`` (bit ``i`` = unit ``i``)."""
+    if isinstance(num_units, bool) or not isinstance(num_units, int) or num_units < 0:
+        raise ParameterError(f"num_units must be an integer >= 0; got {num_units!r}")
+    stop = 2**num_units if stop is None else stop
     codes = torch.arange(start, stop, device=device, dtype=torch.int64)
-    bits = torch.arange(n, device=device, dtype=torch.int64)
+    bits = torch.arange(num_units, device=device, dtype=torch.int64)
     return ((codes.unsqueeze(-1) >> bits) & 1).to(dtype)
 
 
 def _check_params(W: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> None:
     if W.dim() != 2:
-        raise ShapeError(f"W must have shape (n_visible, n_hidden); got {tuple(W.shape)}")
+        raise ShapeError(f"W must have shape (num_visible, num_hidden); got {tuple(W.shape)}")
     nv, nh = W.shape
     if b.shape != (nv,):
         raise ShapeError(f"b (visible bias) must have shape ({nv},); got {tuple(b.shape)}")
@@ -61,9 +62,9 @@ def rbm_log_Z(
     """Exact ``log Z`` of the RBM ``(W, b, c)`` as a 0-d float64 tensor (on ``W``'s device).
 
     Args:
-        W: weights ``(n_visible, n_hidden)``.
-        b: visible bias ``(n_visible,)``.
-        c: hidden bias ``(n_hidden,)``.
+        W: weights ``(num_visible, num_hidden)``.
+        b: visible bias ``(num_visible,)``.
+        c: hidden bias ``(num_hidden,)``.
         max_units: largest enumerated layer (``2^max_units`` states).
         chunk_size: states per chunk (bounds memory to ``chunk_size * max(n_v, n_h)``).
     """
@@ -72,7 +73,7 @@ def rbm_log_Z(
     nv, nh = W.shape
     if min(nv, nh) > max_units:
         raise ParameterError(
-            f"exact log Z enumerates 2^min(n_visible, n_hidden) states; min({nv}, {nh}) > max_units={max_units}: "
+            f"exact log Z enumerates 2^min(num_visible, num_hidden) states; min({nv}, {nh}) > max_units={max_units}: "
             "use AIS (RBM.ais) instead"
         )
     if nh <= nv:  # enumerate h: bias c on the enumerated layer, softplus over the visible layer
@@ -90,12 +91,12 @@ def rbm_log_Z(
 
 
 def rbm_free_energy(W: torch.Tensor, b: torch.Tensor, c: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """``F(v) = -b^T v - sum_j softplus(c_j + (W^T v)_j)``: ``(..., n_visible) -> (...)``."""
+    """``F(v) = -b^T v - sum_j softplus(c_j + (W^T v)_j)``: ``(..., num_visible) -> (...)``."""
     return -(v @ b) - softplus(c + v @ W).sum(-1)
 
 
 def rbm_log_likelihood(W: torch.Tensor, b: torch.Tensor, c: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Exact ``log p(v) = -F(v) - log Z`` in float64: ``(..., n_visible) -> (...)``."""
+    """Exact ``log p(v) = -F(v) - log Z`` in float64: ``(..., num_visible) -> (...)``."""
     _check_params(W, b, c)
     log_Z = rbm_log_Z(W, b, c)
     W64, b64, c64 = (t.detach().to(torch.float64) for t in (W, b, c))

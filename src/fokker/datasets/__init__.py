@@ -1,10 +1,12 @@
 """Data sets for density estimation: 2-D toy samplers and scikit-learn's 8x8 digits.
 
-See :mod:`fokker.datasets.toy` and :mod:`fokker.datasets.digits` for the exact definitions.
+See :mod:`fokker.datasets.toy` and :mod:`fokker.datasets.digits` for the exact definitions, and
+:mod:`fokker.datasets.densities` for the toys' exact log-densities.
 """
 
 from __future__ import annotations
 
+from .densities import TOY_DENSITIES, toy_log_prob
 from .digits import digits
 from .toy import (
     TOY_DATASETS,
@@ -31,4 +33,6 @@ __all__ = [
     "load",
     "sample",
     "digits",
+    "toy_log_prob",
+    "TOY_DENSITIES",
 ]

@@ -5,10 +5,12 @@ handwritten digits), pixel values are integers ``k in {0, ..., 16}``.
 
 Processing, exactly:
 
-1. fixed split: a permutation of the 1797 indices from ``torch.Generator().manual_seed(seed)``;
-   the first ``1797 - 360 = 1437`` are ``"train"``, the last 360 are ``"test"``;
-2. uniform dequantization: ``u = (k + U) / 17`` with ``U ~ U[0, 1)`` i.i.d. per pixel
-   (noise from a generator seeded with ``seed + 1`` for train, ``seed + 2`` for test), so
+1. fixed split: a permutation of the 1797 indices from
+   ``torch.Generator().manual_seed(split_seed)``; the first ``1797 - 360 = 1437`` are
+   ``"train"``, the last 360 are ``"test"``.  ``split_seed`` *defines* the split (the same for
+   every call, so train and test never overlap); it is not a sampling stream;
+2. uniform dequantization: ``u = (k + U) / 17`` with ``U ~ U[0, 1)`` i.i.d. per pixel, drawn
+   from ``generator`` (or a new one seeded with ``seed``; the global RNG when neither), so
    ``u in [0, 1)`` and ``floor(17 u) = k`` recovers the pixel; ``dequantize=False`` gives
    ``(k + 1/2) / 17`` instead (cell centres, deterministic);
 3. ``scale="unit"``: ``u``; ``scale="symmetric"``: ``2u - 1 in [-1, 1)``;
@@ -27,6 +29,7 @@ import functools
 import torch
 
 from .._args import check_int
+from .._random import make_generator, rand
 from ..errors import ParameterError
 
 __all__ = ["digits", "N_TEST_DIGITS", "NUM_LEVELS"]
@@ -46,7 +49,10 @@ def _load() -> tuple[torch.Tensor, torch.Tensor]:
 
 def digits(
     split: str = "train",
-    seed: int = 0,
+    *,
+    split_seed: int = 0,
+    generator: torch.Generator | None = None,
+    seed: int | None = None,
     flat: bool = False,
     scale: str = "unit",
     dequantize: bool = True,
@@ -57,7 +63,9 @@ def digits(
 
     Args:
         split: ``"train"`` (1437 images) or ``"test"`` (360 images).
-        seed: seed of the split permutation and of the dequantization noise.
+        split_seed: seed of the split permutation (defines which images are test images).
+        generator: source of the dequantization noise (global RNG when ``None``).
+        seed: shorthand for ``generator=torch.Generator().manual_seed(seed)``.
         flat: return ``(n, 64)`` instead of ``(n, 1, 8, 8)``.
         scale: ``"unit"`` (values in ``[0, 1)``) or ``"symmetric"`` (``[-1, 1)``).
         dequantize: add uniform noise (default) or use cell centres.
@@ -66,15 +74,15 @@ def digits(
         raise ParameterError(f"split must be 'train' or 'test'; got {split!r}")
     if scale not in ("unit", "symmetric"):
         raise ParameterError(f"scale must be 'unit' or 'symmetric'; got {scale!r}")
-    check_int(seed, "seed", minimum=0)
+    check_int(split_seed, "split_seed", minimum=0)
+    gen = make_generator(generator, seed)
     X, y = _load()
-    perm = torch.randperm(X.shape[0], generator=torch.Generator().manual_seed(seed))
-    n_train = X.shape[0] - N_TEST_DIGITS
-    idx = perm[:n_train] if split == "train" else perm[n_train:]
+    perm = torch.randperm(X.shape[0], generator=torch.Generator().manual_seed(split_seed))
+    num_train = X.shape[0] - N_TEST_DIGITS
+    idx = perm[:num_train] if split == "train" else perm[num_train:]
     k, labels = X[idx], y[idx]
     if dequantize:
-        g = torch.Generator().manual_seed(seed + (1 if split == "train" else 2))
-        u = (k + torch.rand(k.shape, generator=g, dtype=torch.float64)) / NUM_LEVELS
+        u = (k + rand(k.shape, generator=gen, dtype=torch.float64)) / NUM_LEVELS
     else:
         u = (k + 0.5) / NUM_LEVELS
     if scale == "symmetric":

@@ -1,8 +1,10 @@
 """2-D toy data sets of the flow / diffusion literature (FFJORD, Grathwohl et al. 2019; NSF; score SDE demos).
 
-Every sampler is ``fn(n, seed=0, dtype=None, device=None) -> Tensor (n, 2)``; it draws from a
-private ``torch.Generator`` seeded with ``seed`` (on CPU, then moved), so results are
-reproducible and the global RNG is untouched.  Definitions (``U`` uniform, ``N`` normal):
+Every sampler is ``fn(num_samples, *, generator=None, seed=None, dtype=None, device=None)
+-> Tensor (num_samples, 2)``.  It draws in float64 from ``generator`` (or from a new one
+seeded with ``seed``; the global RNG when neither is given), on the generator's device (CPU
+by default), then casts and moves the result: with a CPU generator the numbers do not
+depend on ``device``.  Definitions (``U`` uniform, ``N`` normal):
 
 * ``two_moons``: ``t ~ U(0, pi)``; half the points on the upper moon ``(cos t, sin t)``, half
   on the lower ``(1 - cos t, 1/2 - sin t)``; add ``N(0, 0.1^2)`` noise; then centre and
@@ -24,10 +26,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 
 from .._args import check_int
+from .._random import make_generator, rand, randint, randn
 from ..errors import ParameterError
 
 __all__ = [
@@ -44,86 +48,129 @@ __all__ = [
 ]
 
 _Device = torch.device | str | None
+_F64 = torch.float64
 
 
-def _gen(seed: int) -> torch.Generator:
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ParameterError(f"seed must be an integer; got {seed!r}")
-    return torch.Generator(device="cpu").manual_seed(seed)
+class _Draws:
+    """float64 CPU draws from one generator (``None``: the global RNG)."""
+
+    def __init__(self, generator: torch.Generator | None, seed: int | None) -> None:
+        self.g = make_generator(generator, seed)
+
+    def rand(self, *shape: int) -> torch.Tensor:
+        return rand(shape, generator=self.g, dtype=_F64)
+
+    def randn(self, *shape: int) -> torch.Tensor:
+        return randn(shape, generator=self.g, dtype=_F64)
+
+    def randint(self, high: int, size: int) -> torch.Tensor:
+        return randint(high, (size,), generator=self.g)
+
+    def randperm(self, size: int) -> torch.Tensor:
+        where = self.g.device if self.g is not None else torch.device("cpu")
+        return torch.randperm(size, generator=self.g, device=where).cpu()
 
 
-def _out(x: torch.Tensor, dtype: torch.dtype | None, device: _Device) -> torch.Tensor:
-    return x.to(device=device, dtype=dtype or torch.get_default_dtype())
+class ToySampler(Protocol):
+    """The signature every toy sampler shares."""
+
+    def __call__(
+        self,
+        num_samples: int,
+        *,
+        generator: torch.Generator | None = None,
+        seed: int | None = None,
+        dtype: torch.dtype | None = None,
+        device: _Device = None,
+    ) -> torch.Tensor: ...
 
 
-def two_moons(n: int, seed: int = 0, dtype: torch.dtype | None = None, device: _Device = None) -> torch.Tensor:
-    """Two interleaving half circles (noise sd 0.1), centred and scaled by 2; ``(n, 2)``."""
-    check_int(n, "n")
-    g = _gen(seed)
-    t = math.pi * torch.rand(n, generator=g, dtype=torch.float64)
+def _toy(core: Callable[[int, _Draws], torch.Tensor]) -> ToySampler:
+    """The public sampler around ``core(n, draws) -> float64 (n, 2)``: one signature for all of them.
+
+    ``fn(num_samples, *, generator=None, seed=None, dtype=None, device=None)`` checks
+    ``num_samples``, draws with :class:`_Draws` and casts / moves the result.
+    """
+
+    def sampler(
+        num_samples: int,
+        *,
+        generator: torch.Generator | None = None,
+        seed: int | None = None,
+        dtype: torch.dtype | None = None,
+        device: _Device = None,
+    ) -> torch.Tensor:
+        n = check_int(num_samples, "num_samples")
+        x = core(n, _Draws(generator, seed))
+        return x.to(device=device, dtype=dtype or torch.get_default_dtype())
+
+    sampler.__name__ = sampler.__qualname__ = core.__name__
+    sampler.__doc__ = core.__doc__
+    sampler.__module__ = core.__module__
+    return sampler
+
+
+@_toy
+def two_moons(n: int, d: _Draws) -> torch.Tensor:
+    """Two interleaving half circles (noise sd 0.1), centred and scaled by 2; ``(num_samples, 2)``."""
+    t = math.pi * d.rand(n)
     upper = torch.arange(n) < (n + 1) // 2
     x = torch.where(upper, torch.cos(t), 1 - torch.cos(t))
     y = torch.where(upper, torch.sin(t), 0.5 - torch.sin(t))
-    p = torch.stack([x, y], -1) + 0.1 * torch.randn(n, 2, generator=g, dtype=torch.float64)
-    p = 2 * (p - torch.tensor([0.5, 0.25], dtype=torch.float64))
-    return _out(p[torch.randperm(n, generator=g)], dtype, device)
+    p = torch.stack([x, y], -1) + 0.1 * d.randn(n, 2)
+    p = 2 * (p - torch.tensor([0.5, 0.25], dtype=_F64))
+    return p[d.randperm(n)]
 
 
-def eight_gaussians(n: int, seed: int = 0, dtype: torch.dtype | None = None, device: _Device = None) -> torch.Tensor:
-    """Mixture of 8 Gaussians (sd ``0.5/sqrt 2``) on a circle of radius ``4/sqrt 2``; ``(n, 2)``."""
-    check_int(n, "n")
-    g = _gen(seed)
-    k = torch.randint(0, 8, (n,), generator=g)
+@_toy
+def eight_gaussians(n: int, d: _Draws) -> torch.Tensor:
+    """Mixture of 8 Gaussians (sd ``0.5/sqrt 2``) on a circle of radius ``4/sqrt 2``; ``(num_samples, 2)``."""
+    k = d.randint(8, n)
     ang = k.double() * math.pi / 4
     centres = 4 * torch.stack([torch.cos(ang), torch.sin(ang)], -1)
-    p = (centres + 0.5 * torch.randn(n, 2, generator=g, dtype=torch.float64)) / math.sqrt(2)
-    return _out(p, dtype, device)
+    p = (centres + 0.5 * d.randn(n, 2)) / math.sqrt(2)
+    return p
 
 
-def checkerboard(n: int, seed: int = 0, dtype: torch.dtype | None = None, device: _Device = None) -> torch.Tensor:
-    """Uniform on the squares of side 2 in ``[-4, 4]^2`` with ``floor(x/2) + floor(y/2)`` even; ``(n, 2)``."""
-    check_int(n, "n")
-    g = _gen(seed)
-    x1 = 4 * torch.rand(n, generator=g, dtype=torch.float64) - 2
-    x2_ = torch.rand(n, generator=g, dtype=torch.float64) - 2 * torch.randint(0, 2, (n,), generator=g).double()
+@_toy
+def checkerboard(n: int, d: _Draws) -> torch.Tensor:
+    """Uniform on the squares of side 2 in ``[-4, 4]^2`` with ``floor(x/2) + floor(y/2)`` even; ``(num_samples, 2)``."""
+    x1 = 4 * d.rand(n) - 2
+    x2_ = d.rand(n) - 2 * d.randint(2, n).double()
     x2 = x2_ + torch.remainder(torch.floor(x1), 2)
-    return _out(2 * torch.stack([x1, x2], -1), dtype, device)
+    return 2 * torch.stack([x1, x2], -1)
 
 
-def rings(n: int, seed: int = 0, dtype: torch.dtype | None = None, device: _Device = None) -> torch.Tensor:
-    """Four noisy concentric circles of radii 3, 2.25, 1.5, 0.75 (noise sd 0.08); ``(n, 2)``."""
-    check_int(n, "n")
-    g = _gen(seed)
-    radii = 3 * torch.tensor([1.0, 0.75, 0.5, 0.25], dtype=torch.float64)
+@_toy
+def rings(n: int, d: _Draws) -> torch.Tensor:
+    """Four noisy concentric circles of radii 3, 2.25, 1.5, 0.75 (noise sd 0.08); ``(num_samples, 2)``."""
+    radii = 3 * torch.tensor([1.0, 0.75, 0.5, 0.25], dtype=_F64)
     r = radii[torch.arange(n) % 4]
-    t = 2 * math.pi * torch.rand(n, generator=g, dtype=torch.float64)
-    p = r[:, None] * torch.stack([torch.cos(t), torch.sin(t)], -1) + 0.08 * torch.randn(n, 2, generator=g, dtype=torch.float64)
-    return _out(p[torch.randperm(n, generator=g)], dtype, device)
+    t = 2 * math.pi * d.rand(n)
+    p = r[:, None] * torch.stack([torch.cos(t), torch.sin(t)], -1) + 0.08 * d.randn(n, 2)
+    return p[d.randperm(n)]
 
 
-def pinwheel(n: int, seed: int = 0, dtype: torch.dtype | None = None, device: _Device = None) -> torch.Tensor:
-    """Five spiralling arms (radial sd 0.3, tangential sd 0.1, rate 0.25), scaled by 2; ``(n, 2)``."""
-    check_int(n, "n")
-    g = _gen(seed)
-    k = torch.randint(0, 5, (n,), generator=g)
-    f = torch.randn(n, 2, generator=g, dtype=torch.float64) * torch.tensor([0.3, 0.1], dtype=torch.float64)
-    f = f + torch.tensor([1.0, 0.0], dtype=torch.float64)
+@_toy
+def pinwheel(n: int, d: _Draws) -> torch.Tensor:
+    """Five spiralling arms (radial sd 0.3, tangential sd 0.1, rate 0.25), scaled by 2; ``(num_samples, 2)``."""
+    k = d.randint(5, n)
+    f = d.randn(n, 2) * torch.tensor([0.3, 0.1], dtype=_F64) + torch.tensor([1.0, 0.0], dtype=_F64)
     ang = 2 * math.pi * k.double() / 5 + 0.25 * torch.exp(f[:, 0])
     c, s = torch.cos(ang), torch.sin(ang)
     p = torch.stack([c * f[:, 0] - s * f[:, 1], s * f[:, 0] + c * f[:, 1]], -1)
-    return _out(2 * p, dtype, device)
+    return 2 * p
 
 
-def swiss_roll(n: int, seed: int = 0, dtype: torch.dtype | None = None, device: _Device = None) -> torch.Tensor:
-    """2-D swiss roll ``(t cos t, t sin t) + N(0, I)`` with ``t ~ U(1.5 pi, 4.5 pi)``, over 5; ``(n, 2)``."""
-    check_int(n, "n")
-    g = _gen(seed)
-    t = 1.5 * math.pi * (1 + 2 * torch.rand(n, generator=g, dtype=torch.float64))
-    p = torch.stack([t * torch.cos(t), t * torch.sin(t)], -1) + torch.randn(n, 2, generator=g, dtype=torch.float64)
-    return _out(p / 5, dtype, device)
+@_toy
+def swiss_roll(n: int, d: _Draws) -> torch.Tensor:
+    """2-D swiss roll ``(t cos t, t sin t) + N(0, I)`` with ``t ~ U(1.5 pi, 4.5 pi)``, over 5; ``(num_samples, 2)``."""
+    t = 1.5 * math.pi * (1 + 2 * d.rand(n))
+    p = torch.stack([t * torch.cos(t), t * torch.sin(t)], -1) + d.randn(n, 2)
+    return p / 5
 
 
-TOY_DATASETS: dict[str, Callable[..., torch.Tensor]] = {
+TOY_DATASETS: dict[str, ToySampler] = {
     "two_moons": two_moons,
     "eight_gaussians": eight_gaussians,
     "checkerboard": checkerboard,
@@ -133,27 +180,39 @@ TOY_DATASETS: dict[str, Callable[..., torch.Tensor]] = {
 }
 
 
-def sample(name: str, n: int, seed: int = 0, dtype: torch.dtype | None = None, device: _Device = None) -> torch.Tensor:
-    """``TOY_DATASETS[name](n, seed)`` with a clear error for an unknown name."""
+def sample(
+    name: str,
+    num_samples: int,
+    *,
+    generator: torch.Generator | None = None,
+    seed: int | None = None,
+    dtype: torch.dtype | None = None,
+    device: _Device = None,
+) -> torch.Tensor:
+    """``TOY_DATASETS[name](num_samples, ...)`` with a clear error for an unknown name."""
     if name not in TOY_DATASETS:
         raise ParameterError(f"name must be one of {sorted(TOY_DATASETS)}; got {name!r}")
-    return TOY_DATASETS[name](n, seed=seed, dtype=dtype, device=device)
+    return TOY_DATASETS[name](num_samples, generator=generator, seed=seed, dtype=dtype, device=device)
 
 
 @dataclass(frozen=True)
 class ToyDataset:
-    """A fixed train / test split of one toy data set (``train (n_train, 2)``, ``test (n_test, 2)``)."""
+    """A fixed train / test split of one toy data set (``train (num_train, 2)``, ``test (num_test, 2)``).
+
+    ``seed`` is the seed the points were drawn with (``None`` when they came from a
+    generator or the global RNG).
+    """
 
     name: str
     train: torch.Tensor
     test: torch.Tensor
-    seed: int
+    seed: int | None
 
-    def sampler(self, generator: torch.Generator | None = None) -> Callable[[int], torch.Tensor]:
-        """``fn(batch_size)`` drawing training minibatches with replacement (for ``fokker.train.fit``)."""
+    def sampler(self, *, generator: torch.Generator | None = None) -> Callable[[int], torch.Tensor]:
+        """``fn(batch_size)`` drawing training minibatches with replacement from ``generator`` (for ``fokker.train.fit``)."""
 
         def draw(batch_size: int) -> torch.Tensor:
-            idx = torch.randint(0, self.train.shape[0], (batch_size,), generator=generator)
+            idx = randint(self.train.shape[0], (batch_size,), generator=generator)
             return self.train[idx.to(self.train.device)]
 
         return draw
@@ -161,18 +220,20 @@ class ToyDataset:
 
 def load(
     name: str,
-    n_train: int = 10_000,
-    n_test: int = 2_000,
-    seed: int = 0,
+    num_train: int = 10_000,
+    num_test: int = 2_000,
+    *,
+    generator: torch.Generator | None = None,
+    seed: int | None = None,
     dtype: torch.dtype | None = None,
     device: _Device = None,
 ) -> ToyDataset:
-    """Draw ``n_train + n_test`` points with ``seed``; the first ``n_train`` are the training set.
+    """Draw ``num_train + num_test`` points; the first ``num_train`` are the training set.
 
-    Train and test are i.i.d. draws of the same distribution; the split is a pure function of
-    ``(name, n_train, n_test, seed)``.
+    Train and test are i.i.d. draws of the same distribution; with ``seed`` the split is a
+    pure function of ``(name, num_train, num_test, seed)``.
     """
-    check_int(n_train, "n_train")
-    check_int(n_test, "n_test")
-    x = sample(name, n_train + n_test, seed=seed, dtype=dtype, device=device)
-    return ToyDataset(name, x[:n_train], x[n_train:], seed)
+    check_int(num_train, "num_train")
+    check_int(num_test, "num_test")
+    x = sample(name, num_train + num_test, generator=generator, seed=seed, dtype=dtype, device=device)
+    return ToyDataset(name, x[:num_train], x[num_train:], seed)

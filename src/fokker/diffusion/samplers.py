@@ -26,7 +26,9 @@ from collections.abc import Callable
 import torch
 
 from .._args import check_int, check_tensor
+from .._random import randn_like
 from ..errors import ParameterError, ShapeError
+from ..mcmc.annealing import annealed_langevin as langevin_levels
 from .parameterization import expand_like, to_score
 from ..sde.schedule import Coefficients
 
@@ -88,7 +90,7 @@ def _tvec(c: Coefficients, i: int, x: torch.Tensor) -> torch.Tensor:
 
 
 def _noise(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    return torch.randn(x.shape, dtype=x.dtype, device=x.device, generator=generator)
+    return randn_like(x, generator)
 
 
 def _x0_eps(score: torch.Tensor, x: torch.Tensor, a: torch.Tensor, s: torch.Tensor):
@@ -100,7 +102,7 @@ def _x0_eps(score: torch.Tensor, x: torch.Tensor, a: torch.Tensor, s: torch.Tens
 def euler_maruyama(
     score_fn: ScoreFn, sde: object, x: torch.Tensor, grid: torch.Tensor, *, generator: torch.Generator | None = None
 ) -> tuple[torch.Tensor, int]:
-    r"""Euler–Maruyama on the reverse SDE (seed 001 eqs. 60/65; Anderson 1982).
+    r"""Euler–Maruyama on the reverse SDE (Anderson 1982; Song et al. 2021, eq. 6; seed 001 eqs. 60/65).
 
     .. math:: x_{i+1} = x_i - h_i\,(f_i x_i - g_i^2\, s(x_i, t_i)) + \sqrt{h_i}\, g_i\, z_i .
 
@@ -141,20 +143,20 @@ def predictor_corrector(
     *,
     generator: torch.Generator | None = None,
     snr: float = 0.16,
-    n_corrector: int = 1,
+    num_corrector_steps: int = 1,
 ) -> tuple[torch.Tensor, int]:
-    r"""Predictor–corrector sampling (seed 004 Algorithms 2-3; Song et al. 2021).
+    r"""Predictor–corrector sampling (Song et al. 2021, Algorithms 1-5; seed 004 Algorithms 2-3).
 
     Predictor: one Euler–Maruyama step of the reverse SDE from ``t_i`` to ``t_{i+1}``.
-    Corrector: ``n_corrector`` Langevin steps targeting :math:`p_{t_{i+1}}` with step
+    Corrector: ``num_corrector_steps`` Langevin steps targeting :math:`p_{t_{i+1}}` with step
     :math:`\epsilon = 2\,\bar a\,(\mathrm{snr}\,\|z\|/\|s\|)^2`, where
     :math:`\bar a = \alpha_i^2/\alpha_{i+1}^2` (``1 - beta_i`` of the VP chain, 1 for VE).
 
-    NFE = N (1 + n_corrector).
+    NFE = N (1 + num_corrector_steps).
     """
     if not snr > 0:
         raise ParameterError(f"snr must be positive; got {snr!r}")
-    check_int(n_corrector, "n_corrector", minimum=0)
+    check_int(num_corrector_steps, "num_corrector_steps", minimum=0)
     c = _setup(sde, x, grid)
     h = c.t[:-1] - c.t[1:]
     ratio = (c.alpha[:-1] / c.alpha[1:]) ** 2
@@ -162,15 +164,15 @@ def predictor_corrector(
         s = score_fn(x, _tvec(c, i, x))
         x = x - h[i] * (c.f[i] * x - c.g2[i] * s) + torch.sqrt(h[i] * c.g2[i]) * _noise(x, generator)
         t_next = _tvec(c, i + 1, x)
-        for _ in range(n_corrector):
+        for _ in range(num_corrector_steps):
             x = _langevin_snr_step(score_fn, x, t_next, snr, generator, ratio[i])
-    return x, len(h) * (1 + n_corrector)
+    return x, len(h) * (1 + num_corrector_steps)
 
 
 def ode_euler(
     score_fn: ScoreFn, sde: object, x: torch.Tensor, grid: torch.Tensor, *, generator: torch.Generator | None = None
 ) -> tuple[torch.Tensor, int]:
-    r"""Euler on the probability-flow ODE (seed 001 eq. 64).
+    r"""Euler on the probability-flow ODE (Song et al. 2021, eq. 13; seed 001 eq. 64).
 
     .. math:: x_{i+1} = x_i - h_i\,(f_i x_i - \tfrac12 g_i^2\, s(x_i, t_i)).
 
@@ -261,7 +263,7 @@ def ddim(
     generator: torch.Generator | None = None,
     eta: float = 0.0,
 ) -> tuple[torch.Tensor, int]:
-    r"""DDIM (Song, Meng & Ermon 2021; seed 002) for any linear SDE.
+    r"""DDIM (Song, Meng & Ermon 2021, eq. 12; seed 002) for any linear SDE.
 
     With :math:`\hat x_0, \hat\varepsilon` from Tweedie at :math:`(x_i, t_i)`,
 
@@ -339,38 +341,28 @@ def annealed_langevin(
     grid: torch.Tensor,
     *,
     generator: torch.Generator | None = None,
-    n_steps_each: int = 5,
+    num_steps: int = 5,
     step_ratio: float = 0.2,
 ) -> tuple[torch.Tensor, int]:
-    r"""Annealed Langevin dynamics (NCSN; Song & Ermon 2019, Alg. 1; seed 002).
+    r"""Annealed Langevin dynamics (NCSN; Song & Ermon 2019, Alg. 1; seed 002) on an SDE's time grid.
 
-    For each noise level :math:`t_1, \dots, t_N` of the grid (the first entry, the prior
-    time, is skipped), ``n_steps_each`` unadjusted Langevin steps target :math:`p_{t_i}`:
-
-    .. math:: x \leftarrow x + \epsilon_i\, s(x, t_i) + \sqrt{2\epsilon_i}\, z,
-              \qquad \epsilon_i = \mathrm{step\_ratio}\cdot\sigma_i^2 ,
-
-    i.e. NCSN's :math:`\alpha_i = \epsilon\,\sigma_i^2/\sigma_L^2` written with the ratio
-    ``step_ratio = epsilon / sigma_L^2`` (here :math:`\epsilon_i = \alpha_i/2`).  Before the
-    steps of level ``i`` the samples are rescaled by :math:`\alpha_i/\alpha_{i-1}` (the mean
-    map of the forward transition; identity for VE, where this is exactly NCSN): without it a
-    VP chain would have to diffuse the whole data scale outwards with steps of size
-    :math:`\sigma_i`.  Each level keeps a bias of order ``step_ratio``.  NFE = N * n_steps_each.
+    :func:`fokker.mcmc.annealed_langevin` with the grid's times :math:`t_1, \dots, t_N` as levels
+    (the first entry, the prior time, is skipped): ``num_steps`` unadjusted Langevin steps target
+    each :math:`p_{t_i}` with :math:`\epsilon_i = \mathrm{step\_ratio}\cdot\sigma_i^2`, i.e. NCSN's
+    :math:`lpha_i = \epsilon\,\sigma_i^2/\sigma_L^2` written with ``step_ratio = epsilon / sigma_L^2``
+    (here :math:`\epsilon_i = lpha_i/2`).  Before the steps of level ``i`` the samples are rescaled
+    by :math:`lpha_i/lpha_{i-1}` (the mean map of the forward transition; identity for VE, where
+    this is exactly NCSN): without it a VP chain would have to diffuse the whole data scale outwards
+    with steps of size :math:`\sigma_i`.  Each level keeps a bias of order ``step_ratio``.
+    NFE = N * num_steps.
     """
-    check_int(n_steps_each, "n_steps_each")
+    check_int(num_steps, "num_steps")
     if not step_ratio > 0:
         raise ParameterError(f"step_ratio must be positive; got {step_ratio!r}")
     c = _setup(sde, x, grid)
-    eps = step_ratio * c.sigma**2
-    noise_scale = torch.sqrt(2.0 * eps)
-    n = len(c.t) - 1
-    rescale = c.alpha[1:] / c.alpha[:-1]
-    for i in range(1, n + 1):
-        t = _tvec(c, i, x)
-        x = rescale[i - 1] * x
-        for _ in range(n_steps_each):
-            x = x + eps[i] * score_fn(x, t) + noise_scale[i] * _noise(x, generator)
-    return x, n * n_steps_each
+    out = langevin_levels(score_fn, c.t[1:], x, step_ratio * c.sigma[1:] ** 2, num_steps,
+                          rescale=c.alpha[1:] / c.alpha[:-1], generator=generator, progress=False)
+    return out, (len(c.t) - 1) * num_steps
 
 
 SAMPLERS: dict[str, Callable[..., tuple[torch.Tensor, int]]] = {

@@ -3,10 +3,11 @@
 * :class:`EnergyModel` — a network ``E`` as an unnormalized :class:`~fokker.targets.Target`
   (``log_prob = -E``); :class:`GaussianEnergy` — the quadratic energy with exact ``log Z``.
 * objectives (``objective(model, x) -> loss``): score matching :func:`exact`,
-  :func:`sliced`, :func:`denoising` (seed 002 eqs. 21-23); maximum likelihood with
+  :func:`sliced`, :func:`denoising` (Hyvarinen 2005; Song et al. 2019; Vincent 2011;
+  seed 002 eqs. 21-23); maximum likelihood with
   Langevin/MALA negatives :func:`contrastive_divergence` and
   :func:`persistent_contrastive_divergence` (replay buffer, Du & Mordatch 2019);
-  :func:`nce` with a learned ``log Z`` (seed 002 eqs. 37-39).
+  :func:`nce` with a learned ``log Z`` (Gutmann & Hyvarinen 2010; seed 002 eqs. 37-39).
 * :class:`EBM` — energy + objective + sampler; trains with ``fokker.train.fit``.
 * :class:`RBM` — Bernoulli-Bernoulli restricted Boltzmann machine: free energy,
   block Gibbs, CD-k / PCD, exact ``log Z`` (enumeration) and AIS.
@@ -36,7 +37,7 @@ from .objective import (
     exact,
     sliced,
 )
-from .rbm import RBM, RBMAISResult, ais_betas, base_rate_bias
+from .rbm import RBM, ais_betas, base_rate_bias
 from .score_matching import (
     denoising_constant,
     denoising_score_matching,
@@ -69,7 +70,6 @@ __all__ = [
     "denoising_constant",
     "langevin_chain",
     "RBM",
-    "RBMAISResult",
     "ais_betas",
     "base_rate_bias",
 ]

@@ -1,6 +1,7 @@
 """Maximum likelihood with MCMC negatives: contrastive divergence and persistent CD.
 
-The log-likelihood gradient of an EBM (seed 002 eq. 20) is
+The log-likelihood gradient of an EBM (Hinton 2002, eq. 5; LeCun et al. 2006, Sec. 2;
+seed 002 eq. 20) is
 
 .. math::  \\nabla_\\theta \\log p_\\theta(x)
            = -\\nabla_\\theta E_\\theta(x) + \\mathbb{E}_{x^- \\sim p_\\theta}[\\nabla_\\theta E_\\theta(x^-)] .
@@ -29,6 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .. import _random
 from .._args import check_int, check_positive
 from ..errors import DeviceDtypeError, ParameterError
 from ..targets.base import Target
@@ -40,6 +42,9 @@ _SAMPLERS = ("langevin", "mala")
 
 class ContrastiveDivergence(Objective):
     """CD-k with Langevin (``sampler="langevin"``) or MALA (``"mala"``) negatives started at the data.
+
+    Hinton (2002), "Training products of experts by minimizing contrastive divergence",
+    Neural Computation 14, eq. (5) (there with Gibbs negatives); seed 002 eq. 20.
 
     Args:
         k: Langevin steps per update.
@@ -111,21 +116,38 @@ class ContrastiveDivergence(Objective):
         return loss
 
 
-def _make_init(init: Any) -> Callable[[int, int, torch.dtype, torch.device], torch.Tensor]:
-    """Normalize ``init`` (None, a Distribution, or ``f(n) -> (n, d)``) to ``f(n, d, dtype, device)``."""
+InitFn = Callable[[int, int, torch.dtype, torch.device, "torch.Generator | None"], torch.Tensor]
+
+
+def _make_init(init: Any) -> InitFn:
+    """Normalize ``init`` (None, a Distribution, or ``f(n) -> (n, d)``) to ``f(n, d, dtype, device, generator)``.
+
+    Draws that take no generator (a Distribution, a user callable) run under
+    :func:`fokker._random.rng_scope`, seeded from the generator.
+    """
     if init is None:
-        return lambda n, d, dtype, device: torch.randn(n, d, dtype=dtype, device=device)
+        return lambda n, d, dtype, device, gen: _random.randn((n, d), generator=gen, dtype=dtype, device=device)
     if isinstance(init, torch.distributions.Distribution):
-        return lambda n, d, dtype, device: init.sample((n,)).to(device, dtype)
+
+        def from_distribution(n, d, dtype, device, gen):  # noqa: ANN001, ANN202
+            with _random.rng_scope(gen, [device]):
+                return init.sample((n,)).to(device, dtype)
+
+        return from_distribution
     if callable(init):
-        return lambda n, d, dtype, device: init(n)
+
+        def from_callable(n, d, dtype, device, gen):  # noqa: ANN001, ANN202
+            with _random.rng_scope(gen, [device]):
+                return init(n)
+
+        return from_callable
     raise TypeError(f"init must be None, a torch Distribution or a callable n -> (n, d); got {type(init).__name__}")
 
 
 class ReplayBuffer(nn.Module):
-    """A fixed-size store of past negatives ``(size, d)`` with random restarts (Du & Mordatch 2019).
+    """A fixed-size store of past negatives ``(size, d)`` with random restarts (Du & Mordatch 2019, Sec. 3.1).
 
-    :meth:`draw` picks ``n`` random slots and replaces each by a fresh
+    :meth:`draw` picks ``num_samples`` random slots and replaces each by a fresh
     initializer draw with probability ``reinit_prob``; :meth:`update` writes
     the evolved points back into the same slots.  The store is a registered
     buffer (saved in checkpoints).
@@ -144,18 +166,18 @@ class ReplayBuffer(nn.Module):
     def initialized(self) -> bool:
         return self.data.numel() > 0
 
-    def fill(self, dim: int, dtype: torch.dtype, device: torch.device) -> None:
+    def fill(self, dim: int, dtype: torch.dtype, device: torch.device, *, generator: torch.Generator | None = None) -> None:
         """(Re)fill every slot from the initializer."""
-        self.data = self._init(self.size, dim, dtype, device).detach().clone()
+        self.data = self._init(self.size, dim, dtype, device, generator).detach().clone()
         if self.data.shape != (self.size, dim):
             raise ParameterError(f"init must return shape ({self.size}, {dim}); got {tuple(self.data.shape)}")
 
-    def draw(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(x0, idx)``: ``n`` starting points and their slots."""
+    def draw(self, num_samples: int, *, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(x0, idx)``: ``num_samples`` starting points and their slots, drawn from ``generator``."""
         d = self.data
-        idx = torch.randint(0, self.size, (n,), device=d.device)
-        fresh = self._init(n, d.shape[-1], d.dtype, d.device)
-        restart = torch.rand(n, device=d.device) < self.reinit_prob
+        idx = _random.randint(self.size, (num_samples,), generator=generator, device=d.device)
+        fresh = self._init(num_samples, d.shape[-1], d.dtype, d.device, generator)
+        restart = _random.rand((num_samples,), generator=generator, device=d.device) < self.reinit_prob
         return torch.where(restart.unsqueeze(-1), fresh, d[idx]), idx
 
     def update(self, idx: torch.Tensor, x: torch.Tensor) -> None:
@@ -169,7 +191,8 @@ class ReplayBuffer(nn.Module):
 
 
 class PersistentContrastiveDivergence(ContrastiveDivergence):
-    """Persistent CD with a replay buffer (Du & Mordatch 2019).
+    """Persistent CD (Tieleman 2008, "Training restricted Boltzmann machines using approximations to the
+    likelihood gradient", ICML, Sec. 3) with a replay buffer (Du & Mordatch 2019, Sec. 3.1).
 
     Args:
         buffer_size: number of stored negatives.

@@ -1,6 +1,7 @@
 """Energy models: an unnormalized density ``p(x) = exp(-E(x)) / Z``.
 
-Seed 002 eq. 18 (and seed 000, "energy-based models"):
+LeCun, Chopra, Hadsell, Ranzato & Huang (2006), "A tutorial on energy-based learning",
+eq. (1) (the Gibbs distribution); seed 002 eq. 18 and seed 000, "energy-based models":
 
 .. math::  p_\\theta(x) = \\exp(-E_\\theta(x)) / Z_\\theta,
            \\quad Z_\\theta = \\int \\exp(-E_\\theta(x))\\,dx .
@@ -26,7 +27,7 @@ from ..targets.base import Target
 
 
 class EnergyModel(Target):
-    """An energy network as an unnormalized target: ``log_prob(x) = -E(x)``.
+    """An energy network as an unnormalized target: ``log_prob(x) = -E(x)`` (the Gibbs density of LeCun et al. 2006, eq. 1).
 
     Args:
         net: module mapping ``(..., dim)`` to energies of shape ``(...)`` or
@@ -73,6 +74,9 @@ class EnergyModel(Target):
 
 class GaussianEnergy(EnergyModel):
     """Quadratic energy ``E(x) = 1/2 (x - mu)^T P (x - mu)`` of a Gaussian ``N(mu, P^{-1})``.
+
+    The model of Hyvarinen (2005), Sec. 3 ("multivariate Gaussian density"), where score matching
+    has a closed-form minimizer; the tests and validation fit it with every objective.
 
     The precision is ``P = L L^T`` with ``L`` lower triangular and a positive
     diagonal ``softplus(raw)`` (so every parameter value is valid).  The

@@ -48,7 +48,12 @@ def make_objective(objective: str | Objective) -> Objective:
 
 
 class EBM(nn.Module):
-    """An energy-based model ``p(x) ∝ exp(-E(x))`` with a training objective.
+    """An energy-based model ``p(x) ∝ exp(-E(x))`` with a training objective and an MCMC sampler.
+
+    LeCun, Chopra, Hadsell, Ranzato & Huang (2006), "A tutorial on energy-based learning";
+    seed 002 eq. 18.  The objectives are score matching (Hyvarinen 2005), its sliced
+    (Song et al. 2019) and denoising (Vincent 2011) forms, contrastive divergence (Hinton
+    2002), persistent CD (Tieleman 2008) and NCE (Gutmann & Hyvarinen 2010).
 
     Args:
         energy: an :class:`EnergyModel` (or any :class:`~fokker.targets.Target`), or a
@@ -124,36 +129,40 @@ class EBM(nn.Module):
         warmup: int = 1000,
         kernel: Any = None,
         init: torch.Tensor | None = None,
+        *,
+        generator: torch.Generator | None = None,
         seed: int | None = None,
-        progress: bool = False,
+        progress: bool | None = None,
     ) -> Any:
         """Run :func:`fokker.mcmc.sample` on the energy (default kernel :class:`fokker.mcmc.MALA`).
 
         Returns the :class:`fokker.mcmc.MCMCResult` (draws ``(chains, draws, dim)``,
-        acceptance, adapted step size, ESS / R-hat diagnostics).  ``seed=None``
-        draws a seed from torch's global generator.
+        acceptance, adapted step size, ESS / R-hat diagnostics).  Randomness from
+        ``generator`` (or a generator seeded with ``seed``; the global RNG when neither).
         """
         from .. import mcmc
 
-        if seed is None:
-            seed = int(torch.randint(0, 2**31 - 1, ()))
         kernel = mcmc.MALA() if kernel is None else kernel
         return mcmc.sample(
-            self.energy_model, kernel, num_chains, num_samples, warmup, seed=seed, init=init, progress=progress
+            self.energy_model, kernel, num_chains, num_samples, warmup,
+            generator=generator, seed=seed, init=init, progress=progress,
         )
 
     @torch.no_grad()
     def sample(
         self,
-        sample_shape: torch.Size | tuple[int, ...] = (),
-        steps: int = 500,
+        sample_shape: torch.Size | tuple[int, ...] | int = (),
+        num_steps: int = 500,
         kernel: Any = None,
         init: torch.Tensor | None = None,
+        *,
+        generator: torch.Generator | None = None,
         seed: int | None = None,
+        progress: bool | None = None,
     ) -> torch.Tensor:
         """Approximate samples ``(*sample_shape, dim)``: one independent MCMC chain per sample.
 
-        Each chain runs ``steps`` warm-up transitions of ``kernel`` (default
+        Each chain runs ``num_steps`` warm-up transitions of ``kernel`` (default
         :class:`fokker.mcmc.MALA`, step size adapted by dual averaging, diagonal
         metric by Stan's windows) and returns the state after one more transition.  MCMC samples:
         exact only asymptotically; check mixing (:meth:`mcmc` gives diagnostics)
@@ -161,14 +170,15 @@ class EBM(nn.Module):
 
         Args:
             sample_shape: batch shape of the output.
-            steps: adaptive warm-up transitions per chain (``>= 1``).
+            num_steps: adaptive warm-up transitions per chain (``>= 1``).
             kernel: a ``fokker.mcmc`` kernel.
             init: starting points ``(*sample_shape, dim)``; default the
                 ``fokker.mcmc`` initializer (uniform on ``(-2, 2)^dim``).
-            seed: RNG seed (``None``: drawn from torch's global generator).
+            generator: the ``torch.Generator`` of every draw (``seed``: one seeded with it).
+            progress: tqdm bar (``None``: on a terminal only).
         """
-        check_int(steps, "steps", minimum=1)
-        shape = torch.Size(sample_shape)
+        check_int(num_steps, "num_steps", minimum=1)
+        shape = torch.Size((sample_shape,) if isinstance(sample_shape, int) else sample_shape)
         n = shape.numel()
         if n == 0:
             raise ParameterError(f"sample_shape must hold at least one sample; got {tuple(shape)}")
@@ -177,7 +187,8 @@ class EBM(nn.Module):
             if init.shape != (*shape, self.dim):
                 raise ShapeError(f"init must have shape {(*shape, self.dim)}; got {tuple(init.shape)}")
             init = init.reshape(n, self.dim)
-        res = self.mcmc(num_chains=n, num_samples=1, warmup=steps, kernel=kernel, init=init, seed=seed)
+        res = self.mcmc(num_chains=n, num_samples=1, warmup=num_steps, kernel=kernel, init=init,
+                        generator=generator, seed=seed, progress=progress)
         return res.samples[:, -1].reshape(*shape, self.dim)
 
 

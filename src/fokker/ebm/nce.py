@@ -38,6 +38,10 @@ from .objective import Objective, log_prob_fn
 class NCE(Objective):
     """NCE objective with noise ``p_n`` and ``ratio`` = noise samples per data sample (``nu``).
 
+    Gutmann & Hyvarinen (2010), "Noise-contrastive estimation: a new estimation principle for
+    unnormalized statistical models", AISTATS, eqs. (2)-(5) with the normalizer as a parameter
+    (Sec. 2.2); the ``nu`` noise ratio of Gutmann & Hyvarinen (2012), JMLR 13, eq. (8).
+
     Args:
         noise: a normalized density with samples: a ``torch.distributions.Distribution``
             with event shape ``(d,)``, or a fokker ``Target`` with exact samples and known ``log_Z``.

@@ -38,7 +38,11 @@ def log_prob_fn(model: object) -> Callable[[torch.Tensor], torch.Tensor]:
 
 
 class Objective(nn.Module):
-    """Base class: ``forward(model, x) -> scalar loss`` to minimize."""
+    """Base class: ``forward(model, x) -> scalar loss`` to minimize.
+
+    Objectives that draw random numbers (projections, noise, MCMC negatives) draw them from
+    the global torch RNG, which ``fokker.train.fit(seed=...)`` controls.
+    """
 
     def setup(self, model: nn.Module) -> None:
         """Allocate state that depends on the model (dim, dtype, device). Default: nothing."""
@@ -48,36 +52,40 @@ class Objective(nn.Module):
 
 
 class ExactScoreMatching(Objective):
-    """Mean of Hyvarinen's ``1/2 ||s||^2 + tr grad s`` (seed 002 eq. 21); exact, ``d`` backward passes."""
+    """Mean of ``1/2 ||s||^2 + tr grad s``: Hyvarinen (2005), "Estimation of non-normalized statistical
+    models by score matching", JMLR 6, Theorem 1 / eq. (4); seed 002 eq. 21.  Exact, ``d`` backward passes."""
 
     def forward(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return exact_score_matching(log_prob_fn(model), x).mean()
 
 
 class SlicedScoreMatching(Objective):
-    """Sliced score matching (seed 002 eq. 23; Song et al. 2019), ``n_projections`` per point.
+    """Sliced score matching (Song, Garg, Shi & Ermon 2019, "Sliced score matching", eq. (8); seed 002 eq. 23).
+
+    ``num_projections`` random directions per point.
 
     Args:
-        n_projections: random directions per point (``>= 1``).
+        num_projections: random directions per point (``>= 1``).
         distribution: ``"rademacher"`` or ``"gaussian"`` (both have ``E[v v^T] = I``).
         variance_reduction: SSM-VR (``1/2 ||s||^2`` in place of ``1/2 (v^T s)^2``).
     """
 
-    def __init__(self, n_projections: int = 1, distribution: str = "rademacher", variance_reduction: bool = False):
+    def __init__(self, num_projections: int = 1, distribution: str = "rademacher", variance_reduction: bool = False):
         super().__init__()
-        self.n_projections = check_int(n_projections, "n_projections")
+        self.num_projections = check_int(num_projections, "num_projections")
         if distribution not in ("rademacher", "gaussian"):
             raise ParameterError(f"distribution must be 'rademacher' or 'gaussian'; got {distribution!r}")
         self.distribution = distribution
         self.variance_reduction = bool(variance_reduction)
 
     def forward(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        v = projections(x, self.n_projections, self.distribution)
+        v = projections(x, self.num_projections, self.distribution)
         return sliced_score_matching(log_prob_fn(model), x, v, self.variance_reduction).mean()
 
 
 class DenoisingScoreMatching(Objective):
-    """Denoising score matching at noise level ``sigma`` (seed 002 eq. 22; Vincent 2011).
+    """Denoising score matching at noise level ``sigma``: Vincent (2011), "A connection between score
+    matching and denoising autoencoders", Neural Computation 23, eq. (7); seed 002 eq. 22.
 
     The minimizer is the noised data density ``p * N(0, sigma^2 I)``, not ``p``.
     With ``subtract_constant`` (default) the reported loss is the DSM value
@@ -103,9 +111,9 @@ def exact() -> ExactScoreMatching:
     return ExactScoreMatching()
 
 
-def sliced(n_projections: int = 1, distribution: str = "rademacher", variance_reduction: bool = False) -> SlicedScoreMatching:
-    """Sliced score matching objective."""
-    return SlicedScoreMatching(n_projections, distribution, variance_reduction)
+def sliced(num_projections: int = 1, distribution: str = "rademacher", variance_reduction: bool = False) -> SlicedScoreMatching:
+    """Sliced score matching objective (see :class:`SlicedScoreMatching`)."""
+    return SlicedScoreMatching(num_projections, distribution, variance_reduction)
 
 
 def denoising(sigma: float = 0.1, subtract_constant: bool = True) -> DenoisingScoreMatching:

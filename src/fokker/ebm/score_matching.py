@@ -1,4 +1,4 @@
-"""Score-matching objectives for unnormalized densities (seed 002 eqs. 21-23).
+"""Score-matching objectives for unnormalized densities (Hyvarinen 2005; Song et al. 2019; Vincent 2011; seed 002 eqs. 21-23).
 
 All three are per-point functions of a ``log_prob`` callable (for an EBM,
 ``log_prob = -E``; the normalizer drops out because only ``s = grad_x log p``
@@ -39,7 +39,8 @@ from collections.abc import Callable
 
 import torch
 
-from .._args import check_positive
+from .. import _random
+from .._args import check_int, check_positive
 from ..errors import ParameterError, ShapeError
 
 LogProbFn = Callable[[torch.Tensor], torch.Tensor]
@@ -70,14 +71,19 @@ def exact_score_matching(log_prob: LogProbFn, x: torch.Tensor) -> torch.Tensor:
 
 
 def projections(
-    x: torch.Tensor, n_projections: int = 1, distribution: str = "rademacher"
+    x: torch.Tensor,
+    num_projections: int = 1,
+    distribution: str = "rademacher",
+    *,
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Random slicing directions ``v`` with ``E[v v^T] = I``: shape ``(n_projections, *x.shape)``."""
-    shape = (n_projections, *x.shape)
+    """Random slicing directions ``v`` with ``E[v v^T] = I``: shape ``(num_projections, *x.shape)``."""
+    check_int(num_projections, "num_projections")
+    shape = (num_projections, *x.shape)
     if distribution == "rademacher":
-        return torch.randint(0, 2, shape, device=x.device).to(x.dtype) * 2 - 1
+        return _random.randint(2, shape, generator=generator, device=x.device).to(x.dtype) * 2 - 1
     if distribution == "gaussian":
-        return torch.randn(shape, dtype=x.dtype, device=x.device)
+        return _random.randn(shape, generator=generator, dtype=x.dtype, device=x.device)
     raise ParameterError(f"distribution must be 'rademacher' or 'gaussian'; got {distribution!r}")
 
 
@@ -115,7 +121,12 @@ def sliced_score_matching(
 
 
 def denoising_score_matching(
-    log_prob: LogProbFn, x: torch.Tensor, sigma: float, eps: torch.Tensor | None = None
+    log_prob: LogProbFn,
+    x: torch.Tensor,
+    sigma: float,
+    eps: torch.Tensor | None = None,
+    *,
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Denoising score matching ``1/2 ||s(x + sigma eps) + eps / sigma||^2`` per point.
 
@@ -123,14 +134,15 @@ def denoising_score_matching(
         log_prob: ``(..., d) -> (...)``.
         x: clean points ``(..., d)``.
         sigma: noise level ``> 0``.
-        eps: standard normal noise of the shape of ``x`` (drawn when ``None``).
+        eps: standard normal noise of the shape of ``x`` (drawn from ``generator`` when ``None``).
+        generator: the ``torch.Generator`` of that draw.
 
     Returns:
         ``(...)``; its mean estimates ``E_{q_sigma}[exact SM] + d / (2 sigma^2)``.
     """
     check_positive(sigma, "sigma")
     if eps is None:
-        eps = torch.randn_like(x)
+        eps = _random.randn_like(x, generator)
     elif eps.shape != x.shape:
         raise ShapeError(f"eps must have the shape of x {tuple(x.shape)}; got {tuple(eps.shape)}")
     with torch.enable_grad():

@@ -1,22 +1,23 @@
-"""Many-chain MCMC: vectorized kernels (ULA, MALA, HMC), Stan-style warm-up, diagnostics, AIS/SMC.
+"""Many-chain MCMC: vectorized kernels (ULA, MALA, HMC) with their own warm-up, diagnostics, AIS/SMC.
 
 See ``docs/mcmc.md``.  Typical use::
 
-    res = fokker.mcmc.sample(target, fokker.mcmc.HMC(), num_chains=64, num_samples=1000, warmup=1000)
+    res = fokker.mcmc.sample(target, fokker.mcmc.HMC(), num_chains=64, num_samples=1000, warmup=1000, seed=0)
     res.samples          # (chains, draws, dim)
-    res.summary()
+    print(res.summary())
 """
 
 from __future__ import annotations
 
 from . import diagnostics
-from .adaptation import DualAveraging, stan_windows
-from .kernels import HMC, MALA, ULA, Kernel, State, StepInfo, leapfrog
+from .adaptation import Adaptation, DualAveraging, WindowedAdaptation, find_reasonable_step_size, stan_windows
+from .kernels import HMC, MALA, ULA, Kernel, State, StepInfo, langevin_move, leapfrog
 from .metric import Metric, regularized_covariance
-from .sample import MCMCResult, find_reasonable_step_size, sample
+from .sample import MCMCResult, initial_points, sample
 
 __all__ = [
     "sample",
+    "initial_points",
     "MCMCResult",
     "Kernel",
     "State",
@@ -25,14 +26,17 @@ __all__ = [
     "MALA",
     "HMC",
     "leapfrog",
+    "langevin_move",
     "Metric",
     "regularized_covariance",
+    "Adaptation",
+    "WindowedAdaptation",
     "DualAveraging",
     "stan_windows",
     "find_reasonable_step_size",
     "diagnostics",
 ]
 
-from .annealing import AIS, SMC, AISResult, AnnealedTarget, annealed_langevin, geometric_betas  # noqa: E402
+from .annealing import AIS, SMC, AnnealedTarget, annealed_langevin, geometric_betas, ncsn_step_sizes  # noqa: E402
 
-__all__ += ["annealed_langevin", "AIS", "SMC", "AISResult", "AnnealedTarget", "geometric_betas"]
+__all__ += ["annealed_langevin", "ncsn_step_sizes", "AIS", "SMC", "AnnealedTarget", "geometric_betas"]

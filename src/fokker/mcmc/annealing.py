@@ -1,89 +1,141 @@
-"""Annealing: NCSN annealed Langevin dynamics, annealed importance sampling and SMC samplers.
+"""Annealing: annealed Langevin dynamics, annealed importance sampling and SMC samplers.
 
-* :func:`annealed_langevin` (Song & Ermon 2019; seed 002 eq. 25): for noise
-  levels ``sigma_1 > ... > sigma_L`` run ``M`` Langevin steps at each level,
-  ``x <- x + eps_i s(x, sigma_i) + sqrt(2 eps_i) z`` with
-  ``eps_i = eps * sigma_i^2 / sigma_L^2``.  (The NCSN paper writes the same
-  update as ``x + alpha_i/2 s + sqrt(alpha_i) z``, i.e. ``alpha_i = 2 eps_i``.)
-* :class:`AIS` (Neal 2001; seed 001 eq. 71): geometric path
+* :func:`annealed_langevin` (Song & Ermon 2019, "Generative modeling by estimating
+  gradients of the data distribution", Algorithm 1; seed 002 eq. 25): for noise levels
+  ``l_1, ..., l_L`` run ``M`` Langevin steps at each level,
+  ``x <- x + eps_i s(x, l_i) + sqrt(2 eps_i) z``, optionally after rescaling ``x`` by
+  ``r_i``.  NCSN's rule ``eps_i = eps sigma_i^2 / sigma_L^2`` is :func:`ncsn_step_sizes`
+  (the paper writes the update as ``x + alpha_i/2 s + sqrt(alpha_i) z``, i.e.
+  ``alpha_i = 2 eps_i``); the diffusion sampler
+  :func:`fokker.diffusion.samplers.annealed_langevin` is this function with SDE times as
+  levels, ``eps_i = ratio * sigma(t_i)^2`` and ``r_i = alpha(t_i) / alpha(t_{i-1})``.
+* :class:`AIS` (Neal 2001, "Annealed importance sampling", Statistics and Computing 11,
+  eqs. (3)-(5); seed 001 eq. 71): geometric path
   ``pi_k(x) ∝ pi_0(x)^{1-beta_k} gamma(x)^{beta_k}``, ``0 = beta_0 < ... < beta_K = 1``.
   Particles ``x_0 ~ pi_0``; at step ``k`` the log-weight gains
   ``(beta_k - beta_{k-1}) (log gamma(x) - log pi_0(x))`` and ``x`` moves by an MCMC
-  kernel leaving ``pi_k`` invariant.  ``Z_hat = mean_i w_i`` is unbiased for
-  ``Z``; ``log_Z = log Z_hat`` and its standard error is the delta-method
-  ``sd(w) / (sqrt(N) mean(w))`` (an estimate; unreliable when the weights are
-  heavy-tailed, check ``ess``).
-* :class:`SMC` (Del Moral, Doucet & Jasra 2006): the same path, with the
-  particles resampled (systematic) whenever the ESS of the normalized weights
-  falls below ``resample_threshold * N``.  ``log_Z`` accumulates
-  ``log sum_i W_i exp(Delta_i)``.  To get an honest standard error the
-  particles form ``num_groups`` independent SMC systems (resampled within their
-  group); ``Z_hat`` is the mean of the group estimates (still unbiased) and
-  ``log_Z_se`` the delta-method error across groups.
+  kernel leaving ``pi_k`` invariant.  ``Z_hat = mean_i w_i`` is unbiased for ``Z``.
+* :class:`SMC` (Del Moral, Doucet & Jasra 2006, "Sequential Monte Carlo samplers",
+  JRSS B 68, Sec. 3.3.2 and eq. (31)): the same path, with the particles resampled
+  (systematic) whenever the ESS of the normalized weights falls below
+  ``resample_threshold * N``.  ``log Z_hat`` accumulates ``log sum_i W_i exp(Delta_i)``.
+  To get an honest standard error the particles form ``num_groups`` independent SMC
+  systems (resampled within their group); ``Z_hat`` is the mean of the group estimates
+  (still unbiased) and its standard error the delta-method error across groups.
 
-The MCMC moves use any :class:`~fokker.mcmc.kernels.Kernel` (default one HMC
-step with 5 leapfrog steps).  With ``adapt_step_size=True`` the step size
-follows the mean acceptance after every temperature (Robbins-Monro on
-``log eps``); the tuning uses past particles only, but it couples the
-particles, so keep it off when exact unbiasedness matters.
+Both return a :class:`fokker.importance.LogZEstimate` (``log_Z``, ``stderr``, ``ess`` as
+a fraction in ``(0, 1]``; ``details`` holds the per-temperature ``acceptance`` and
+``num_resampling``).  The MCMC moves use any :class:`~fokker.mcmc.kernels.Kernel`
+(default one HMC step with 5 leapfrog steps).  With ``adapt_step_size=True`` the step
+size follows the mean acceptance after every temperature (Robbins-Monro on ``log eps``,
+restarting from the kernel's step size at every run); the tuning uses past particles
+only, but it couples the particles, so keep it off when exact unbiasedness matters.
 """
 
 from __future__ import annotations
 
+import copy
 import math
-from dataclasses import dataclass
 from typing import Callable
 
 import torch
-from tqdm.auto import tqdm
 
+from .. import _random
 from .._args import check_int
+from .._progress import progress_bar
 from ..errors import NonFiniteError, ParameterError, ShapeError
+from ..importance import LogZEstimate, log_mean_exp, log_mean_exp_stderr
 from ..targets.base import Target, as_target
-from .kernels import HMC, Kernel
+from .kernels import HMC, Kernel, langevin_move
 
-__all__ = ["annealed_langevin", "AnnealedTarget", "AISResult", "AIS", "SMC", "geometric_betas"]
+__all__ = ["annealed_langevin", "ncsn_step_sizes", "AnnealedTarget", "AIS", "SMC", "geometric_betas"]
 
 
-def annealed_langevin(
-    score_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-    sigmas: torch.Tensor,
-    x: torch.Tensor,
-    step_size: float = 2e-5,
-    n_steps_each: int = 100,
-    denoise: bool = False,
-    progress: bool = False,
-) -> torch.Tensor:
-    """NCSN annealed Langevin dynamics (seed 002 eq. 25).
+def ncsn_step_sizes(sigmas: torch.Tensor, step_size: float = 2e-5) -> torch.Tensor:
+    """NCSN's per-level Langevin steps ``eps_i = eps sigma_i^2 / sigma_L^2`` (Song & Ermon 2019, Algorithm 1).
 
-    Args:
-        score_fn: ``score_fn(x, sigma) -> (..., dim)``, the score of the
-            ``sigma``-perturbed density; ``sigma`` is passed as a ``(batch,)`` tensor.
-        sigmas: decreasing noise levels ``(L,)``.
-        x: initial points ``(batch, *event)`` (NCSN: uniform or ``N(0, sigma_1^2)``).
-        step_size: ``eps``; level ``i`` uses ``eps_i = eps sigma_i^2 / sigma_L^2``.
-        n_steps_each: Langevin steps ``M`` per level.
-        denoise: finish with the Tweedie step ``x + sigma_L^2 s(x, sigma_L)``.
-
-    Returns the final ``x`` (same shape).  Approximate: ULA at each level.
+    ``sigmas`` are the positive, non-increasing noise levels ``(L,)``; returns ``(L,)`` in their dtype.
     """
     if not isinstance(sigmas, torch.Tensor) or sigmas.dim() != 1 or sigmas.numel() < 1:
         raise ShapeError(f"sigmas must be a 1-D tensor of noise levels; got {sigmas!r}")
     if not bool((sigmas > 0).all()) or not bool((sigmas[:-1] >= sigmas[1:]).all()):
         raise ParameterError("sigmas must be positive and non-increasing (sigma_1 > ... > sigma_L)")
-    if not (isinstance(step_size, (int, float)) and step_size > 0):
+    if isinstance(step_size, bool) or not (isinstance(step_size, (int, float)) and math.isfinite(step_size) and step_size > 0):
         raise ParameterError(f"step_size must be > 0; got {step_size!r}")
-    check_int(n_steps_each, "n_steps_each", 1)
-    sig = sigmas.to(x)
-    last = sig[-1]
+    return step_size * (sigmas / sigmas[-1]) ** 2
+
+
+def _per_level(value: torch.Tensor | float, num_levels: int, name: str, x: torch.Tensor, positive: bool) -> torch.Tensor:
+    """``value`` as an ``(L,)`` tensor of ``x``'s dtype/device (a number is the same for every level)."""
+    if isinstance(value, torch.Tensor):
+        if value.shape != (num_levels,):
+            raise ShapeError(f"{name} must have shape ({num_levels},) (one per level); got {tuple(value.shape)}")
+        v = value.to(dtype=x.dtype, device=x.device)
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        v = torch.full((num_levels,), float(value), dtype=x.dtype, device=x.device)
+    else:
+        raise TypeError(f"{name} must be a number or a ({num_levels},) tensor; got {type(value).__name__}")
+    bad = ~torch.isfinite(v) | ((v <= 0) if positive else torch.zeros_like(v, dtype=torch.bool))
+    if bool(bad.any()):
+        raise ParameterError(f"{name} must be finite{' and > 0' if positive else ''}; got {value!r}")
+    return v
+
+
+def annealed_langevin(
+    score_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    levels: torch.Tensor,
+    x: torch.Tensor,
+    step_sizes: torch.Tensor | float,
+    num_steps: int = 100,
+    *,
+    rescale: torch.Tensor | None = None,
+    denoise: bool = False,
+    generator: torch.Generator | None = None,
+    progress: bool | None = None,
+) -> torch.Tensor:
+    r"""Annealed Langevin dynamics (Song & Ermon 2019, Algorithm 1; seed 002 eq. 25).
+
+    For each level ``i = 1..L``: ``x <- r_i x`` (when ``rescale`` is given), then ``num_steps``
+    unadjusted Langevin steps (:func:`~fokker.mcmc.langevin_move`)
+
+    .. math:: x \leftarrow x + \epsilon_i\, s(x, l_i) + \sqrt{2 \epsilon_i}\, z, \qquad z \sim N(0, I).
+
+    Args:
+        score_fn: ``score_fn(x, level) -> (batch, *event)``, the score of the level's
+            density; ``level`` is passed as a ``(batch,)`` tensor.
+        levels: ``(L,)`` what the score is conditioned on, in the order visited (NCSN: the
+            noise sigmas ``sigma_1 > ... > sigma_L``; a diffusion model: the times ``t_i``).
+        x: initial points ``(batch, *event)`` (NCSN: uniform or ``N(0, sigma_1^2)``).
+        step_sizes: ``(L,)`` per-level ``eps_i > 0`` (or one number for all);
+            :func:`ncsn_step_sizes` gives NCSN's ``eps sigma_i^2 / sigma_L^2``.
+        num_steps: Langevin steps ``M >= 1`` per level.
+        rescale: optional ``(L,)`` factors ``r_i`` applied before each level's steps.
+        denoise: finish with the Tweedie step ``x + l_L^2 s(x, l_L)`` (NCSN, where the
+            levels are noise standard deviations).
+        generator: the ``torch.Generator`` of the Langevin noise.
+        progress: tqdm bar over the levels (``None``: on a terminal only).
+
+    Returns the final ``x`` (same shape).  Approximate: ULA at each level, a bias of order
+    ``eps_i`` per level.  ``L * num_steps`` (+1 with ``denoise``) calls of ``score_fn``.
+    """
+    if not isinstance(x, torch.Tensor) or x.dim() < 1:
+        raise ShapeError(f"x must be a tensor of shape (batch, *event); got {x!r}")
+    if not isinstance(levels, torch.Tensor) or levels.dim() != 1 or levels.numel() < 1:
+        raise ShapeError(f"levels must be a 1-D tensor (L,) of noise levels or times; got {levels!r}")
+    check_int(num_steps, "num_steps", 1)
+    num_levels = levels.numel()
+    eps = _per_level(step_sizes, num_levels, "step_sizes", x, positive=True)
+    scale = None if rescale is None else _per_level(rescale, num_levels, "rescale", x, positive=False)
+    lv = levels.to(dtype=x.dtype, device=x.device)
     batch = x.shape[:1]
-    for i in tqdm(range(sig.numel()), disable=not progress, leave=False):
-        s_i = sig[i]
-        eps = step_size * (s_i / last) ** 2
-        sb = s_i.expand(batch)
-        for _ in range(n_steps_each):
-            x = x + eps * score_fn(x, sb) + (2 * eps).sqrt() * torch.randn_like(x)
+    for i in progress_bar(range(num_levels), progress=progress, desc="annealed Langevin"):
+        if scale is not None:
+            x = scale[i] * x
+        level = lv[i].expand(batch)
+        for _ in range(num_steps):
+            x = langevin_move(x, score_fn(x, level), eps[i], _random.randn_like(x, generator))
     if denoise:
+        last = lv[-1]
         x = x + last**2 * score_fn(x, last.expand(batch))
     return x
 
@@ -95,7 +147,7 @@ def geometric_betas(num_steps: int, power: float = 4.0) -> torch.Tensor:
 
 
 class AnnealedTarget(Target):
-    """``log pi_beta(x) = (1 - beta) log pi_0(x) + beta log gamma(x)`` (seed 001 eq. 71).
+    """``log pi_beta(x) = (1 - beta) log pi_0(x) + beta log gamma(x)``: Neal (2001) eq. (4), seed 001 eq. 71.
 
     ``beta`` is a plain attribute so one kernel can follow the whole path.
     ``base`` needs ``log_prob``; a :class:`~fokker.targets.Target` or a torch
@@ -132,41 +184,14 @@ class AnnealedTarget(Target):
         return (1 - self.beta) * g_0 + self.beta * g_t
 
 
-@dataclass
-class AISResult:
-    """Output of :class:`AIS` / :class:`SMC`.
-
-    Attributes:
-        samples: ``(N, dim)`` final particles (weighted by ``log_weights``).
-        log_weights: ``(N,)`` unnormalized final log-weights.
-        log_Z: estimate of ``log Z`` (``log`` of an unbiased ``Z_hat``).
-        log_Z_se: its standard error (delta method; see the module docstring).
-        ess: effective sample size ``(sum w)^2 / sum w^2`` of the final weights.
-        acceptance: mean acceptance of the MCMC moves, per temperature ``(K,)``.
-        num_resampling: number of resampling events (SMC; 0 for AIS).
-    """
-
-    samples: torch.Tensor
-    log_weights: torch.Tensor
-    log_Z: float
-    log_Z_se: float
-    ess: float
-    acceptance: torch.Tensor
-    num_resampling: int = 0
-
-
-def _log_mean_exp(lw: torch.Tensor, dim: int = -1) -> torch.Tensor:
-    return torch.logsumexp(lw, dim) - math.log(lw.shape[dim])
-
-
-def _se_of_log_mean(lw: torch.Tensor) -> torch.Tensor:
-    """Delta-method SE of ``log mean exp(lw)``: ``sd(w) / (sqrt(n) mean(w))``."""
-    w = (lw - lw.max()).exp()
-    n = lw.numel()
-    return w.std() / (math.sqrt(n) * w.mean())
+def _reference_device(target: Target) -> torch.device:
+    ref = target.reference_tensor()
+    return ref.device if ref is not None else torch.device("cpu")
 
 
 class _Annealer:
+    """The parts AIS and SMC share: the path, the schedule, the base draw and the MCMC move."""
+
     def __init__(
         self,
         target: Target | Callable,
@@ -189,6 +214,8 @@ class _Annealer:
             raise ParameterError("betas must increase strictly from 0 to 1")
         self.betas = betas
         self.kernel = kernel if kernel is not None else HMC(step_size=0.1, num_steps=5, adapt_step_size=False, adapt_metric=False)
+        if not isinstance(self.kernel, Kernel):
+            raise TypeError(f"kernel must be a fokker.mcmc Kernel; got {type(self.kernel).__name__}")
         if self.kernel.step_size is None:
             raise ParameterError("the kernel needs a step_size for annealing (e.g. HMC(step_size=0.1, num_steps=5))")
         self.num_mcmc_steps = check_int(num_mcmc_steps, "num_mcmc_steps", 0)
@@ -196,52 +223,61 @@ class _Annealer:
         if not (isinstance(step_size_spread, (int, float)) and step_size_spread >= 0):
             raise ParameterError(f"step_size_spread must be a number >= 0; got {step_size_spread!r}")
         self.step_size_spread = float(step_size_spread)
-        self._eps = self.kernel.step_size
         self.path = AnnealedTarget(self.target, base)
 
-    def _draw_base(self, n: int) -> torch.Tensor:
-        x = self.base.sample((n,))
-        if x.shape[-1] != self.target.dim:
+    def _start(self, num_particles: int, generator: torch.Generator | None, seed: int | None):
+        """``(x_0 ~ pi_0, generator, kernel)`` of one run: the kernel is a copy bound to the path."""
+        check_int(num_particles, "num_particles", 1)
+        device = _reference_device(self.target)
+        gen = _random.make_generator(generator, seed, device)
+        with _random.rng_scope(gen, [device]):
+            x = self.base.sample((num_particles,))
+        if x.dim() != 2 or x.shape[-1] != self.target.dim:
             raise ShapeError(f"base samples must have shape (N, {self.target.dim}); got {tuple(x.shape)}")
-        return x
+        kernel = copy.copy(self.kernel).bind(self.path)
+        kernel.generator = gen
+        return x, gen, kernel
 
-    def _move(self, x: torch.Tensor, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    def _move(
+        self, kernel: Kernel, x: torch.Tensor, beta: float, eps: torch.Tensor, evals: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``num_mcmc_steps`` transitions leaving ``pi_beta`` invariant: ``(x, acceptance, next eps, evals)``."""
         self.path.beta = beta
-        k = self.kernel.bind(self.path)
         if self.num_mcmc_steps == 0:
-            return x, torch.ones(x.shape[0], dtype=x.dtype, device=x.device)
-        state = k.init(x)
+            return x, torch.ones(x.shape[0], dtype=x.dtype, device=x.device), eps, evals
+        state = kernel.init(x)
+        evals = evals + 1
         acc = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
-        eps = torch.as_tensor(self._eps, dtype=x.dtype, device=x.device)
         for _ in range(self.num_mcmc_steps):
             if self.step_size_spread > 0:
                 # per-particle step sizes drawn independently of the state: a mixture of
                 # pi_k-invariant kernels, so still pi_k-invariant; small steps reach narrow regions
-                u = torch.rand(x.shape[0], dtype=x.dtype, device=x.device)
-                k._step_size = eps * torch.exp(-self.step_size_spread * u)
+                u = _random.rand((x.shape[0],), generator=kernel.generator, dtype=x.dtype, device=x.device)
+                kernel.set_step_size(eps * torch.exp(-self.step_size_spread * u), check=False)
             else:
-                k._step_size = eps
-            k._eps_host = None
-            state, info = k.step(state)
+                kernel.set_step_size(eps, check=False)
+            state, info = kernel.step(state)
             acc = acc + info.accept_prob.nan_to_num(0.0)
+            evals = evals + info.num_steps
         acc = acc / self.num_mcmc_steps
-        if self.adapt and k.metropolis:
-            self._eps = eps * torch.exp(acc.mean() - k.target_accept)
-        return state.x, acc
+        if self.adapt and kernel.metropolis:
+            eps = eps * torch.exp(acc.mean() - kernel.target_accept)
+        return state.x, acc, eps, evals
 
     def _log_ratio(self, x: torch.Tensor) -> torch.Tensor:
         return self.target.log_prob_unchecked(x) - self.path.base_log_prob(x)
 
 
 class AIS(_Annealer):
-    """Annealed importance sampling on the geometric path (see the module docstring).
+    """Annealed importance sampling (Neal 2001, eqs. (3)-(5)) on the geometric path; see the module docstring.
 
     Args:
         target: unnormalized target ``gamma`` (a Target or a log-prob callable with ``dim``).
         base: normalized ``pi_0`` with ``sample`` and ``log_prob`` (a Target with exact
             samples or a torch distribution over ``(dim,)``).
         betas: increasing ``(K+1,)`` schedule from 0 to 1, or ``K`` for :func:`geometric_betas`.
-        kernel: MCMC kernel with a fixed step size (default ``HMC(step_size=0.1, num_steps=5)``).
+        kernel: MCMC kernel with a fixed step size (default ``HMC(step_size=0.1, num_steps=5)``);
+            each run works on a copy.
         num_mcmc_steps: kernel transitions per temperature.
         adapt_step_size: adapt the kernel's step size along the path (off by default).
         step_size_spread: ``s >= 0``; each particle and move draws its own step size
@@ -251,12 +287,12 @@ class AIS(_Annealer):
 
     Example::
 
-        >>> import torch, fokker
+        >>> import math, torch, fokker
         >>> from torch.distributions import MultivariateNormal
         >>> target = fokker.targets.CallableTarget(lambda x: -0.5 * (x ** 2).sum(-1), dim=2)
         >>> base = MultivariateNormal(torch.zeros(2), 4 * torch.eye(2))
-        >>> res = AIS(target, base, 20).run(1000, progress=False)
-        >>> abs(res.log_Z - math.log(2 * math.pi)) < 5 * res.log_Z_se + 0.05
+        >>> est = AIS(target, base, 20).run(1000, seed=0, progress=False)
+        >>> abs(est.log_Z - math.log(2 * math.pi)) < 5 * est.stderr + 0.05
         True
     """
 
@@ -273,25 +309,40 @@ class AIS(_Annealer):
     ) -> None:
         super().__init__(target, base, betas, kernel, num_mcmc_steps, adapt_step_size, dim, step_size_spread)
 
-    def run(self, num_particles: int, seed: int | None = None, progress: bool = True) -> AISResult:
-        """Run ``num_particles`` independent AIS chains; see :class:`AISResult`."""
-        check_int(num_particles, "num_particles", 1)
-        gen_ctx = _seeded(seed, self.target)
-        with gen_ctx:
-            x = self._draw_base(num_particles)
-            lw = torch.zeros(num_particles, dtype=x.dtype, device=x.device)
-            accs = []
-            b = self.betas.tolist()
-            for k in tqdm(range(1, len(b)), disable=not progress, leave=False, desc="AIS"):
-                lw = lw + (b[k] - b[k - 1]) * self._log_ratio(x)
-                x, acc = self._move(x, b[k])
-                accs.append(acc.mean())
+    def run(
+        self,
+        num_particles: int,
+        *,
+        generator: torch.Generator | None = None,
+        seed: int | None = None,
+        progress: bool | None = None,
+    ) -> LogZEstimate:
+        """Run ``num_particles`` independent AIS chains.
+
+        Returns a :class:`~fokker.importance.LogZEstimate` from the final log weights
+        (``samples`` the final particles; ``details``: ``acceptance`` per temperature ``(K,)``,
+        ``num_resampling = 0``).  ``seed`` is shorthand for a generator seeded with it.
+        """
+        x, gen, kernel = self._start(num_particles, generator, seed)
+        lw = torch.zeros(num_particles, dtype=x.dtype, device=x.device)
+        evals = torch.zeros(num_particles, dtype=torch.long, device=x.device)
+        eps = torch.as_tensor(self.kernel.step_size, dtype=x.dtype, device=x.device)
+        accs = []
+        b = self.betas.tolist()
+        for k in progress_bar(range(1, len(b)), progress=progress, desc="AIS"):
+            lw = lw + (b[k] - b[k - 1]) * self._log_ratio(x)
+            evals = evals + 1
+            x, acc, eps, evals = self._move(kernel, x, b[k], eps, evals)
+            accs.append(acc.mean())
         lw = torch.where(torch.isnan(lw), torch.full_like(lw, -math.inf), lw)
-        return _result(x, lw, _log_mean_exp(lw), _se_of_log_mean(lw), torch.stack(accs), 0)
+        return LogZEstimate.from_log_weights(
+            lw, samples=x, num_target_evals=int(evals.sum()),
+            details={"acceptance": torch.stack(accs), "num_resampling": 0},
+        )
 
 
 class SMC(_Annealer):
-    """Sequential Monte Carlo sampler on the geometric path with ESS-triggered resampling.
+    """Sequential Monte Carlo sampler (Del Moral, Doucet & Jasra 2006) on the geometric path with ESS-triggered resampling.
 
     Same arguments as :class:`AIS` plus ``resample_threshold`` (resample a
     group when its ESS < threshold * group size) and ``num_groups``
@@ -317,81 +368,81 @@ class SMC(_Annealer):
         self.resample_threshold = resample_threshold
         self.num_groups = check_int(num_groups, "num_groups", 1)
 
-    def run(self, num_particles: int, seed: int | None = None, progress: bool = True) -> AISResult:
-        """Run ``num_particles`` particles (split into ``num_groups`` groups); see :class:`AISResult`."""
-        check_int(num_particles, "num_particles", 1)
+    def run(
+        self,
+        num_particles: int,
+        *,
+        generator: torch.Generator | None = None,
+        seed: int | None = None,
+        progress: bool | None = None,
+    ) -> LogZEstimate:
+        """Run ``num_particles`` particles split into ``num_groups`` independent groups.
+
+        Returns a :class:`~fokker.importance.LogZEstimate`: ``log_Z`` the log of the mean of
+        the groups' unbiased ``Z`` estimates, ``stderr`` the delta-method error across groups
+        (NaN with one group), ``ess`` the normalized ESS (a fraction) of the final particle
+        weights ``log W_i + log Z_g + log n`` (``log_weights``, whose log-mean-exp is
+        ``log_Z``), ``elbo = None``.  ``details``: ``acceptance`` per temperature,
+        ``num_resampling`` (resampling events over all groups), ``group_log_Z`` ``(num_groups,)``.
+        """
         g = self.num_groups
+        check_int(num_particles, "num_particles", 1)
         if num_particles % g != 0:
             raise ParameterError(f"num_particles ({num_particles}) must be a multiple of num_groups ({g})")
         n = num_particles // g
-        with _seeded(seed, self.target):
-            x = self._draw_base(num_particles)
-            d = x.shape[-1]
-            logW = torch.full((g, n), -math.log(n), dtype=x.dtype, device=x.device)  # normalized per group
-            log_z = torch.zeros(g, dtype=x.dtype, device=x.device)
-            n_res = torch.zeros((), dtype=torch.long, device=x.device)
-            accs = []
-            b = self.betas.tolist()
-            for k in tqdm(range(1, len(b)), disable=not progress, leave=False, desc="SMC"):
-                inc = ((b[k] - b[k - 1]) * self._log_ratio(x)).reshape(g, n)
-                inc = torch.where(torch.isnan(inc), torch.full_like(inc, -math.inf), inc)
-                lw = logW + inc
-                step = torch.logsumexp(lw, -1)  # log sum_i W_i exp(inc_i)
-                log_z = log_z + step
-                logW = lw - step.unsqueeze(-1)
-                ess = 1.0 / torch.exp(torch.logsumexp(2 * logW, -1))  # (g,)
-                need = ess < self.resample_threshold * n
-                idx = _systematic(logW)  # (g, n)
-                keep = torch.arange(n, device=x.device).expand(g, n)
-                idx = torch.where(need.unsqueeze(-1), idx, keep)
-                xg = x.reshape(g, n, d)
-                x = torch.gather(xg, 1, idx.unsqueeze(-1).expand(g, n, d)).reshape(g * n, d)
-                logW = torch.where(need.unsqueeze(-1), torch.full_like(logW, -math.log(n)), logW)
-                n_res = n_res + need.sum()
-                x, acc = self._move(x, b[k])
-                accs.append(acc.mean())
+        x, gen, kernel = self._start(num_particles, generator, seed)
+        d = x.shape[-1]
+        logW = torch.full((g, n), -math.log(n), dtype=x.dtype, device=x.device)  # normalized per group
+        log_z = torch.zeros(g, dtype=x.dtype, device=x.device)
+        n_res = torch.zeros((), dtype=torch.long, device=x.device)
+        evals = torch.zeros(num_particles, dtype=torch.long, device=x.device)
+        eps = torch.as_tensor(self.kernel.step_size, dtype=x.dtype, device=x.device)
+        accs = []
+        b = self.betas.tolist()
+        for k in progress_bar(range(1, len(b)), progress=progress, desc="SMC"):
+            inc = ((b[k] - b[k - 1]) * self._log_ratio(x)).reshape(g, n)
+            evals = evals + 1
+            inc = torch.where(torch.isnan(inc), torch.full_like(inc, -math.inf), inc)
+            lw = logW + inc
+            step = torch.logsumexp(lw, -1)  # log sum_i W_i exp(inc_i)
+            log_z = log_z + step
+            logW = lw - step.unsqueeze(-1)
+            ess = 1.0 / torch.exp(torch.logsumexp(2 * logW, -1))  # (g,)
+            need = ess < self.resample_threshold * n
+            idx = _systematic(logW, gen)  # (g, n)
+            keep = torch.arange(n, device=x.device).expand(g, n)
+            idx = torch.where(need.unsqueeze(-1), idx, keep)
+            xg = x.reshape(g, n, d)
+            x = torch.gather(xg, 1, idx.unsqueeze(-1).expand(g, n, d)).reshape(g * n, d)
+            logW = torch.where(need.unsqueeze(-1), torch.full_like(logW, -math.log(n)), logW)
+            n_res = n_res + need.sum()
+            x, acc, eps, evals = self._move(kernel, x, b[k], eps, evals)
+            accs.append(acc.mean())
         # each group's Z_hat_g = exp(log_z_g) is unbiased; combine by their mean
-        lz = _log_mean_exp(log_z)
-        se = _se_of_log_mean(log_z) if g > 1 else torch.tensor(float("nan"))
-        lw_final = (logW + log_z.unsqueeze(-1) - math.log(g)).reshape(-1)
-        return _result(x, lw_final, lz, se, torch.stack(accs), int(n_res))
+        log_Z = float(log_mean_exp(log_z.double()))
+        if not math.isfinite(log_Z):
+            raise NonFiniteError("the SMC log_Z estimate is not finite (all weights are zero or NaN); check the base and schedule")
+        lw_final = (logW + log_z.unsqueeze(-1) + math.log(n)).reshape(-1)
+        lw64 = lw_final.double()
+        ess_fraction = float(torch.exp(2 * torch.logsumexp(lw64, 0) - torch.logsumexp(2 * lw64, 0)) / num_particles)
+        return LogZEstimate(
+            log_Z=log_Z,
+            stderr=log_mean_exp_stderr(log_z) if g > 1 else math.nan,
+            ess=ess_fraction,
+            elbo=None,
+            num_samples=num_particles,
+            num_target_evals=int(evals.sum()),
+            log_weights=lw_final.detach(),
+            samples=x.detach(),
+            details={"acceptance": torch.stack(accs), "num_resampling": int(n_res), "group_log_Z": log_z.detach()},
+        )
 
 
-def _systematic(logW: torch.Tensor) -> torch.Tensor:
+def _systematic(logW: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     """Systematic resampling indices ``(g, n)`` from normalized log-weights ``(g, n)``."""
     g, n = logW.shape
     cdf = torch.cumsum(logW.exp(), -1)
     cdf = cdf / cdf[:, -1:]
-    u = (torch.rand(g, 1, dtype=logW.dtype, device=logW.device) + torch.arange(n, dtype=logW.dtype, device=logW.device)) / n
+    u0 = _random.rand((g, 1), generator=generator, dtype=logW.dtype, device=logW.device)
+    u = (u0 + torch.arange(n, dtype=logW.dtype, device=logW.device)) / n
     return torch.searchsorted(cdf, u).clamp(max=n - 1)
-
-
-def _result(x, lw, log_z, se, accs, n_res) -> AISResult:
-    w = (lw - lw.max()).exp()
-    ess = float(w.sum() ** 2 / (w * w).sum())
-    lz = float(log_z)
-    if not math.isfinite(lz):
-        raise NonFiniteError("the log_Z estimate is not finite (all weights are zero or NaN); check the base and schedule")
-    return AISResult(x, lw, lz, float(se), ess, accs, n_res)
-
-
-class _seeded:
-    """Fork torch's RNG and seed it (no-op when ``seed`` is None)."""
-
-    def __init__(self, seed: int | None, target: Target) -> None:
-        self.seed = seed
-        ref = target.reference_tensor()
-        self.devices = [ref.device] if ref is not None and ref.device.type == "cuda" else []
-        self._ctx = None
-
-    def __enter__(self):
-        if self.seed is not None:
-            self._ctx = torch.random.fork_rng(devices=self.devices)
-            self._ctx.__enter__()
-            torch.manual_seed(self.seed)
-        return self
-
-    def __exit__(self, *exc):
-        if self._ctx is not None:
-            return self._ctx.__exit__(*exc)
-        return False

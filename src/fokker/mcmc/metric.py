@@ -15,15 +15,18 @@ from __future__ import annotations
 
 import torch
 
+from .. import _random
+from ..errors import ShapeError
+
 __all__ = ["Metric", "regularized_covariance"]
 
 
 class Metric:
-    """An inverse mass matrix ``S`` (diagonal ``(dim,)`` or dense ``(dim, dim)``)."""
+    """An inverse mass matrix ``S`` (diagonal ``(dim,)`` or dense ``(dim, dim)``); Neal (2011), eq. 5.2."""
 
     def __init__(self, inv_mass: torch.Tensor) -> None:
-        if inv_mass.dim() not in (1, 2):
-            raise ValueError(f"inv_mass must have shape (dim,) or (dim, dim); got {tuple(inv_mass.shape)}")
+        if not isinstance(inv_mass, torch.Tensor) or inv_mass.dim() not in (1, 2):
+            raise ShapeError(f"inv_mass must have shape (dim,) or (dim, dim); got {tuple(inv_mass.shape) if isinstance(inv_mass, torch.Tensor) else type(inv_mass).__name__}")
         self.inv_mass = inv_mass
         self.dense = inv_mass.dim() == 2
         self._chol = torch.linalg.cholesky(inv_mass) if self.dense else None
@@ -41,9 +44,9 @@ class Metric:
         """``p^T S p / 2``; ``(..., dim) -> (...)``."""
         return 0.5 * (p * self.velocity(p)).sum(-1)
 
-    def sample_momentum(self, like: torch.Tensor) -> torch.Tensor:
+    def sample_momentum(self, like: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """``p ~ N(0, M)``, ``M = S^{-1}``: ``p = L^{-T} z`` (dense) or ``z / sqrt(S)`` (diagonal)."""
-        z = torch.randn_like(like)
+        z = _random.randn_like(like, generator)
         if self.dense:
             return torch.linalg.solve_triangular(self._chol.mT, z.unsqueeze(-1), upper=True).squeeze(-1)
         return z * self.inv_mass.rsqrt()

@@ -119,7 +119,8 @@ def gp_pois_regr(x: torch.Tensor, k: torch.Tensor) -> None:
 
 @dataclass
 class Posterior:
-    """A posteriordb posterior: folder, Pyro model and how to build its arguments from ``data.json``."""
+    """A posteriordb posterior (Magnusson, Buerkner & Vehtari 2023, "posteriordb"): folder, Pyro model and
+    how to build its arguments from ``data.json``."""
 
     name: str
     folder: str

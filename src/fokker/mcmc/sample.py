@@ -1,18 +1,20 @@
-"""``fokker.mcmc.sample``: run many chains with Stan-style warm-up and return draws + diagnostics.
+"""``fokker.mcmc.sample``: run many chains of a kernel, warm-up included, and return draws + diagnostics.
 
-Warm-up (``warmup`` iterations, draws discarded), for Metropolis kernels:
+The driver is a sequence of named steps and touches only the kernel's public
+protocol (:mod:`fokker.mcmc.kernels`):
 
-1. an initial step size by the doubling/halving heuristic (Hoffman & Gelman
-   2014, Algorithm 4, on the mean acceptance over chains);
-2. dual averaging of the shared step size toward ``kernel.target_accept``
-   at every warm-up iteration (:class:`~fokker.mcmc.adaptation.DualAveraging`);
-3. Stan's windowed metric adaptation (:func:`~fokker.mcmc.adaptation.stan_windows`):
-   at the end of each slow window the inverse mass matrix becomes the shrunk
-   (co)variance of that window's draws pooled over all chains, then the step
-   size heuristic and dual averaging restart.
+1. **initial points** ``(num_chains, dim)``: ``init``, the target's own ``init`` (Pyro
+   models) or uniform on ``(-2, 2)^dim``;
+2. **set-up**: ``kernel.setup(target, x0, warmup, generator)``;
+3. **warm-up**: ``warmup`` calls of ``kernel.warmup_step`` (draws discarded), then
+   ``kernel.end_warmup()``; for the Metropolis kernels this is Stan's adaptation
+   (:class:`~fokker.mcmc.adaptation.WindowedAdaptation`: step-size search, dual
+   averaging, windowed metric, stuck-chain restarts);
+4. **sampling**: ``num_samples * thin`` calls of ``kernel.step``, keeping every
+   ``thin``-th state and the per-chain statistics of its transition;
+5. **result**: :class:`MCMCResult` with ``kernel.diagnostics()``.
 
-Then ``num_samples`` draws per chain with the final (averaged) step size.
-The loop keeps every quantity on the device; the host synchronises once per
+The loops keep every quantity on the device; the host synchronises once per
 warm-up iteration (the HMC trajectory length needs ``eps`` on the host) and
 never during sampling with a fixed number of steps.
 """
@@ -21,33 +23,31 @@ from __future__ import annotations
 
 import copy
 import math
-import random
+import time
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
-from tqdm.auto import tqdm
 
+from .. import _random
 from .._args import check_int
-from ..errors import NonFiniteError, ParameterError, ShapeError
+from .._progress import progress_bar
+from ..errors import DeviceDtypeError, NonFiniteError, ParameterError, ShapeError
 from ..targets.base import Target, as_target
 from . import diagnostics as diag
-from .adaptation import DualAveraging, stan_windows
-from .kernels import HMC, Kernel, State
-from .metric import Metric, regularized_covariance
+from .kernels import HMC, Kernel, State, StepInfo
 
-__all__ = ["MCMCResult", "sample", "find_reasonable_step_size"]
-
-#: Leapfrog steps per HMC iteration before the first metric estimate (see ``_run``).
-WARMUP_STEP_CAP = 32
-#: A chain whose mean acceptance probability over a warm-up window is below this is "stuck".
-STUCK_ACCEPT = 0.01
+__all__ = ["MCMCResult", "sample", "initial_points"]
 
 
 @dataclass
 class MCMCResult:
     """Draws and diagnostics of :func:`sample`.
+
+    The diagnostics are those of Vehtari, Gelman, Simpson, Carpenter & Buerkner (2021),
+    "Rank-normalization, folding, and localization", Bayesian Analysis 16(2): bulk / tail ESS
+    and rank-normalized split R-hat (:mod:`fokker.mcmc.diagnostics`).
 
     Attributes:
         samples: ``(chains, draws, dim)`` unconstrained draws (NaN chains included, see ``nan_chains``).
@@ -62,6 +62,12 @@ class MCMCResult:
         time_s: wall time of warm-up and sampling.
         kernel: the adapted kernel (a copy; reuse it with ``warmup=0`` to draw more).
         warmup_resets: chains restarted during warm-up because they accepted nothing for a whole window.
+        sample_stats: ``{name: (chains, draws)}`` per-chain statistics of the transition that
+            produced each draw (``accept_prob``, ``accepted``, ``energy_error``, ``divergent``,
+            ``num_steps``, ``step_size`` and any kernel-specific ones, see
+            :class:`~fokker.mcmc.StepInfo`).
+        kernel_diagnostics: ``kernel.diagnostics()`` after sampling (step size, inverse
+            mass, warm-up schedule and counts).
     """
 
     samples: torch.Tensor
@@ -77,6 +83,8 @@ class MCMCResult:
     param_names: list[str] | None = None
     kernel: Kernel | None = None
     warmup_resets: int = 0
+    sample_stats: dict[str, torch.Tensor] = field(default_factory=dict)
+    kernel_diagnostics: dict[str, Any] = field(default_factory=dict)
 
     # -------------------------------------------------------------- diagnostics
     @property
@@ -138,8 +146,11 @@ class MCMCResult:
         }
         return [{"name": nm, **{k: float(v[i]) for k, v in stats.items()}} for i, nm in enumerate(names)]
 
-    def summary(self, print_table: bool = True) -> str:
-        """A table per parameter (mean, sd, MCSE, quantiles, bulk/tail ESS, R-hat); printed and returned."""
+    def summary(self) -> str:
+        """A table per parameter (mean, sd, MCSE, quantiles, bulk/tail ESS, R-hat) and a line of totals.
+
+        Returns the text; nothing is printed (see :meth:`print_summary`).
+        """
         rows = self.summary_table()
         cols = ["mean", "sd", "mcse_mean", "q5", "q50", "q95", "ess_bulk", "ess_tail", "r_hat"]
         w = max(8, *(len(r["name"]) for r in rows))  # type: ignore[arg-type]
@@ -155,206 +166,124 @@ class MCMCResult:
             f"chains={self.samples.shape[0]} draws={self.samples.shape[1]} accept={acc:.3f} "
             f"divergences={int(self.divergences.sum())} nan_chains={self.nan_chains} warmup_resets={self.warmup_resets}"
         )
-        text = "\n".join(lines)
-        if print_table:
-            print(text)
-        return text
+        return "\n".join(lines)
+
+    def print_summary(self) -> None:
+        """Print :meth:`summary`."""
+        print(self.summary())
 
 
-def find_reasonable_step_size(kernel: Kernel, state: State, eps0: torch.Tensor, max_iter: int = 60) -> torch.Tensor:
-    """Doubling/halving heuristic (Hoffman & Gelman 2014, Alg. 4) on the mean acceptance over chains.
+# ------------------------------------------------------------------ the driver
+def _resolve_dtype_device(
+    target: Target, init: object, dtype: torch.dtype | None, device: torch.device | str | None
+) -> tuple[torch.dtype, torch.device]:
+    """The chains' dtype and device: given, else the target's, else a tensor ``init``'s, else the defaults."""
+    ref = target.reference_tensor()
+    given = init if isinstance(init, torch.Tensor) and init.is_floating_point() else None
+    if dtype is None:
+        dtype = ref.dtype if ref is not None else (given.dtype if given is not None else torch.get_default_dtype())
+    elif not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise DeviceDtypeError(f"dtype must be a floating torch.dtype; got {dtype!r}")
+    if device is None:
+        device = ref.device if ref is not None else (given.device if given is not None else torch.device("cpu"))
+    return dtype, torch.device(device)
 
-    Returns the largest tried ``eps`` whose mean acceptance probability exceeds 1/2
-    (one host sync per trial proposal; the chains do not move).
+
+def initial_points(
+    target: Target,
+    num_chains: int,
+    init: torch.Tensor | str | None = None,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+    *,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Starting points ``(num_chains, dim)`` of :func:`sample`.
+
+    ``init`` is a ``(num_chains, dim)`` or ``(dim,)`` tensor of the chains' dtype and device
+    (a ``(dim,)`` point starts every chain there), a strategy name (``"uniform"``,
+    ``"median"``, ``"feasible"``) for targets with an ``init`` method (``from_pyro``), or
+    ``None``: the target's own ``init`` (Pyro's ``init_to_uniform``) else uniform on
+    ``(-2, 2)^dim``, drawn from ``generator``.
+
+    Raises :class:`~fokker.errors.DeviceDtypeError` for a tensor of another dtype (an
+    integer tensor included) or device, :class:`~fokker.errors.ShapeError` for a wrong
+    shape and :class:`~fokker.errors.NonFiniteError` naming the chains whose point is not finite.
     """
-
-    def accept(eps: torch.Tensor) -> float:
-        kernel._step_size, kernel._eps_host = eps, None  # unchecked: eps > 0 by construction
-        _, info = kernel.step(state)
-        return float(torch.nan_to_num(info.accept_prob, nan=0.0).mean())
-
-    eps = eps0
-    direction = 1 if accept(eps) > 0.5 else -1
-    for _ in range(max_iter):
-        new = eps * (2.0 if direction == 1 else 0.5)
-        a = accept(new)
-        if direction == 1 and a <= 0.5:
-            return eps
-        if direction == -1 and a > 0.5:
-            return new
-        eps = new
-    return eps
-
-
-def _initial_points(target: Target, num_chains: int, init: torch.Tensor | str | None, dtype, device) -> torch.Tensor:
+    dtype, device = _resolve_dtype_device(target, init, dtype, device)
     if init is None or isinstance(init, str):
         if hasattr(target, "init"):
-            return target.init(num_chains) if init is None else target.init(num_chains, init)  # type: ignore[attr-defined]
+            with _random.rng_scope(generator, [device]):
+                x = target.init(num_chains) if init is None else target.init(num_chains, init)  # type: ignore[attr-defined]
+            return x.to(dtype=dtype, device=device)
         if init not in (None, "uniform"):
             raise ParameterError(f"init strategy {init!r} needs a target with an init() method (from_pyro); use 'uniform' or a tensor")
-        return (torch.rand(num_chains, target.dim, dtype=dtype, device=device) * 4 - 2)
+        return _random.rand((num_chains, target.dim), generator=generator, dtype=dtype, device=device) * 4 - 2
     if not isinstance(init, torch.Tensor):
         raise TypeError(f"init must be a torch.Tensor of shape ({num_chains}, {target.dim}); got {type(init).__name__}")
+    if init.dtype != dtype or init.device != device:
+        raise DeviceDtypeError(
+            f"init has dtype {init.dtype} on {init.device}; expected the floating dtype {dtype} on {device} "
+            "(the target's, or the dtype/device arguments): convert it with init.to(...)"
+        )
     if init.shape == (target.dim,):
         init = init.expand(num_chains, target.dim)
     if tuple(init.shape) != (num_chains, target.dim):
         raise ShapeError(f"init must have shape ({num_chains}, {target.dim}) or ({target.dim},); got {tuple(init.shape)}")
+    bad = ~torch.isfinite(init).all(-1)
+    if bool(bad.any()):
+        idx = torch.nonzero(bad).flatten().tolist()
+        raise NonFiniteError(f"init contains NaN or inf in chain(s) {idx[:10]}{'...' if len(idx) > 10 else ''}")
     return init.clone()
 
 
-def sample(
-    target: Target | Callable,
-    kernel: Kernel | None = None,
-    num_chains: int = 4,
-    num_samples: int = 1000,
-    warmup: int = 1000,
-    *,
-    seed: int = 0,
-    init: torch.Tensor | str | None = None,
-    thin: int = 1,
-    progress: bool = True,
-    dim: int | None = None,
-    dtype: torch.dtype | None = None,
-    device: torch.device | str | None = None,
-) -> MCMCResult:
-    """Run ``num_chains`` chains of ``kernel`` on ``target``; see the module docstring for warm-up.
+class _Draws:
+    """The sampling phase's record: kept states, per-draw statistics and running totals over all transitions."""
 
-    Args:
-        target: a :class:`~fokker.targets.Target` (incl. ``from_pyro``) or a
-            ``log_prob`` callable ``(chains, dim) -> (chains,)`` (then ``dim``).
-        kernel: a :class:`~fokker.mcmc.kernels.Kernel` (default :class:`HMC`); it is bound to ``target``.
-        init: ``(num_chains, dim)`` or ``(dim,)`` starting points, or a strategy name
-            (``"uniform"``, ``"median"``, ``"feasible"``) for targets with an ``init``
-            method (``from_pyro``); default: the target's own ``init`` (Pyro's
-            ``init_to_uniform``) else uniform on ``(-2, 2)^dim``.
-        seed: seeds torch's RNG inside a forked RNG state (the global state is untouched).
+    def __init__(self, num_chains: int, num_samples: int, dim: int, dtype: torch.dtype, device: torch.device) -> None:
+        self.samples = torch.empty(num_chains, num_samples, dim, dtype=dtype, device=device)
+        self.log_prob = torch.empty(num_chains, num_samples, dtype=dtype, device=device)
+        self.accept = torch.zeros(num_chains, dtype=dtype, device=device)
+        self.divergences = torch.zeros(num_chains, dtype=torch.long, device=device)
+        self.num_steps = torch.zeros(num_chains, dtype=torch.long, device=device)
+        self.transitions = 0
+        self.stats: dict[str, torch.Tensor] = {}
 
-    Returns:
-        :class:`MCMCResult`.  Raises :class:`~fokker.errors.NonFiniteError` if
-        the log density or its gradient is not finite at the initial points.
-        Chains whose state becomes non-finite are listed in ``nan_chains`` (a
-        ``RuntimeWarning`` is issued) and left out of the diagnostics.
-    """
-    import time
+    def add_transition(self, info: StepInfo) -> None:
+        self.accept = self.accept + info.accept_prob.nan_to_num(0.0)
+        self.divergences = self.divergences + info.divergent.long()
+        self.num_steps = self.num_steps + info.num_steps
+        self.transitions += 1
 
-    check_int(num_chains, "num_chains", 1)
-    check_int(num_samples, "num_samples", 1)
-    check_int(warmup, "warmup", 0)
-    check_int(thin, "thin", 1)
-    target = as_target(target, dim)
-    kernel = HMC() if kernel is None else kernel
-    if not isinstance(kernel, Kernel):
-        raise TypeError(f"kernel must be a fokker.mcmc Kernel (HMC(), MALA(), ULA(...)); got {type(kernel).__name__}")
-    # work on a copy: the caller's kernel keeps its settings; the adapted one is returned in the result
-    kernel = copy.copy(kernel)
-    if kernel.adapt_metric:
-        kernel.metric = None
-    if isinstance(kernel, HMC):
-        kernel._rng = random.Random(seed)
-    kernel.bind(target)
-    ref = target.reference_tensor()
-    dtype = dtype or (ref.dtype if ref is not None else (init.dtype if isinstance(init, torch.Tensor) else torch.get_default_dtype()))
-    device = torch.device(device) if device is not None else (ref.device if ref is not None else (init.device if isinstance(init, torch.Tensor) else torch.device("cpu")))
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        return _run(target, kernel, num_chains, num_samples, warmup, init, thin, progress, dtype, device, time.perf_counter)
+    def add_draw(self, i: int, state: State, info: StepInfo) -> None:
+        self.samples[:, i] = state.x
+        self.log_prob[:, i] = state.log_prob
+        for name, value in info.stats().items():
+            if name not in self.stats:
+                self.stats[name] = torch.empty(*self.log_prob.shape, dtype=value.dtype, device=value.device)
+            self.stats[name][:, i] = value
 
 
-def _run(target, kernel, num_chains, num_samples, warmup, init, thin, progress, dtype, device, clock) -> MCMCResult:
-    t_start = clock()
-    x0 = _initial_points(target, num_chains, init, dtype, device).to(dtype=dtype, device=device)
-    state = kernel.init(x0)
-    bad = ~(torch.isfinite(state.log_prob) & torch.isfinite(state.grad).all(-1))
-    if bool(bad.any()):
-        idx = torch.nonzero(bad).flatten().tolist()
-        raise NonFiniteError(
-            f"log_prob or its gradient is not finite at the initial point of chain(s) {idx[:10]}"
-            f"{'...' if len(idx) > 10 else ''}; pass a different init"
-        )
-
-    # ---------------------------------------------------------------- warm-up
-    windows = stan_windows(warmup) if kernel.adapt_metric else []
-    win_end = {end for _, end in windows}
-    win_start = {start for start, _ in windows}
-    in_window = [any(s <= it < e for s, e in windows) for it in range(warmup)]
-    kernel._metric_for(state.x)
-    da = None
-    if kernel.adapt_step_size and warmup > 0:
-        eps0 = torch.as_tensor(kernel.step_size if kernel.step_size is not None else 0.5, dtype=dtype, device=device)
-        eps = find_reasonable_step_size(kernel, state, eps0)
-        da = DualAveraging(eps, kernel.target_accept)
-        kernel._step_size, kernel._eps_host = eps, None
-    elif kernel.step_size is None:
-        raise ParameterError("step_size is None and adaptation is off (warmup=0 or adapt_step_size=False); give a step size")
-    buf: list[torch.Tensor] = []
-    # Until the first metric update the trajectory length is measured in the target's raw units,
-    # where ``trajectory_length / eps`` can be huge for a badly scaled target: cap the steps.
-    capped = isinstance(kernel, HMC) and bool(windows)
-    if capped:
-        kernel._step_cap = WARMUP_STEP_CAP
-    bar = tqdm(total=warmup + num_samples * thin, desc="warmup", disable=not progress, leave=False)
-    win_acc = torch.zeros(num_chains, dtype=dtype, device=device)
-    resets = 0
-    for it in range(warmup):
-        if it in win_start:
-            buf = []
-            win_acc = torch.zeros_like(win_acc)
-        state, info = kernel.step(state)
-        win_acc = win_acc + info.accept_prob.nan_to_num(0.0)
-        if da is not None:
-            kernel._step_size, kernel._eps_host = da.update(info.accept_prob.mean()), None
-        if in_window[it]:
-            buf.append(state.x)
-        if (it + 1) in win_end:
-            draws = torch.stack(buf, 0)  # (window, chains, dim): within-chain (co)variance
-            draws = draws.nan_to_num(0.0, posinf=0.0, neginf=0.0)
-            # Chains that accepted (almost) nothing in the whole window are stuck where the shared
-            # step size is far too large (e.g. started in a region of high curvature).  During
-            # warm-up only, restart them from the current states of randomly chosen moving chains
-            # and keep them out of the metric estimate.  (One host sync per window.)
-            stuck = (win_acc / len(buf)) < STUCK_ACCEPT
-            n_stuck = int(stuck.sum())
-            if kernel.metropolis and 0 < n_stuck < num_chains:
-                good = torch.nonzero(~stuck).flatten()
-                donor = good[torch.randint(len(good), (num_chains,), device=device)]
-                src = torch.where(stuck, donor, torch.arange(num_chains, device=device))
-                state = State(state.x[src], state.log_prob[src], state.grad[src])
-                draws = draws[:, good]
-                resets += n_stuck
-            kernel.metric = Metric(regularized_covariance(draws, kernel.dense))
-            buf = []
-            if capped:
-                kernel._step_cap = None
-            if da is not None:
-                eps = find_reasonable_step_size(kernel, state, kernel._step_size)
-                da.reset(eps)
-                kernel._step_size, kernel._eps_host = eps, None
+def _warm_up(kernel: Kernel, state: State, warmup: int, bar: Any) -> State:
+    for _ in range(warmup):
+        state, _ = kernel.warmup_step(state)
         bar.update(1)
-    if da is not None:
-        kernel._step_size, kernel._eps_host = da.final_step_size, None
-    t_warm = clock()
+    kernel.end_warmup()
+    return state
 
-    # --------------------------------------------------------------- sampling
-    bar.set_description("sample")
-    d = target.dim
-    samples = torch.empty(num_chains, num_samples, d, dtype=dtype, device=device)
-    log_probs = torch.empty(num_chains, num_samples, dtype=dtype, device=device)
-    acc = torch.zeros(num_chains, dtype=dtype, device=device)
-    div = torch.zeros(num_chains, dtype=torch.long, device=device)
-    total_steps = 0
+
+def _draw(kernel: Kernel, state: State, draws: _Draws, num_samples: int, thin: int, bar: Any) -> State:
     for i in range(num_samples):
         for _ in range(thin):
             state, info = kernel.step(state)
-            acc = acc + info.accept_prob.nan_to_num(0.0)
-            div = div + info.divergent.long()
-            total_steps += info.num_steps
+            draws.add_transition(info)
             bar.update(1)
-        samples[:, i] = state.x
-        log_probs[:, i] = state.log_prob
-    bar.close()
-    t_end = clock()
+        draws.add_draw(i, state, info)
+    return state
 
+
+def _result(target: Target, kernel: Kernel, draws: _Draws, time_s: dict[str, float]) -> MCMCResult:
+    samples, log_probs = draws.samples, draws.log_prob
     nonfinite = ~torch.isfinite(samples).all(-1).all(-1) | ~torch.isfinite(log_probs).all(-1)
     nan_chains = torch.nonzero(nonfinite).flatten().tolist()
     if nan_chains:
@@ -368,18 +297,86 @@ def _run(target, kernel, num_chains, num_samples, warmup, init, thin, progress, 
     if hasattr(target, "constrain"):
         finite_x = torch.where(torch.isfinite(samples), samples, torch.zeros_like(samples))
         constrained = target.constrain(finite_x)  # type: ignore[attr-defined]
+    info = kernel.diagnostics()
     return MCMCResult(
         samples=samples,
         log_prob=log_probs,
-        accept_rate=acc / (num_samples * thin),
-        step_size=kernel.step_size,
-        inv_mass=kernel.metric.inv_mass if kernel.metric is not None else None,
-        divergences=div,
+        accept_rate=draws.accept / draws.transitions,
+        step_size=info["step_size"],
+        inv_mass=info["inv_mass"],
+        divergences=draws.divergences,
         nan_chains=nan_chains,
         constrained=constrained,
-        num_steps=total_steps,
-        warmup_resets=resets,
-        time_s={"warmup": t_warm - t_start, "sampling": t_end - t_warm, "total": t_end - t_start},
+        num_steps=int(draws.num_steps.max()),
+        warmup_resets=int(info.get("warmup_resets", 0)),
+        time_s=time_s,
         param_names=getattr(target, "param_names", None) if constrained is None else None,
         kernel=kernel,
+        sample_stats=draws.stats,
+        kernel_diagnostics=info,
     )
+
+
+def sample(
+    target: Target | Callable,
+    kernel: Kernel | None = None,
+    num_chains: int = 4,
+    num_samples: int = 1000,
+    warmup: int = 1000,
+    *,
+    generator: torch.Generator | None = None,
+    seed: int | None = None,
+    init: torch.Tensor | str | None = None,
+    thin: int = 1,
+    progress: bool | None = None,
+    dim: int | None = None,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+) -> MCMCResult:
+    """Run ``num_chains`` chains of ``kernel`` on ``target``; see the module docstring for the steps.
+
+    Args:
+        target: a :class:`~fokker.targets.Target` (incl. ``from_pyro``) or a
+            ``log_prob`` callable ``(chains, dim) -> (chains,)`` (then ``dim``).
+        kernel: a :class:`~fokker.mcmc.kernels.Kernel` (default :class:`HMC`); a copy
+            is set up and adapted (the caller's kernel is not changed) and returned in the result.
+        num_chains, num_samples, warmup: chains, kept draws per chain, warm-up iterations.
+        generator: the ``torch.Generator`` of every random number (initial points, kernel,
+            adaptation); ``None`` uses the global RNG.
+        seed: shorthand for ``generator=torch.Generator(device).manual_seed(seed)``.
+        init: see :func:`initial_points`.
+        thin: keep every ``thin``-th state.
+        progress: tqdm bar (``None``: on a terminal only).
+        dtype, device: of the chains (default: the target's, else a tensor ``init``'s).
+
+    Returns:
+        :class:`MCMCResult`.  The same ``seed`` (or an equally seeded generator) gives the
+        same draws, and the global RNG state is left untouched.  Raises
+        :class:`~fokker.errors.NonFiniteError` if the log density or its gradient is not
+        finite at the initial points; chains whose state becomes non-finite are listed
+        in ``nan_chains`` (a ``RuntimeWarning`` is issued) and left out of the diagnostics.
+    """
+    check_int(num_chains, "num_chains", 1)
+    check_int(num_samples, "num_samples", 1)
+    check_int(warmup, "warmup", 0)
+    check_int(thin, "thin", 1)
+    target = as_target(target, dim)
+    kernel = HMC() if kernel is None else kernel
+    if not isinstance(kernel, Kernel):
+        raise TypeError(f"kernel must be a fokker.mcmc Kernel (HMC(), MALA(), ULA(...)); got {type(kernel).__name__}")
+    kernel = copy.copy(kernel)  # the caller's kernel keeps its settings; the adapted copy is returned
+    dtype, dev = _resolve_dtype_device(target, init, dtype, device)
+    generator = _random.make_generator(generator, seed, dev)
+
+    t_start = time.perf_counter()
+    x0 = initial_points(target, num_chains, init, dtype, dev, generator=generator)
+    state = kernel.setup(target, x0, warmup, generator)
+    with progress_bar(total=warmup + num_samples * thin, progress=progress, desc="warmup") as bar:
+        state = _warm_up(kernel, state, warmup, bar)
+        t_warm = time.perf_counter()
+        bar.set_description("sample")
+        draws = _Draws(num_chains, num_samples, target.dim, dtype, dev)
+        _draw(kernel, state, draws, num_samples, thin, bar)
+    t_end = time.perf_counter()
+    times = {"warmup": t_warm - t_start, "sampling": t_end - t_warm, "total": t_end - t_start}
+    return _result(target, kernel, draws, times)

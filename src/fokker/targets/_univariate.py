@@ -24,22 +24,24 @@ from collections.abc import Callable
 
 import torch
 
+from .._random import rand, randn
+
 _LogDensity = Callable[[torch.Tensor], torch.Tensor]
 
 
 class Univariate:
     """Quadrature log-normalizer and exact rejection sampler of ``p(x) ~ exp(f(x))`` on ``R``."""
 
-    def __init__(self, log_density: _LogDensity, lo: float, hi: float, n_grid: int = 40_001) -> None:
-        if n_grid % 2 == 0:
-            n_grid += 1
+    def __init__(self, log_density: _LogDensity, lo: float, hi: float, num_grid: int = 40_001) -> None:
+        if num_grid % 2 == 0:
+            num_grid += 1
         self.f = log_density
-        g = torch.linspace(lo, hi, n_grid, dtype=torch.float64)
+        g = torch.linspace(lo, hi, num_grid, dtype=torch.float64)
         fg = log_density(g)
-        h = (hi - lo) / (n_grid - 1)
+        h = (hi - lo) / (num_grid - 1)
         fmax = float(fg.max())
         # composite Simpson: h/3 (f0 + 4 f1 + 2 f2 + ... + fn)
-        wts = torch.ones(n_grid, dtype=torch.float64)
+        wts = torch.ones(num_grid, dtype=torch.float64)
         wts[1:-1:2] = 4.0
         wts[2:-1:2] = 2.0
         self.log_Z = fmax + math.log(float((wts * torch.exp(fg - fmax)).sum()) * h / 3.0)
@@ -70,29 +72,34 @@ class Univariate:
         z = (x.unsqueeze(-1) - m) / s
         return torch.logsumexp(torch.log(w) - 0.5 * z * z - torch.log(s) - 0.5 * math.log(2 * math.pi), dim=-1)
 
-    def sample(self, n: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-        """``n`` exact draws (1-D tensor) of ``exp(f) / Z`` by rejection, in ``dtype`` on ``device``.
+    def sample(
+        self,
+        sample_shape: torch.Size | tuple[int, ...] | int,
+        dtype: torch.dtype,
+        device: torch.device,
+        *,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Exact draws of ``exp(f) / Z`` of shape ``sample_shape`` by rejection, in ``dtype`` on ``device``.
 
         The acceptance test runs in float64 (then cast), so float32 targets get exact draws too.
+        Every draw comes from ``generator`` (global RNG when ``None``), on the generator's
+        device; the result is then moved to ``device``.
         """
-        out: list[torch.Tensor] = [torch.empty(0, dtype=torch.float64, device=device)]
+        shape = (sample_shape,) if isinstance(sample_shape, int) else tuple(sample_shape)
+        num_samples = math.prod(shape)
+        where = generator.device if generator is not None else torch.device(device)
+        out: list[torch.Tensor] = [torch.empty(0, dtype=torch.float64, device=where)]
         have = 0
         accept_rate = math.exp(self.log_Z - self.log_M)
-        m, s, w = (t.to(device=device) for t in (self.means, self.stds, self.weights))
-        while have < n:
-            k = int(1.1 * (n - have) / accept_rate) + 16
-            comp = torch.multinomial(w, k, replacement=True)
-            x = m[comp] + s[comp] * torch.randn(k, dtype=torch.float64, device=device)
-            log_u = torch.log(torch.rand(k, dtype=torch.float64, device=device))
+        m, s, w = (t.to(device=where) for t in (self.means, self.stds, self.weights))
+        while have < num_samples:
+            k = int(1.1 * (num_samples - have) / accept_rate) + 16
+            comp = torch.multinomial(w, k, replacement=True, generator=generator)
+            x = m[comp] + s[comp] * randn((k,), generator=generator, dtype=torch.float64, device=where)
+            log_u = torch.log(rand((k,), generator=generator, dtype=torch.float64, device=where))
             acc = log_u < self.f(x) - self._log_q(x) - self.log_M
             xa = x[acc]
             out.append(xa)
             have += int(xa.shape[0])
-        return torch.cat(out)[:n].to(dtype)
-
-    def cdf_grid(self, lo: float, hi: float, n: int = 100_001) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(grid, F(grid))``: the normalized CDF by cumulative trapezoid (for tests / plots)."""
-        g = torch.linspace(lo, hi, n, dtype=torch.float64)
-        p = torch.exp(self.f(g) - self.log_Z)
-        c = torch.cat([p.new_zeros(1), torch.cumsum(0.5 * (p[1:] + p[:-1]) * (g[1] - g[0]), 0)])
-        return g, c
+        return torch.cat(out)[:num_samples].reshape(shape).to(device=device, dtype=dtype)

@@ -18,6 +18,7 @@ import math
 import torch
 
 from .._args import check_int, check_positive
+from .._random import randn
 from ..errors import ParameterError
 from .base import LOG_2PI, Target
 
@@ -26,6 +27,10 @@ __all__ = ["Banana"]
 
 class Banana(Target):
     """Twisted Gaussian in ``R^dim`` (``dim >= 2``); ``curvature`` ``b`` and ``scale`` ``sigma`` of ``x_1``.
+
+    Haario, Saksman & Tamminen (1999), "Adaptive proposal distribution for random walk
+    Metropolis algorithm", Computational Statistics 14: the banana-shaped test density
+    ``N(phi(x); 0, diag(sigma^2, 1, ..., 1))`` (module docstring).
 
     Normalized (``log_Z = 0``); analytic score; exact samples.
     """
@@ -62,8 +67,8 @@ class Banana(Target):
         g1 = -u[..., :1] / self.scale**2 - 2 * self.curvature * x[..., :1] * u[..., 1:2]
         return torch.cat([g1, -u[..., 1:]], dim=-1)
 
-    def _sample(self, sample_shape: torch.Size) -> torch.Tensor:
-        z = torch.randn(*sample_shape, self.dim, dtype=self._ref.dtype, device=self._ref.device)
+    def _sample(self, sample_shape: torch.Size, generator: torch.Generator | None = None) -> torch.Tensor:
+        z = randn((*sample_shape, self.dim), generator=generator, dtype=self._ref.dtype, device=self._ref.device)
         z = torch.cat([self.scale * z[..., :1], z[..., 1:]], dim=-1)
         return self.untwist(z)
 

@@ -40,6 +40,9 @@ _TAU_SCALE = 5.0
 class EightSchools(Target):
     """Posterior of the eight-schools hierarchical model in ``(mu, log tau, theta or theta_trans)``.
 
+    Rubin (1981), "Estimation in parallel randomized experiments", Journal of Educational
+    Statistics 6; Gelman et al. (2013), "Bayesian Data Analysis", 3rd ed., Sec. 5.5.
+
     Buffers ``y`` and ``sigma`` (shape ``(8,)``) fix dtype / device.  ``constrain(z)``
     returns ``{"mu", "tau", "theta"}`` (``theta`` derived for the non-centred form).
     """

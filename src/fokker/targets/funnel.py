@@ -18,6 +18,7 @@ import math
 import torch
 
 from .._args import check_int, check_positive
+from .._random import randn
 from .base import LOG_2PI, Target
 
 __all__ = ["Funnel"]
@@ -35,6 +36,9 @@ def _times_exp(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 class Funnel(Target):
     """Neal's funnel in ``R^dim``: ``x_0 ~ N(0, scale^2)``, ``x_{1:} | x_0 ~ N(0, e^{x_0} I)``.
+
+    Neal (2003), "Slice sampling", Annals of Statistics 31(3), Sec. 8 (there ``dim = 10``,
+    ``scale = 3``, the defaults here).
 
     Args:
         dim: event dimension ``>= 2``.
@@ -65,10 +69,10 @@ class Funnel(Target):
         g0 = -x0 / self.scale**2 + 0.5 * _times_exp((xr * xr).sum(-1, keepdim=True), -x0) - 0.5 * (self.dim - 1)
         return torch.cat([g0, -_times_exp(xr, -x0)], dim=-1)
 
-    def _sample(self, sample_shape: torch.Size) -> torch.Tensor:
-        dt, dev = self._ref.dtype, self._ref.device
-        x0 = self.scale * torch.randn(*sample_shape, 1, dtype=dt, device=dev)
-        xr = torch.exp(0.5 * x0) * torch.randn(*sample_shape, self.dim - 1, dtype=dt, device=dev)
+    def _sample(self, sample_shape: torch.Size, generator: torch.Generator | None = None) -> torch.Tensor:
+        eps = randn((*sample_shape, self.dim), generator=generator, dtype=self._ref.dtype, device=self._ref.device)
+        x0 = self.scale * eps[..., :1]
+        xr = torch.exp(0.5 * x0) * eps[..., 1:]
         return torch.cat([x0, xr], dim=-1)
 
     def extra_repr(self) -> str:

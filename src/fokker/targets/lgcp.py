@@ -35,9 +35,10 @@ import numpy as np
 import torch
 
 from .._args import check_int, check_positive
+from .._random import randn
 from ..data import data_file
 from ..errors import ParameterError
-from .base import LOG_2PI, Target
+from .base import LOG_2PI, Target, as_size
 
 __all__ = ["LGCP", "load_pines", "bin_counts"]
 
@@ -85,6 +86,10 @@ def bin_counts(points: np.ndarray, grid: int) -> np.ndarray:
 
 class LGCP(Target):
     """Log-Gaussian Cox process posterior on an ``grid x grid`` lattice (``dim = grid^2``).
+
+    Møller, Syversveen & Waagepetersen (1998), "Log Gaussian Cox processes", Scandinavian
+    Journal of Statistics 25; discretized as in Heng, Bishop, Deligiannidis & Doucet (2020),
+    "Controlled sequential Monte Carlo", Annals of Statistics 48, Sec. 5.
 
     Args:
         points: ``"pines127"`` (DDS / CMCD), ``"pines126"`` (Beyond ELBOs) or a CSV path of
@@ -165,9 +170,15 @@ class LGCP(Target):
         prec = torch.linalg.solve_triangular(self.scale_tril.mT, e.unsqueeze(-1), upper=True).squeeze(-1)
         return -prec + self.counts - self.area * torch.exp(z)
 
-    def prior_sample(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> torch.Tensor:
-        """Exact draws of the Gaussian *prior* (in this target's coordinates), e.g. to initialize chains."""
-        e = torch.randn(*sample_shape, self.dim, dtype=self.counts.dtype, device=self.counts.device)
+    def prior_sample(
+        self, sample_shape: torch.Size | tuple[int, ...] | int = (), *, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Exact draws of the Gaussian *prior* (in this target's coordinates), e.g. to initialize chains.
+
+        Shape ``(*sample_shape, dim)``; the normals come from ``generator`` (global RNG when ``None``).
+        """
+        shape = (*as_size(sample_shape), self.dim)
+        e = randn(shape, generator=generator, dtype=self.counts.dtype, device=self.counts.device)
         return e if self.whitened else self.latent(e)
 
     def extra_repr(self) -> str:

@@ -50,6 +50,10 @@ _PathLike = str | os.PathLike | None
 class LogisticRegression(Target):
     """Posterior of Bayesian logistic regression with design ``X (N, d)`` and labels ``y (N,)`` in {0, 1}.
 
+    Gelman et al. (2013), "Bayesian Data Analysis", 3rd ed., Sec. 16.2; the benchmark setting
+    (standardized features, intercept, ``N(0, I)`` prior) of Vargas, Grathwohl & Doucet (2023),
+    "Denoising diffusion samplers", ICLR, and Blessing et al. (2024, "Beyond ELBOs").
+
     Args:
         X: design matrix, shape ``(N, d)`` (include an intercept column yourself, or use a loader).
         y: labels, shape ``(N,)``, values in ``{0, 1}`` (same dtype / device as ``X``).

@@ -36,6 +36,7 @@ from typing import Any
 import torch
 
 from .._args import check_int
+from .._random import rng_scope
 from ..errors import NonFiniteError, ParameterError
 from .base import Target
 
@@ -66,6 +67,9 @@ def _latent_sites(trace) -> list[tuple[str, dict]]:
 
 class PyroTarget(Target):
     """Unconstrained-space log density of a Pyro model (see the module docstring).
+
+    Bingham et al. (2019), "Pyro: deep universal probabilistic programming", JMLR 20: the
+    negative of the potential energy Pyro's HMC/NUTS use (Hoffman & Gelman, 2014).
 
     Attributes:
         param_names: latent site names, in the order their blocks appear in ``z``.
@@ -255,21 +259,34 @@ class PyroTarget(Target):
     def _init_messenger_typed(self, strategy: str):
         return self._init_messenger(strategy, dtype=self._dtype, device=self._proto.device)
 
-    def init(self, num_chains: int, strategy: str = "uniform", max_tries: int = 100) -> torch.Tensor:
+    def init(
+        self,
+        num_chains: int,
+        strategy: str = "uniform",
+        max_tries: int = 100,
+        *,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
         """``num_chains`` initial points ``(num_chains, dim)`` from a Pyro init strategy.
 
         ``strategy``: ``"uniform"`` (uniform in ``(-2, 2)`` of the unconstrained
         space, Pyro's default for HMC), ``"median"`` (prior median, from 15
         prior draws) or ``"feasible"`` (zero of the unconstrained space).  Points
         whose log density or gradient is not finite are redrawn (up to
-        ``max_tries`` per chain), as Pyro does.
+        ``max_tries`` per chain), as Pyro does.  Pyro draws from the global RNG; with a
+        ``generator`` it runs under :func:`fokker._random.rng_scope` (reproducible, the
+        caller's global RNG state untouched).
         """
-        import pyro
-        from pyro import poutine
-
         check_int(num_chains, "num_chains", 1)
         if strategy not in _STRATEGIES:
             raise ParameterError(f"strategy must be one of {_STRATEGIES}; got {strategy!r}")
+        with rng_scope(generator, [self._proto.device]):
+            return self._init_points(num_chains, strategy, max_tries)
+
+    def _init_points(self, num_chains: int, strategy: str, max_tries: int) -> torch.Tensor:
+        import pyro
+        from pyro import poutine
+
         model = self._init_messenger_typed(strategy)(self.model)
         found: list[torch.Tensor] = []
         tries = 0

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 import torch
 
 from .._args import check_positive
+from .._random import rand
 from ..errors import ParameterError
 from ._univariate import Univariate
 from .base import Target
@@ -29,7 +30,12 @@ __all__ = ["Rings"]
 
 
 class Rings(Target):
-    """Unnormalized mixture of Gaussian rings of radii ``radii`` and width ``sigma`` in ``R^2``."""
+    """Unnormalized mixture of Gaussian rings of radii ``radii`` and width ``sigma`` in ``R^2``.
+
+    The density version of the "rings" toy data of Grathwohl, Chen, Bettencourt, Sutskever &
+    Duvenaud (2019), "FFJORD", ICLR (concentric circles of radii 1, 2, 3, 4): ``log Z`` in
+    closed form (module docstring) and exact samples (radius by rejection, uniform angle).
+    """
 
     name = "rings"
 
@@ -77,11 +83,11 @@ class Rings(Target):
         safe = torch.where(rho > 0, rho, torch.ones_like(rho))
         return torch.where((rho > 0).unsqueeze(-1), (drho / safe).unsqueeze(-1) * x, torch.zeros_like(x))
 
-    def _sample(self, sample_shape: torch.Size) -> torch.Tensor:
+    def _sample(self, sample_shape: torch.Size, generator: torch.Generator | None = None) -> torch.Tensor:
         dt, dev = self._ref.dtype, self._ref.device
         n = math.prod(sample_shape)
-        rho = self._radius.sample(n, dt, dev)
-        theta = 2 * math.pi * torch.rand(n, dtype=dt, device=dev)
+        rho = self._radius.sample((n,), dt, dev, generator=generator)
+        theta = 2 * math.pi * rand((n,), generator=generator, dtype=dt, device=dev)
         x = torch.stack([rho * torch.cos(theta), rho * torch.sin(theta)], dim=-1)
         return x.reshape(*sample_shape, 2)
 

@@ -31,6 +31,7 @@ import math
 import torch
 
 from .._args import check_int, check_positive
+from .._random import randn
 from ..errors import ParameterError
 from ._univariate import Univariate
 from .base import Target
@@ -47,6 +48,9 @@ def _manywell_x(x: torch.Tensor) -> torch.Tensor:
 class ManyWell(Target):
     """``dim/2`` copies of the 2-D double well ``-x^4 + 6x^2 + x/2 - y^2/2`` (unnormalized).
 
+    The double well of Noé, Olsson, Köhler & Wu (2019), "Boltzmann generators", Science 365,
+    repeated as in Midgley et al. (2023), "Flow annealed importance sampling bootstrap" (FAB), ICLR.
+
     Args:
         dim: even event dimension (default 32, the benchmark; ``log_Z = 164.695675``).
 
@@ -59,9 +63,9 @@ class ManyWell(Target):
         check_int(dim, "dim", minimum=2)
         if dim % 2:
             raise ParameterError(f"dim must be even (pairs of coordinates); got {dim}")
-        self.n_pairs = dim // 2
+        self.num_pairs = dim // 2
         self._x = Univariate(_manywell_x, -6.0, 6.0)
-        log_z = self.n_pairs * (self._x.log_Z + _HALF_LOG_2PI)
+        log_z = self.num_pairs * (self._x.log_Z + _HALF_LOG_2PI)
         super().__init__(dim, log_Z=log_z)
         self.register_buffer("_ref", torch.zeros(()), persistent=False)
 
@@ -74,15 +78,19 @@ class ManyWell(Target):
         ga = -4 * a**3 + 12 * a + 0.5
         return torch.stack([ga, -b], dim=-1).reshape(x.shape)
 
-    def _sample(self, sample_shape: torch.Size) -> torch.Tensor:
-        n = math.prod(sample_shape)
-        a = self._x.sample(n * self.n_pairs, self._ref.dtype, self._ref.device).reshape(n, self.n_pairs)
-        b = torch.randn(n, self.n_pairs, dtype=self._ref.dtype, device=self._ref.device)
+    def _sample(self, sample_shape: torch.Size, generator: torch.Generator | None = None) -> torch.Tensor:
+        n, k = math.prod(sample_shape), self.num_pairs
+        dt, dev = self._ref.dtype, self._ref.device
+        a = self._x.sample((n, k), dt, dev, generator=generator)
+        b = randn((n, k), generator=generator, dtype=dt, device=dev)
         return torch.stack([a, b], dim=-1).reshape(*sample_shape, self.dim)
 
 
 class DoubleWell(Target):
     """Separable well: ``m`` quartic coordinates ``-(x_i^2 - delta)^2`` and ``dim - m`` Gaussian ones.
+
+    The ``ManyWell2`` target of Blessing, Jia, Esslinger, Vargas & Neumann (2024), "Beyond
+    ELBOs: a large-scale evaluation of variational methods for sampling", ICML.
 
     Args:
         dim: event dimension.
@@ -118,11 +126,11 @@ class DoubleWell(Target):
         q, g = x[..., :m], x[..., m:]
         return torch.cat([-4 * q * (q * q - self.delta), -g], dim=-1)
 
-    def _sample(self, sample_shape: torch.Size) -> torch.Tensor:
+    def _sample(self, sample_shape: torch.Size, generator: torch.Generator | None = None) -> torch.Tensor:
         n, m = math.prod(sample_shape), self.num_wells
         dt, dev = self._ref.dtype, self._ref.device
-        q = self._x.sample(n * m, dt, dev).reshape(n, m)
-        g = torch.randn(n, self.dim - m, dtype=dt, device=dev)
+        q = self._x.sample((n, m), dt, dev, generator=generator)
+        g = randn((n, self.dim - m), generator=generator, dtype=dt, device=dev)
         return torch.cat([q, g], dim=-1).reshape(*sample_shape, self.dim)
 
     def extra_repr(self) -> str:

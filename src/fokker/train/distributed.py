@@ -49,3 +49,12 @@ def average_gradients(params: list[nn.Parameter], world: int) -> None:
         else:
             p.grad.copy_(chunk)
         offset += n
+
+
+def broadcast_int(value: int) -> int:
+    """Rank 0's ``value`` on every rank (e.g. the seed of the shared batch order)."""
+    t = torch.tensor([value], dtype=torch.int64)
+    if dist.get_backend() == "nccl":
+        t = t.cuda()
+    dist.broadcast(t, src=0)
+    return int(t.item())

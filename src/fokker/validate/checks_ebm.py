@@ -18,6 +18,7 @@ import math
 
 import torch
 
+from .._random import rng_scope
 from ..tolerances import Z_SCORE
 from . import CheckResult, Context, register
 
@@ -33,7 +34,7 @@ def _random_rbm(nv: int, nh: int, scale: float, seed: int):
     from ..ebm import RBM
 
     g = torch.Generator().manual_seed(seed)
-    rbm = RBM(nv, nh, dtype=torch.float64)
+    rbm = RBM(nv, nh, dtype=torch.float64, generator=g)
     with torch.no_grad():
         rbm.W.copy_(scale * torch.randn(nv, nh, generator=g, dtype=torch.float64))
         rbm.b.copy_(0.5 * torch.randn(nv, generator=g, dtype=torch.float64))
@@ -46,28 +47,35 @@ def rbm_ais_log_z(ctx: Context) -> list[CheckResult]:
     from ..ebm import RBM
     from ..train import fit
 
-    n_betas = 3000 if ctx.quick else 14_500
-    n_chains = 100 if ctx.quick else 500
+    num_steps = 3000 if ctx.quick else 14_500
+    num_chains = 100 if ctx.quick else 500
     cases: list[tuple[str, RBM, torch.Tensor | None]] = [
         ("random 20x10 (W~0.5N)", _random_rbm(20, 10, 0.5, ctx.seed), None),
         ("random 24x18 (W~0.3N)", _random_rbm(24, 18, 0.3, ctx.seed + 1), None),
     ]
     data = _digits_binary(torch.float64)
-    torch.manual_seed(ctx.seed)
-    digits = RBM(64, 16 if ctx.quick else 20, k=1, dtype=torch.float64)
+    digits = RBM(64, 16 if ctx.quick else 20, k=1, dtype=torch.float64, generator=torch.Generator().manual_seed(ctx.seed))
     fit(digits, data, steps=600 if ctx.quick else 5000, batch_size=64, lr=0.05, progress=False, seed=ctx.seed)
-    cases.append((f"digits 64x{digits.n_hidden} CD-1", digits, data))
+    cases.append((f"digits 64x{digits.num_hidden} CD-1", digits, data))
 
     rows = []
     for name, rbm, d in cases:
-        exact = float(rbm.log_Z_exact())
-        torch.manual_seed(ctx.seed)
-        res = rbm.ais(n_chains=n_chains, n_betas=n_betas, data=d)
-        details = f"AIS {n_chains} chains x {n_betas} temps, se {res.log_Z_se:.4f}, ESS {res.ess:.1f}"
+        exact = rbm.log_Z
+        res = rbm.ais(num_chains=num_chains, num_steps=num_steps, data=d, seed=ctx.seed, progress=False)
+        details = f"AIS {num_chains} chains x {num_steps} temps, se {res.stderr:.4f}, ESS {res.ess:.3f} N"
         if d is not None:
             ll = float(rbm.log_likelihood(d, log_Z=exact).mean())
             details += f"; exact train log-lik {ll:.3f} nats/image"
-        rows.append(CheckResult.compare(f"log Z {name}", res.log_Z, exact, Z_SCORE * res.log_Z_se + 0.01, details=details))
+        # a non-finite stderr makes the tolerance NaN: the row fails instead of passing vacuously
+        rows.append(CheckResult.compare(f"log Z {name}", res.log_Z, exact, Z_SCORE * res.stderr + 0.01, details=details))
+    # control: AIS of an RBM whose weights are 3% larger, against the exact log Z of the original
+    name, rbm, _ = cases[0]
+    wrong = _random_rbm(20, 10, 0.5, ctx.seed)
+    with torch.no_grad():
+        wrong.W.mul_(1.03)
+    res = wrong.ais(num_chains=num_chains, num_steps=num_steps, seed=ctx.seed, progress=False)
+    rows.append(CheckResult.compare(f"log Z {name}, AIS of weights x 1.03", res.log_Z, rbm.log_Z,
+                                    Z_SCORE * res.stderr + 0.01, control=True))
     return rows
 
 
@@ -88,7 +96,7 @@ def gaussian_fit(ctx: Context) -> list[CheckResult]:
     dim = 4
     data = _gaussian_problem(dim, 4000 if ctx.quick else 20_000, ctx.seed)
     m_hat, S_hat = data.mean(0), torch.cov(data.T)
-    steps = 400 if ctx.quick else 3000
+    steps = 1000 if ctx.quick else 3000
     sigma = 0.2
     noise = torch.distributions.MultivariateNormal(m_hat, 2 * S_hat)
     objectives = {
@@ -104,8 +112,8 @@ def gaussian_fit(ctx: Context) -> list[CheckResult]:
     }
     rows = []
     for name, obj in objectives.items():
-        torch.manual_seed(ctx.seed)
-        model = ebm.EBM(ebm.GaussianEnergy(dim, dtype=torch.float64), obj)
+        with rng_scope(torch.Generator().manual_seed(ctx.seed)):  # the PCD buffer's initial fill
+            model = ebm.EBM(ebm.GaussianEnergy(dim, dtype=torch.float64), obj)
         sched = lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)  # noqa: E731
         fit(model, data, steps=steps, batch_size=256, lr=0.05, scheduler=sched, progress=False, seed=ctx.seed)
         g = model.energy_model
@@ -119,6 +127,12 @@ def gaussian_fit(ctx: Context) -> list[CheckResult]:
             rows.append(
                 CheckResult.compare(f"{name}: learned log Z vs closed form", float(obj.log_Z.detach()), g.log_Z, 0.05)
             )
+    # control: the same bounds on an untrained energy (the initial N(0, I)) reject it
+    g = ebm.GaussianEnergy(dim, dtype=torch.float64)
+    with torch.no_grad():
+        err_m, err_S = float((g.loc - m_hat).norm()), float((g.covariance - S_hat).norm() / S_hat.norm())
+    rows.append(CheckResult.bound("untrained energy: |mu - mean(data)|", err_m, 0.1, control=True))
+    rows.append(CheckResult.bound("untrained energy: |Sigma - cov(data)|_F / |cov|_F", err_S, 0.1, control=True))
     return rows
 
 
@@ -132,11 +146,11 @@ def neural_nce_log_z(ctx: Context) -> list[CheckResult]:
     dt = torch.float64
     data = two_moons(4000, seed=ctx.seed, dtype=dt)
     noise = torch.distributions.MultivariateNormal(data.mean(0), 1.5 * torch.cov(data.T))
-    torch.manual_seed(ctx.seed)
     width = 32 if ctx.quick else 64
-    net = torch.nn.Sequential(
-        torch.nn.Linear(2, width), torch.nn.SiLU(), torch.nn.Linear(width, width), torch.nn.SiLU(), torch.nn.Linear(width, 1)
-    ).to(dt)
+    with rng_scope(torch.Generator().manual_seed(ctx.seed)):  # the network's initial weights
+        net = torch.nn.Sequential(
+            torch.nn.Linear(2, width), torch.nn.SiLU(), torch.nn.Linear(width, width), torch.nn.SiLU(), torch.nn.Linear(width, 1)
+        ).to(dt)
     obj = ebm.nce(noise, ratio=4)
     model = ebm.EBM(net, obj, dim=2)
     steps = 300 if ctx.quick else 3000
@@ -152,4 +166,11 @@ def neural_nce_log_z(ctx: Context) -> list[CheckResult]:
         edge = float(torch.logsumexp(torch.cat([lp[0], lp[-1], lp[:, 0], lp[:, -1]]), 0) - torch.logsumexp(lp.flatten(), 0))
         nll = float(-(model.log_prob(two_moons(2000, seed=ctx.seed + 1, dtype=dt)) - log_Z).mean())
     details = f"{steps} steps, width {width}; boundary/total mass {math.exp(edge):.1e}; held-out NLL {nll:.3f} nats"
-    return [CheckResult.compare("two moons: NCE log Z vs quadrature", float(obj.log_Z.detach()), log_Z, 0.05, details=details)]
+    rows = [CheckResult.compare("two moons: NCE log Z vs quadrature", float(obj.log_Z.detach()), log_Z, 0.05, details=details)]
+    # control: the learned log Z against the quadrature of the energy scaled by 1.1 (a mis-scaled model)
+    with torch.no_grad():
+        lp_wrong = 1.1 * model.log_prob(pts)  # -1.1 E: the energy scaled by 1.1
+        log_Z_wrong = float(torch.logsumexp(lp_wrong, 0)) + 2 * math.log((hi - lo) / (n - 1))
+    rows.append(CheckResult.compare("two moons: NCE log Z vs quadrature of 1.1 x the energy",
+                                    float(obj.log_Z.detach()), log_Z_wrong, 0.05, control=True))
+    return rows
