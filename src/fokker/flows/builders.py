@@ -11,6 +11,9 @@ specialises its ``MAF``, a builder is only a loop over a layer class):
   ascending / descending (Papamakarios et al. 2017; Kingma et al. 2016);
 * :func:`nsf` — :class:`SplineCoupling` or :class:`SplineAutoregressive` layers
   (Durkan et al. 2019);
+* :func:`naf` / :func:`unaf` / :func:`sospf` — :class:`NeuralAutoregressive`,
+  :class:`UnconstrainedNeuralAutoregressive`, :class:`SumOfSquaresAutoregressive` layers (Huang
+  et al. 2018; Wehenkel & Louppe 2019; Jaini et al. 2019), orders alternating as in :func:`maf`;
 * :func:`glow` — the multiscale image architecture: per level squeeze, ``depth`` x
   (ActNorm, invertible 1x1 conv, affine coupling), split (Kingma & Dhariwal 2018);
 * :func:`planar_flow` — planar (Rezende & Mohamed 2015), radial or Sylvester (van den Berg
@@ -36,7 +39,14 @@ from torch import nn
 from .._args import check_int, check_positive
 from ..errors import ParameterError
 from ..nets import check_hidden
-from .autoregressive import IAF, MAF, SplineAutoregressive
+from .autoregressive import (
+    IAF,
+    MAF,
+    NeuralAutoregressive,
+    SplineAutoregressive,
+    SumOfSquaresAutoregressive,
+    UnconstrainedNeuralAutoregressive,
+)
 from .base import Bijection
 from .continuous import EXACT_TRACE_MAX_DIM, ContinuousFlow
 from .coupling import AdditiveCoupling, AffineCoupling, SplineCoupling, alternating_mask, channel_mask, checkerboard_mask, half_mask
@@ -48,7 +58,10 @@ from .radial import Radial
 from .residual import ResidualFlow
 from .sylvester import Sylvester
 
-__all__ = ["nice", "realnvp", "maf", "iaf", "nsf", "glow", "planar_flow", "residual_flow", "ffjord", "BUILDERS"]
+__all__ = [
+    "nice", "realnvp", "maf", "iaf", "nsf", "naf", "unaf", "sospf", "glow", "planar_flow", "residual_flow", "ffjord",
+    "BUILDERS",
+]
 
 #: name -> builder, for :func:`fokker.flows.load`
 BUILDERS: dict[str, Callable[..., Flow]] = {}
@@ -184,6 +197,69 @@ def nsf(
     return _finish(flow, "nsf", dict(features=features, transforms=transforms, hidden=tuple(hidden),
                                      context_dim=context_dim, kind=kind, bins=bins, bound=bound, mask=mask,
                                      activation=activation))
+
+
+def _monotone_autoregressive(
+    name: str, make: Callable[[torch.Tensor], Bijection], features: int, transforms: int, hidden: Sequence[int],
+    context_dim: int, kwargs: dict[str, Any],
+) -> Flow:
+    _check_vector(features, transforms, hidden)
+    flow = Flow([make(r) for r in _ranks(features, transforms)], features, context_dim=context_dim)
+    return _finish(flow, name, dict(features=features, transforms=transforms, hidden=tuple(hidden),
+                                    context_dim=context_dim, **kwargs))
+
+
+@_builder
+def naf(
+    features: int, transforms: int = 3, hidden: Sequence[int] = (64, 64), context_dim: int = 0,
+    num_units: int = 8, activation: type[nn.Module] = nn.ReLU,
+) -> Flow:
+    """Neural autoregressive flow (Huang et al. 2018): deep sigmoidal maps, density in one pass per layer.
+
+    ``transforms`` :class:`NeuralAutoregressive` layers with ``num_units`` sigmoid units per
+    coordinate; sampling inverts each map by safeguarded Newton (sequential over coordinates).
+    """
+    return _monotone_autoregressive(
+        "naf", lambda r: NeuralAutoregressive(features, hidden, context_dim, r, num_units, activation),
+        features, transforms, hidden, context_dim, dict(num_units=num_units, activation=activation),
+    )
+
+
+@_builder
+def unaf(
+    features: int, transforms: int = 3, hidden: Sequence[int] = (64, 64), context_dim: int = 0,
+    signal: int = 16, integrand_hidden: Sequence[int] = (64, 64), num_nodes: int = 32, bound: float = 10.0,
+    activation: type[nn.Module] = nn.ReLU,
+) -> Flow:
+    """Unconstrained neural autoregressive flow (Wehenkel & Louppe 2019): integrals of positive networks.
+
+    ``transforms`` :class:`UnconstrainedNeuralAutoregressive` layers; ``integrand_hidden`` sizes the
+    integrand network of each layer, ``num_nodes`` its Gauss-Legendre rule.
+    """
+    integrand_hidden = check_hidden(integrand_hidden, "integrand_hidden")
+    return _monotone_autoregressive(
+        "unaf",
+        lambda r: UnconstrainedNeuralAutoregressive(features, hidden, context_dim, r, signal, integrand_hidden,
+                                                    num_nodes, bound, activation),
+        features, transforms, hidden, context_dim,
+        dict(signal=signal, integrand_hidden=integrand_hidden, num_nodes=num_nodes, bound=bound, activation=activation),
+    )
+
+
+@_builder
+def sospf(
+    features: int, transforms: int = 3, hidden: Sequence[int] = (64, 64), context_dim: int = 0,
+    degree: int = 4, num_polynomials: int = 3, bound: float = 10.0, slope: float = 1e-3,
+    activation: type[nn.Module] = nn.ReLU,
+) -> Flow:
+    """Sum-of-squares polynomial flow (Jaini et al. 2019): ``transforms`` :class:`SumOfSquaresAutoregressive` layers."""
+    return _monotone_autoregressive(
+        "sospf",
+        lambda r: SumOfSquaresAutoregressive(features, hidden, context_dim, r, degree, num_polynomials, bound, slope,
+                                             activation),
+        features, transforms, hidden, context_dim,
+        dict(degree=degree, num_polynomials=num_polynomials, bound=bound, slope=slope, activation=activation),
+    )
 
 
 @_builder
