@@ -24,7 +24,7 @@ from .autoregressive import (
 from .base import Bijection, ConditionedBijection
 from .batchnorm import BatchNormFlow
 from .block import BlockAutoregressive
-from .builders import ffjord, glow, iaf, maf, naf, nice, nsf, planar_flow, realnvp, residual_flow, sospf, unaf
+from .builders import bnaf, ffjord, glow, iaf, maf, naf, nice, nsf, planar_flow, realnvp, residual_flow, sospf, unaf
 from .continuous import ContinuousFlow, TimeMLP
 from .coupling import (
     AdditiveCoupling,
@@ -38,6 +38,7 @@ from .coupling import (
     half_mask,
 )
 from .elementwise import Additive, Affine, ElementwiseMap, RationalQuadratic, soft_clamp
+from .emerging import EmergingConv
 from .flow import Flow, FlowDistribution
 from .glow import Multiscale, Squeeze, squeeze, unsqueeze
 from .matrix import Householder, MatrixExponential, Orthogonal
@@ -117,6 +118,7 @@ __all__ = [
     "ActNorm",
     "InvertibleLinear",
     "InvertibleConv1x1",
+    "EmergingConv",
     "Householder",
     "MatrixExponential",
     "Orthogonal",
@@ -157,6 +159,7 @@ __all__ = [
     "naf",
     "unaf",
     "sospf",
+    "bnaf",
     "glow",
     "planar_flow",
     "residual_flow",

@@ -42,7 +42,7 @@ __all__ = ["BlockAutoregressive"]
 class _BlockLinear(nn.Module):
     """Weight-normalised block lower-triangular linear map ``(..., d a) -> (..., d b)``."""
 
-    def __init__(self, features: int, block_in: int, block_out: int) -> None:
+    def __init__(self, features: int, block_in: int, block_out: int, norm: float = 1.0) -> None:
         super().__init__()
         d, a, b = features, block_in, block_out
         self.d, self.a, self.b = d, a, b
@@ -54,8 +54,8 @@ class _BlockLinear(nn.Module):
         v = torch.empty(d * b, d * a).uniform_(-bound, bound)
         self.weight = nn.Parameter(v)
         self.bias = nn.Parameter(torch.empty(d * b).uniform_(-bound, bound))
-        with torch.no_grad():
-            self.log_norm = nn.Parameter(torch.log(self._masked()[0].norm(dim=-1)))
+        # row norms uniform in (0, norm) (De Cao et al.'s code): units of one block get different slopes
+        self.log_norm = nn.Parameter(torch.log(torch.rand(d * b).clamp_min(1e-3) * norm))
 
     def _masked(self) -> tuple[Tensor, Tensor]:
         """The masked weight (positive diagonal blocks) and the log of its row norms."""
@@ -107,7 +107,12 @@ class BlockAutoregressive(Bijection):
             raise ParameterError(f"scale_bound must be positive; got {scale_bound!r}")
         self.scale_bound = float(scale_bound)
         sizes = [1, *hidden, 1]
-        self.layers = nn.ModuleList(_BlockLinear(d, a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        # hidden rows of norm 1 (pre-activations of the size of the tanh-bounded inputs); output rows of
+        # norm 0.1, so the layer starts near the skip x = y
+        last = len(sizes) - 2
+        self.layers = nn.ModuleList(
+            _BlockLinear(d, a, b, 0.1 if k == last else 1.0) for k, (a, b) in enumerate(zip(sizes[:-1], sizes[1:]))
+        )
         self.log_skip = nn.Parameter(torch.zeros(d))
         if context_dim:
             self.context_net = nn.Linear(context_dim, d * hidden[0])

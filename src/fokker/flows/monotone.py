@@ -104,6 +104,11 @@ class MonotoneMap(ElementwiseMap):
         """``(lo, hi)`` with ``g(lo) <= x <= g(hi)`` (no gradient needed)."""
         raise NotImplementedError
 
+    def density_at(self, params: Tensor) -> Callable[[Tensor], tuple[Tensor, Tensor]]:
+        """``y -> density(y, params)`` for repeated calls with the same parameters (maps may
+        precompute what depends on ``params`` only)."""
+        return lambda y: self.density(y, params)
+
     @staticmethod
     def _broadcast(v: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
         shape = torch.broadcast_shapes(v.shape, params.shape[:-1])
@@ -118,9 +123,10 @@ class MonotoneMap(ElementwiseMap):
         with torch.no_grad():
             xd, pd = x.detach(), params.detach()
             lo, hi = self.bracket(xd, pd)
+            g_at = self.density_at(pd)
 
             def fn(v: Tensor) -> tuple[Tensor, Tensor]:
-                g, log_dg = self.density(v, pd)
+                g, log_dg = g_at(v)
                 return g, torch.exp(log_dg)
 
             y = solve_monotone(fn, xd, lo, hi, self.max_iterations)
@@ -184,13 +190,21 @@ class DeepSigmoid(MonotoneMap):
         return soft_clamp(log_a, self.scale_bound), b, torch.log_softmax(w, -1)
 
     def density(self, y: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
+        return self.density_at(params)(y)
+
+    def density_at(self, params: Tensor) -> Callable[[Tensor], tuple[Tensor, Tensor]]:
         log_a, b, log_w = self._parts(params)
-        z = torch.exp(log_a) * y[..., None] + b
-        ls, lms = F.logsigmoid(z), F.logsigmoid(-z)
-        log_s = torch.logsumexp(log_w + ls, -1)
-        log_1ms = torch.logsumexp(log_w + lms, -1)
-        log_ds = torch.logsumexp(log_w + log_a + ls + lms, -1)
-        return log_s - log_1ms, log_ds - log_s - log_1ms
+        a, log_wa = torch.exp(log_a), log_w + log_a
+
+        def g(y: Tensor) -> tuple[Tensor, Tensor]:
+            z = a * y[..., None] + b
+            ls, lms = F.logsigmoid(z), F.logsigmoid(-z)
+            log_s = torch.logsumexp(log_w + ls, -1)
+            log_1ms = torch.logsumexp(log_w + lms, -1)
+            log_ds = torch.logsumexp(log_wa + ls + lms, -1)
+            return log_s - log_1ms, log_ds - log_s - log_1ms
+
+        return g
 
     def bracket(self, x: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
         log_a, b, _ = self._parts(params)
@@ -263,7 +277,7 @@ class UnconstrainedMonotone(MonotoneMap, nn.Module):
 
     def _log_f(self, t: Tensor, h: Tensor) -> Tensor:
         """``log f(t; h)`` for ``t`` ``(..., m)`` and ``h`` ``(..., S)``."""
-        inp = torch.cat([t[..., None] / self.bound, h[..., None, :].expand(*t.shape, self.signal)], -1)
+        inp = torch.cat([t[..., None], h[..., None, :].expand(*t.shape, self.signal)], -1)
         return soft_clamp(self.integrand(inp)[..., 0], self.scale_bound)
 
     def density(self, y: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
@@ -321,7 +335,8 @@ class SumOfSquares(MonotoneMap):
         self.bound, self.slope = float(bound), float(slope)
         self.num_params = self.num_polynomials * (self.degree + 1) + 1
         i = np.arange(self.degree + 1)
-        self._power = i[:, None] + i[None, :] + 1  # (D+1, D+1): exponent l + m + 1 of the integral
+        # one-hot of l + m: the coefficients of p^2 are (a a^T).flatten() @ _anti
+        self._anti = (i[:, None] + i[None, :]).reshape(-1)[:, None] == np.arange(2 * self.degree + 1)[None, :]
 
     def density(self, y: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
         L, D = self.bound, self.degree
@@ -336,9 +351,10 @@ class SumOfSquares(MonotoneMap):
         for _ in range(2 * D + 1):
             pw.append(pw[-1] * t)
         powers = torch.stack(pw, -1)
-        idx = torch.as_tensor(self._power, device=y.device)
-        T = powers[..., idx] / idx.to(y.dtype)  # (..., D+1, D+1): t^(l+m+1) / (l+m+1)
-        integral = torch.einsum("...kl,...lm,...km->...", a, T, a) / K
+        anti = torch.as_tensor(self._anti, dtype=y.dtype, device=y.device)
+        c = ((a[..., :, None] * a[..., None, :]).flatten(-2) @ anti).mean(-2)  # mean_k of p_k^2's coefficients
+        j = torch.arange(1, 2 * D + 2, dtype=y.dtype, device=y.device)
+        integral = (c * powers[..., 1:] / j).sum(-1)  # int_0^t mean_k p_k(s)^2 ds
         p = (a * powers[..., None, : D + 1]).sum(-1)  # (..., K)
         dg = self.slope + (p * p).mean(-1)
         x = beta + self.slope * yc + L * integral + dg * (y - yc)
