@@ -230,7 +230,7 @@ class UnconstrainedMonotone(MonotoneMap, nn.Module):
     .. math::
 
         x = g(y) = \\beta + \\int_0^{y} f(t; h)\\, dt,\\qquad
-        f(t; h) = \\exp(B \\tanh(\\mathrm{MLP}(t / L, h) / B))
+        f(t; h) = \\exp(B \\tanh(\\mathrm{MLP}(t, h) / B))
 
     so ``f`` lies in ``[e^-B, e^B]`` and ``g`` is strictly increasing.  Inside ``[-L, L]``
     (``L = bound``) the integral is the ``num_nodes``-point Gauss-Legendre rule on ``[0, y]``;
