@@ -90,7 +90,10 @@ class MonotoneMap(ElementwiseMap):
     :meth:`bracket` (an interval that holds ``g^{-1}(x)``).  In the layer direction of
     :class:`~fokker.flows.elementwise.ElementwiseMap` (noise -> data) ``forward`` is the root
     ``g^{-1}(x)`` (:func:`solve_monotone`, then two grad-enabled Newton steps: exact first and
-    second derivatives by the implicit function theorem) and ``inverse`` is ``g``.
+    second derivatives by the implicit function theorem) and ``inverse`` is ``g``.  The base of
+    the neural autoregressive maps (Huang, Krueger, Lacoste & Courville 2018), the unconstrained
+    monotonic networks (Wehenkel & Louppe 2019) and the sum-of-squares polynomials (Jaini, Selby &
+    Yu 2019).
     """
 
     #: cap on the safeguarded-Newton iterations of the inverse
