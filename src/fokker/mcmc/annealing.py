@@ -502,9 +502,12 @@ class AdaptiveSMC(_Annealer):
     with ``adapt_step_size`` each group's step size follows its mean acceptance (Robbins-Monro on
     ``log eps`` towards the kernel's ``target_accept``).
 
-    The particles form ``num_groups`` independent systems, each with its own temperature
-    sequence; ``log Z_hat`` is the log of the mean of the groups' unbiased ``Z`` estimates and its
-    standard error the delta-method error across groups (as :class:`SMC`).
+    The particles form ``num_groups`` systems, each with its own temperature sequence, resampling
+    and step size; ``log Z_hat`` is the log of the mean of the groups' ``Z`` estimates and its
+    standard error the delta-method error across groups (as :class:`SMC`).  The groups are
+    independent except through the pooled metric (with ``adapt_metric``); adaptive tempering
+    itself makes each group's estimate consistent rather than exactly unbiased (Beskos, Jasra,
+    Kantas & Thiery 2016), so the standard error describes the spread, not a bias.
 
     Args:
         target: unnormalized ``gamma`` (a Target or a log-prob callable with ``dim``).
