@@ -207,7 +207,8 @@ def adaptive_smc_checks(ctx: Context) -> list[CheckResult]:
 
     Rows: ``|log Z - truth| / SE`` within 3 on ManyWell(32) (quick), plus waste-free ManyWell(32) and
     mog40 (full); Funnel(10) (full) against a 0.5-nat quality tolerance beside the published SMC-512
-    median -0.163 (Vargas et al. 2023; SMC is biased low on the funnel's neck).  Control: the same
+    median -0.163 (Vargas et al. 2023; SMC is biased low on the funnel's neck); Ionosphere and Sonar
+    (full, waste-free) within two published standard deviations of the published SMC-512 mean.  Control: the same
     sampler with no MCMC moves (resampling only: the particles degenerate) must be rejected.
     """
     from torch.distributions import Independent, Normal
@@ -226,12 +227,12 @@ def adaptive_smc_checks(ctx: Context) -> list[CheckResult]:
             ("ManyWell(32), waste-free", mw, iso(32, 2.0), dict(waste_free=True, chain_length=16), 4096, False),
             ("mog40", targets.mog40(dtype=torch.float64), iso(2, 30.0), dict(num_mcmc_steps=4), 4096, False),
             ("Funnel(10)", targets.Funnel(10).to(torch.float64), iso(10, 3.0),
-             dict(num_mcmc_steps=4, step_size_spread=3.0), 4096, True),
+             dict(num_mcmc_steps=10, step_size_spread=3.0, target_ess=0.9), 4096, True),
         ]
     rows = []
     for label, target, base, kw, n, funnel in cases:
         t0 = time.perf_counter()
-        res = AdaptiveSMC(target, base, target_ess=0.8, **kw).run(n, seed=ctx.seed, progress=False)
+        res = AdaptiveSMC(target, base, **({"target_ess": 0.8} | kw)).run(n, seed=ctx.seed, progress=False)
         err = res.log_Z - target.log_Z
         details = (f"log Z = {res.log_Z:.4f} +- {res.stderr:.4f} (true {target.log_Z:.4f}), {n} particles, "
                    f"temperatures per group {res.details['num_steps']}, {res.num_target_evals} target evaluations, "
@@ -242,6 +243,17 @@ def adaptive_smc_checks(ctx: Context) -> list[CheckResult]:
         else:
             rows.append(CheckResult.bound(f"AdaptiveSMC {label}: |log Z error| / SE", abs(err) / res.stderr, 3.0,
                                           details=details))
+    if not ctx.quick:  # Bayesian logistic regressions, from the N(0, I) prior, beside the published SMC-512
+        for label, make, published in (("Ionosphere", targets.ionosphere, (-111.585, 0.19)),
+                                       ("Sonar", targets.sonar, (-108.806, 0.486))):
+            target = make(dtype=torch.float64)
+            t0 = time.perf_counter()
+            res = AdaptiveSMC(target, iso(target.dim, 1.0), target_ess=0.8, waste_free=True, chain_length=4).run(
+                4096, seed=ctx.seed, progress=False)
+            rows.append(CheckResult.compare(
+                f"AdaptiveSMC (waste-free) {label}: log Z vs published SMC-512 +- 2 sd", res.log_Z, published[0],
+                2 * published[1], details=f"+- {res.stderr:.4f}, temperatures per group {res.details['num_steps']}, "
+                f"{time.perf_counter() - t0:.1f} s; published {published[0]} +- {published[1]} (Vargas et al. 2023)"))
     bad = AdaptiveSMC(mw, iso(32, 2.0), target_ess=0.8, num_mcmc_steps=0).run(1024, seed=ctx.seed, progress=False)
     rows.append(CheckResult.bound(
         "control: AdaptiveSMC ManyWell(32) without MCMC moves (degenerate particles): |log Z error| / SE",
