@@ -208,7 +208,8 @@ def adaptive_smc_checks(ctx: Context) -> list[CheckResult]:
     Rows: ``|log Z - truth| / SE`` within 3 on ManyWell(32) (quick), plus waste-free ManyWell(32) and
     mog40 (full); Funnel(10) (full) against a 0.5-nat quality tolerance beside the published SMC-512
     median -0.163 (Vargas et al. 2023; SMC is biased low on the funnel's neck); Ionosphere and Sonar
-    (full, waste-free) within two published standard deviations of the published SMC-512 mean.  Control: the same
+    (full, waste-free) within two published standard deviations of the published SMC-512 mean; LGCP
+    pines127 (full) at least the published CMCD-256 mean minus two of its sd.  Control: the same
     sampler with no MCMC moves (resampling only: the particles degenerate) must be rejected.
     """
     from torch.distributions import Independent, Normal
@@ -254,6 +255,20 @@ def adaptive_smc_checks(ctx: Context) -> list[CheckResult]:
                 f"AdaptiveSMC (waste-free) {label}: log Z vs published SMC-512 +- 2 sd", res.log_Z, published[0],
                 2 * published[1], details=f"+- {res.stderr:.4f}, temperatures per group {res.details['num_steps']}, "
                 f"{time.perf_counter() - t0:.1f} s; published {published[0]} +- {published[1]} (Vargas et al. 2023)"))
+    if not ctx.quick:  # LGCP on pines127 (d = 1600, whitened: same Z), against the published learned samplers
+        from ..mcmc import HMC
+
+        lgcp = targets.LGCP("pines127", whitened=True, dtype=torch.float64)
+        t0 = time.perf_counter()
+        res = AdaptiveSMC(lgcp, iso(lgcp.dim, 1.0), target_ess=0.5, waste_free=True, chain_length=8, num_groups=4,
+                          kernel=HMC(step_size=0.2, num_steps=5, adapt_step_size=False, adapt_metric=False)).run(
+            1024, seed=ctx.seed, progress=False)
+        rows.append(CheckResult.bound(
+            "AdaptiveSMC (waste-free) LGCP pines127: log Z >= published CMCD-256 - 2 sd (509.89 - 4.60)", res.log_Z,
+            509.89 - 2 * 2.30, upper=False,
+            details=f"log Z = {res.log_Z:.3f} +- {res.stderr:.3f} (4 groups of 256), temperatures per group "
+            f"{res.details['num_steps']}, {time.perf_counter() - t0:.0f} s; published: CMCD-256 509.89 +- 2.30, "
+            f"UHA 511.66 +- 0.72, PIS-512 506.34 +- 0.62, DDS-512 503.01 +- 0.76, SMC-512 504.16 +- 2.82"))
     bad = AdaptiveSMC(mw, iso(32, 2.0), target_ess=0.8, num_mcmc_steps=0).run(1024, seed=ctx.seed, progress=False)
     rows.append(CheckResult.bound(
         "control: AdaptiveSMC ManyWell(32) without MCMC moves (degenerate particles): |log Z error| / SE",
