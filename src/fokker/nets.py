@@ -4,7 +4,8 @@
 conditioner of coupling layers (:mod:`fokker.flows.coupling`), as the time-conditioned
 vector field of continuous flows and as the network of the SurVAE Gaussian
 conditionals.  :func:`check_hidden` validates a tuple of hidden sizes the same way
-for every builder and layer that takes one.  :class:`SpectralNormLinear` is the one
+for every builder and layer that takes one (:func:`as_event_shape` likewise for the shape of
+one sample).  :class:`SpectralNormLinear` is the one
 spectrally normalised linear map (power iteration of Miyato et al. 2018), shared by the
 invertible residual blocks of :mod:`fokker.flows.residual` (a bound ``||W|| <= c < 1``) and the
 Lipschitz discriminators of :mod:`fokker.gan` (``||W|| = 1``).
@@ -23,7 +24,7 @@ from . import _random
 from ._args import check_int, check_positive
 from .errors import ParameterError
 
-__all__ = ["MLP", "SpectralNormLinear", "check_hidden", "make_activation"]
+__all__ = ["MLP", "SpectralNormLinear", "as_event_shape", "check_hidden", "make_activation"]
 
 
 def check_hidden(hidden: object, name: str = "hidden", allow_empty: bool = True) -> tuple[int, ...]:
@@ -41,6 +42,18 @@ def check_hidden(hidden: object, name: str = "hidden", allow_empty: bool = True)
         if isinstance(h, bool) or not isinstance(h, int) or h < 1:
             raise ParameterError(f"{name} must be a sequence of positive integers, e.g. (64, 64); got {hidden!r}")
     return sizes
+
+
+def as_event_shape(shape: int | Sequence[int], name: str = "event_shape") -> tuple[int, ...]:
+    """``shape`` as a tuple of positive ints (an int ``d`` means ``(d,)``)."""
+    dims = (shape,) if isinstance(shape, int) and not isinstance(shape, bool) else shape
+    try:
+        out = tuple(dims)  # type: ignore[arg-type]
+    except TypeError:
+        out = ()
+    if not out or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in out):
+        raise ParameterError(f"{name} must be a positive integer or a tuple of them; got {shape!r}")
+    return out
 
 
 def make_activation(activation: type[nn.Module]) -> nn.Module:

@@ -34,7 +34,7 @@ from torch.distributions import Distribution
 from .._args import check_int, check_positive
 from ..errors import ParameterError, ShapeError
 from ..flows import Bijection, ConditionedBijection, Flow, FlowDistribution
-from ..nets import MLP, check_hidden
+from ..nets import MLP, as_event_shape, check_hidden
 from .distributions import DiscretizedLogistic
 
 __all__ = [
@@ -43,23 +43,10 @@ __all__ = [
     "GaussianDecoder",
     "BernoulliDecoder",
     "DiscretizedLogisticDecoder",
-    "as_event_shape",
 ]
 
 _SCALES = ("amortized", "per_dim", "shared")
 _SOFTPLUS_ONE = math.log(math.e - 1)  # softplus(_SOFTPLUS_ONE) = 1
-
-
-def as_event_shape(shape: int | Sequence[int], name: str = "event_shape") -> tuple[int, ...]:
-    """``shape`` as a tuple of positive ints (an int ``d`` means ``(d,)``)."""
-    dims = (shape,) if isinstance(shape, int) and not isinstance(shape, bool) else shape
-    try:
-        out = tuple(dims)  # type: ignore[arg-type]
-    except TypeError:
-        out = ()
-    if not out or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in out):
-        raise ParameterError(f"{name} must be a positive integer or a tuple of them; got {shape!r}")
-    return out
 
 
 class _Scale(nn.Module):

@@ -32,10 +32,10 @@ from torch.distributions import Distribution, kl_divergence
 from .. import _random
 from .._args import check_int, reference_tensor
 from ..errors import ParameterError, ShapeError
-from ..nets import MLP, check_hidden
+from ..nets import MLP, as_event_shape, check_hidden
 from ..sde import DDPM
 from .bounds import LatentVariableModel
-from .conditionals import GaussianDecoder, GaussianEncoder, as_event_shape
+from .conditionals import GaussianDecoder, GaussianEncoder
 
 __all__ = [
     "HierarchicalVAE",

@@ -38,7 +38,7 @@ from ..errors import DomainError, ParameterError, ShapeError
 from ..flows import Flow
 from ..importance import log_mean_exp
 from .bounds import LatentVariableModel
-from .conditionals import as_event_shape
+from ..nets import as_event_shape
 
 __all__ = ["VAE", "OBJECTIVES", "check_distribution"]
 
