@@ -210,7 +210,8 @@ class GAN(nn.Module):
         self.constrain()
         with torch.no_grad():
             fake = self.rsample((real.shape[0],))
-        loss = discriminator_loss(self.loss_name, self.discriminate(real), self.discriminate(fake))
+        d = self.discriminate(torch.cat([real, fake]))  # one pass over both halves
+        loss = discriminator_loss(self.loss_name, d[: real.shape[0]], d[real.shape[0] :])
         if penalty and self.penalty is not None:
             loss = loss + gradient_penalty(self.discriminate, real, fake, self.penalty)
         return loss
