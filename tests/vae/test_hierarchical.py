@@ -97,9 +97,9 @@ def test_ladder_vae_bounds_training_and_sampling() -> None:
     diff = (lw - t.total()).reshape(2000, 2)
     se = diff.std(0) / math.sqrt(2000)
     assert torch.all(diff.mean(0).abs() <= Z_SCORE * se), (diff.mean(0), se)
-    before = float(model.elbo(data, generator=torch.Generator().manual_seed(3)).mean())
+    before = float(model.elbo(data, generator=torch.Generator().manual_seed(3)).mean().detach())
     fit(model, data, steps=150, batch_size=128, lr=1e-2, seed=0, progress=False)
-    after = float(model.elbo(data, generator=torch.Generator().manual_seed(3)).mean())
+    after = float(model.elbo(data, generator=torch.Generator().manual_seed(3)).mean().detach())
     # independent references on these (Gaussian) data: the maximum-likelihood Gaussian with independent
     # coordinates (a model that ignores the correlations) and probabilistic PCA with 2 factors (the true family)
     d = data.double()
