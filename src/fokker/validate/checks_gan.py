@@ -294,7 +294,9 @@ def _digit_plots(ctx: Context, samples: torch.Tensor, losses: tuple[list[float],
         return
     ctx.out.mkdir(parents=True, exist_ok=True)
     fig, axes = plt.subplots(1, 2, figsize=(9, 3))
-    grid = samples[:32].reshape(4, 8, 8, 8).permute(0, 2, 1, 3).reshape(32, 64)
+    # a blank pixel between images: 4 rows of 8 images of 8x8
+    padded = torch.nn.functional.pad(samples[:32].reshape(32, 8, 8), (0, 1, 0, 1))
+    grid = padded.reshape(4, 8, 9, 9).permute(0, 2, 1, 3).reshape(36, 72)
     axes[0].imshow(grid.numpy(), cmap="gray_r", vmin=0, vmax=1)
     axes[0].set_xticks([]), axes[0].set_yticks([])
     axes[0].set_title(f"GAN samples (Frechet classifier distance {fd_gan:.2f})", fontsize=8)
