@@ -66,7 +66,12 @@ def k_diffusion_sigmas(kd, sde, num: int, t_min: float, rho: float = 7.0) -> tor
     """k-diffusion's default grid: Karras et al.'s levels from s~(t_min) to s~(T), then 0 (float64)."""
     c = sde.coefficients(torch.tensor([t_min, sde.T], dtype=torch.float64))
     st = c.sigma / c.alpha
-    return kd.get_sigmas_karras(num, float(st[0]), float(st[1]), rho=rho).double()
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)  # k-diffusion builds the ramp in the default dtype
+    try:
+        return kd.get_sigmas_karras(num, float(st[0]), float(st[1]), rho=rho)
+    finally:
+        torch.set_default_dtype(default)
 
 
 def k_diffusion_run(kd, fn_name: str, oracle, sde, x_T: torch.Tensor, sigmas: torch.Tensor, generator=None, **kw):

@@ -258,7 +258,7 @@ def heun(
     churn = s_churn > 0
     if churn:  # the raised levels and their times, computed once (float64)
         st64 = (c.sigma / c.alpha).double().cpu()
-        gamma = torch.where((st64 >= s_tmin) & (st64 <= s_tmax), min(s_churn / num, math.sqrt(2.0) - 1.0), 0.0)
+        gamma = ((st64 >= s_tmin) & (st64 <= s_tmax)).to(torch.float64) * min(s_churn / num, math.sqrt(2.0) - 1.0)
         st_hat64 = torch.minimum(st64 * (1.0 + gamma), st64[0])
         ch = _coefficients_at_levels(sde, st_hat64, x)
         st_hat = st_hat64.to(x)
