@@ -38,6 +38,8 @@ ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 __all__ = [
     "SAMPLERS",
+    "DEFAULT_SAMPLER",
+    "DEFAULT_SPACING",
     "get_sampler",
     "from_denoiser",
     "from_eps",
@@ -771,6 +773,9 @@ SAMPLERS: dict[str, Callable[..., tuple[torch.Tensor, int]]] = {
     "euler_ancestral": euler_ancestral,
     "annealed_langevin": annealed_langevin,
 }
+
+#: The sampler ``DiffusionModel.sample`` uses by default.
+DEFAULT_SAMPLER = "heun"
 
 #: Default grid spacing per sampler (Karras for Heun, log-SNR for the exponential integrators).
 DEFAULT_SPACING = {
