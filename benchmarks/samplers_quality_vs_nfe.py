@@ -38,7 +38,7 @@ import torch
 import peers
 from fokker.analytic import DiffusedGaussianMixture
 from fokker.diffusion import DiffusionModel, ResidualTimeMLP
-from fokker.diffusion.samplers import DEFAULT_SPACING, SAMPLERS
+from fokker.diffusion.samplers import DEFAULT_SPACING, FINAL_STEPS, SAMPLERS, check_final_step
 from fokker.metrics import energy_distance
 from fokker.sde import SPACINGS, VESDE, VPSDE, SubVPSDE, time_grid
 from fokker.targets import GaussianMixture
@@ -120,17 +120,18 @@ class Problem:
 
 
 # ------------------------------------------------------------------------------------------ runners
-def fokker_run(p: Problem, name: str, budget: int, spacing: str | None = None, end: str = "t_min",
+def fokker_run(p: Problem, name: str, budget: int, spacing: str | None = None, final_step: str | None = None,
                **opts) -> tuple[torch.Tensor, int]:
-    """fokker's sampler within ``budget`` score evaluations, its final denoising step included.  ``end``:
-    the grid ends at ``t_min`` (``"t_min"``), or at the last point before ``t_min`` of a grid one step
-    longer (``"drop_last"``: the final denoising step replaces the last step, as diffusers' final step to 0)."""
+    """fokker's sampler within ``budget`` score evaluations, its final denoising step included, as
+    ``DiffusionModel.sample`` runs it.  ``final_step`` (default: the library's, ``DEFAULT_FINAL_STEP``):
+    ``"sampler"``: the grid ends at ``t_min``, then the denoiser; ``"denoise"``: the grid is spaced for one
+    more interval and the denoiser replaces its last one (as diffusers' final step to 0)."""
     per = PER_STEP.get(name, 1)
     num_steps = max(1, (budget - 1) // per)
-    if end == "drop_last":
-        grid = time_grid(num_steps + 1, p.sde.T, p.t_min, spacing or DEFAULT_SPACING[name], sde=p.sde)[:-1]
-    else:
-        grid = time_grid(num_steps, p.sde.T, p.t_min, spacing or DEFAULT_SPACING[name], sde=p.sde)
+    jump = check_final_step(final_step, name) == "denoise"
+    grid = time_grid(num_steps + jump, p.sde.T, p.t_min, spacing or DEFAULT_SPACING[name], sde=p.sde)
+    if jump:
+        grid = grid[:-1]
     end_t = float(grid[-1])
     out, nfe = SAMPLERS[name](p.oracle.score_fn, p.sde, p.x_T.clone(), grid,
                               generator=torch.Generator().manual_seed(1), **opts)
@@ -241,10 +242,10 @@ def search(problems: list[Problem], nfes: list[int], kd) -> None:
     lof = ("dpm_solver", "dpm_solver_3m", "unipc", "deis", "dpm_solver_sde")
     for name, plist in PEERS.items():
         det = name in DETERMINISTIC
-        candidates = [(sp, {"end": e}) for sp in SPACINGS for e in ("t_min", "drop_last")]
+        candidates = [(sp, {"final_step": e}) for sp in SPACINGS for e in FINAL_STEPS]
         if name in lof:
             candidates = [(sp, {**o, "lower_order_final": f}) for sp, o in candidates for f in (True, False)]
-        ratios: dict[int, list[float]] = {i: [] for i in range(len(candidates))}
+        ratios: dict[int, list[tuple[str, int, float]]] = {i: [] for i in range(len(candidates))}
         for p in problems:
             for b in nfes:
                 peer_err = []
@@ -258,16 +259,19 @@ def search(problems: list[Problem], nfes: list[int], kd) -> None:
                 for i, (sp, opts) in enumerate(candidates):
                     err = p.scores(fokker_run(p, name, b, spacing=sp, **opts)[0])[0 if det else 1]
                     # path error: the ratio; energy distance: the excess in units of the estimator's noise
-                    ratios[i].append((err / best if det else (err - best) / p.ed_noise) if math.isfinite(err) else math.inf)
+                    v = (err / best if det else (err - best) / p.ed_noise) if math.isfinite(err) else math.inf
+                    ratios[i].append((p.name, b, v))
         what = "path error / best peer's" if det else "(energy distance - best peer's) / noise sd"
         print(f"\n### {name}: candidate defaults, {what}\n")
-        print("| spacing | options | worst | mean |")
-        print("|---|---|---|---|")
+        print("| spacing | options | worst | mean | worse than the best peer | worst cases |")
+        print("|---|---|---|---|---|---|")
         for i, (sp, opts) in enumerate(candidates):
-            r = ratios[i]
-            mean = (math.exp(sum(math.log(v) for v in r) / len(r)) if det else sum(r) / len(r)) \
-                if r and all(math.isfinite(v) and v > 0 for v in r) or (not det and r) else math.inf
-            print(f"| {sp} | {opts} | {max(r):.3f} | {mean:.3f} |")
+            r = [v for *_, v in ratios[i]]
+            finite = all(math.isfinite(v) and v > 0 for v in r)
+            mean = (math.exp(sum(math.log(v) for v in r) / len(r)) if finite else math.inf) if det else sum(r) / len(r)
+            bad = sum(v > (1.0 if det else 2.0) for v in r)
+            worst = "; ".join(f"{a} {k}: {v:.2f}" for a, k, v in sorted(ratios[i], key=lambda e: -e[2])[:3])
+            print(f"| {sp} | {opts} | {max(r):.3f} | {mean:.3f} | {bad}/{len(r)} | {worst} |")
 
 
 def acceptance(n: int) -> None:

@@ -203,10 +203,12 @@ class CLDFamily:
 
     def sample(
         self, model: "DiffusionModel", num_samples: int, sampler: str, num_steps: int, *, spacing: str | None,
-        y: torch.Tensor | None, score_fn: Callable | None, denoise: bool, generator: torch.Generator | None,
-        dtype: torch.dtype, device: torch.device, on_call: Callable[[], object], **options: object,
+        y: torch.Tensor | None, score_fn: Callable | None, denoise: bool, final_step: str | None,
+        generator: torch.Generator | None, dtype: torch.dtype, device: torch.device, on_call: Callable[[], object],
+        **options: object,
     ) -> tuple[torch.Tensor, int]:
-        """Positions ``(num_samples, d)`` of the reverse process at ``t_min`` (``denoise`` has no CLD meaning)."""
+        """Positions ``(num_samples, d)`` of the reverse process at ``t_min`` (``denoise`` and ``final_step`` have
+        no CLD meaning)."""
         if sampler not in CLD_SAMPLERS:
             raise ParameterError(f"a CLD model samples with one of {tuple(CLD_SAMPLERS)}; got {sampler!r}")
         grid = time_grid(num_steps, model.T, model.t_min, spacing or "uniform")

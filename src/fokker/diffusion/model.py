@@ -34,7 +34,7 @@ from .cld import CLDFamily
 from .likelihood import LikelihoodResult, cnf_log_prob
 from .losses import LogNormalTimeSampler, LogSNRTimeSampler, check_weighting, dsm_loss, edm_coefficients
 from .parameterization import check_parameterization, convert, expand_like
-from .samplers import DEFAULT_SAMPLER, DEFAULT_SPACING, get_sampler
+from .samplers import DEFAULT_SAMPLER, DEFAULT_SPACING, check_final_step, get_sampler
 
 __all__ = ["DiffusionModel", "LinearFamily", "family_for"]
 
@@ -128,11 +128,16 @@ class LinearFamily:
 
     def sample(
         self, model: "DiffusionModel", num_samples: int, sampler: str, num_steps: int, *, spacing: str | None,
-        y: torch.Tensor | None, score_fn: Callable | None, denoise: bool, generator: torch.Generator | None,
-        dtype: torch.dtype, device: torch.device, on_call: Callable[[], object], **options: object,
+        y: torch.Tensor | None, score_fn: Callable | None, denoise: bool, final_step: str | None,
+        generator: torch.Generator | None, dtype: torch.dtype, device: torch.device, on_call: Callable[[], object],
+        **options: object,
     ) -> tuple[torch.Tensor, int]:
         fn = get_sampler(sampler)
-        grid = time_grid(num_steps, model.T, model.t_min, spacing or DEFAULT_SPACING[sampler], sde=self.sde)
+        final_step = check_final_step(final_step, sampler)
+        jump = denoise and final_step == "denoise"
+        grid = time_grid(num_steps + jump, model.T, model.t_min, spacing or DEFAULT_SPACING[sampler], sde=self.sde)
+        if jump:  # the denoiser replaces the grid's last interval (a jump to sigma = 0)
+            grid = grid[:-1]
         x = randn((num_samples, *model.event_shape), generator=generator, dtype=dtype, device=device) * model.prior_std()
         inner = score_fn if score_fn is not None else model.score_fn(y)
 
@@ -142,7 +147,7 @@ class LinearFamily:
 
         x, nfe = fn(score, self.sde, x, grid, generator=generator, **options)
         if denoise:
-            t = torch.full((num_samples,), model.t_min, dtype=dtype, device=device)
+            t = torch.full((num_samples,), float(grid[-1]), dtype=dtype, device=device)
             a, s = model._ab(t, x)
             x = (x + s**2 * inner(x, t)) / a
             nfe += 1
@@ -419,6 +424,7 @@ class DiffusionModel(nn.Module):
         y: torch.Tensor | None = None,
         score_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
         denoise: bool = True,
+        final_step: str | None = None,
         generator: torch.Generator | None = None,
         return_nfe: bool = False,
         device: torch.device | str | None = None,
@@ -435,7 +441,13 @@ class DiffusionModel(nn.Module):
             spacing: time-grid spacing (default per sampler, :data:`DEFAULT_SPACING`).
             y: labels for a conditional net (``None``: the null label when conditional).
             score_fn: override the score (e.g. a guided score from :mod:`.guidance`).
-            denoise: return the Tweedie denoiser :math:`\\hat x_0(x_{t_min}, t_min)` (one more NFE).
+            denoise: return the Tweedie denoiser :math:`\\hat x_0` at the grid's last time (one more NFE).
+            final_step: with ``denoise``, ``"sampler"``: the sampler runs all ``num_steps`` intervals down to
+                ``t_min`` and the denoiser is applied there; ``"denoise"``: the grid is spaced for
+                ``num_steps + 1`` intervals, the sampler runs the first ``num_steps`` and the denoiser replaces
+                the last one (a jump to :math:`\\sigma = 0`, as the final step of diffusers and k-diffusion);
+                the NFE is the same.  Default: the sampler's measured choice,
+                :data:`fokker.diffusion.samplers.DEFAULT_FINAL_STEP`.
             generator: every random draw (the prior sample and the samplers' noise) comes from it.
             device, dtype: default the network's; another dtype or device than the network's
                 raises :class:`~fokker.errors.DeviceDtypeError`.
@@ -450,7 +462,8 @@ class DiffusionModel(nn.Module):
         with bar:
             x, nfe = self.family.sample(
                 self, math.prod(shape), sampler, num_steps, spacing=spacing, y=y, score_fn=score_fn, denoise=denoise,
-                generator=generator, dtype=dtype, device=device, on_call=lambda: bar.update(1), **options,
+                final_step=final_step, generator=generator, dtype=dtype, device=device, on_call=lambda: bar.update(1),
+                **options,
             )
         self.last_nfe = nfe
         x = x.reshape(*shape, *self.event_shape)
