@@ -20,7 +20,7 @@ are run through ``benchmarks/peers.py`` (``pip install diffusers k-diffusion``; 
 
 ``--search`` prints, per sampler, the candidate defaults (grid spacing, lower-order final step) with their
 error relative to the best peer default, worst case and geometric mean over all (mixture, SDE, NFE): the
-measurement behind ``fokker.diffusion.samplers.DEFAULT_SPACING`` and the samplers' default options.
+measurement behind ``fokker.diffusion.samplers.DEFAULT_SPACING`` and ``DEFAULT_FINAL_STEP``.
 
 Part 2 (``overhead``): wall time of each sampler with a real network (``ResidualTimeMLP(2, 128, 3)``,
 batch 1024) over the time of the same number of bare ``net(x, t)`` calls, median of repetitions.
