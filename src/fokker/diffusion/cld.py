@@ -141,7 +141,8 @@ CLD_SAMPLERS: dict[str, Callable[..., tuple[torch.Tensor, int]]] = {
 
 
 class CLDFamily:
-    """What a :class:`~fokker.diffusion.DiffusionModel` does with a :class:`fokker.sde.CriticallyDampedLangevin`:
+    """What a :class:`~fokker.diffusion.DiffusionModel` does with a :class:`fokker.sde.CriticallyDampedLangevin`
+    (Dockhorn, Vahdat & Kreis 2022, eqs. 5-9 and Alg. 1):
     HSM training of the velocity noise, SSCS / Euler–Maruyama sampling from the equilibrium
     :math:`N(0, I) \\times N(0, M I)`, the PF-ODE likelihood bound (see the module docstring).
 
@@ -201,7 +202,7 @@ class CLDFamily:
                                                                                   dtype=dtype, device=device)])
         return z * scale
 
-    def sample(
+    def generate(
         self, model: "DiffusionModel", num_samples: int, sampler: str, num_steps: int, *, spacing: str | None,
         y: torch.Tensor | None, score_fn: Callable | None, denoise: bool, final_step: str | None,
         generator: torch.Generator | None, dtype: torch.dtype, device: torch.device, on_call: Callable[[], object],

@@ -99,8 +99,8 @@ class LinearFamily:
     """What a :class:`DiffusionModel` does with a linear SDE (scalar ``alpha(t)``, ``sigma(t)``; every
     :class:`fokker.sde.LinearSDE`): denoising score matching on ``x_t = alpha x0 + sigma eps``, the samplers of
     :mod:`fokker.diffusion.samplers` from the prior ``N(0, sigma(T)^2 I)`` with a final Tweedie denoising step,
-    and the PF-ODE likelihood.  (One strategy object per SDE family; :class:`fokker.diffusion.cld.CLDFamily` is
-    the phase-space one.)"""
+    and the PF-ODE likelihood (Song, Sohl-Dickstein, Kingma, Kumar, Ermon & Poole 2021, eqs. 5-7 and 13).  (One
+    strategy object per SDE family; :class:`fokker.diffusion.cld.CLDFamily` is the phase-space one.)"""
 
     phase_space = False
     default_sampler = DEFAULT_SAMPLER
@@ -126,7 +126,7 @@ class LinearFamily:
             pred, model._kind, x0, xt, eps, t, self.sde, model.weighting, (model.t_min, model.T), iw, model.sigma_data
         ).mean()
 
-    def sample(
+    def generate(
         self, model: "DiffusionModel", num_samples: int, sampler: str, num_steps: int, *, spacing: str | None,
         y: torch.Tensor | None, score_fn: Callable | None, denoise: bool, final_step: str | None,
         generator: torch.Generator | None, dtype: torch.dtype, device: torch.device, on_call: Callable[[], object],
@@ -460,7 +460,7 @@ class DiffusionModel(nn.Module):
         device, dtype = _resolve_device_dtype(self.net, device, dtype, "DiffusionModel")
         bar = progress_bar(progress=progress, desc=f"DiffusionModel.sample ({sampler}, NFE)")
         with bar:
-            x, nfe = self.family.sample(
+            x, nfe = self.family.generate(
                 self, math.prod(shape), sampler, num_steps, spacing=spacing, y=y, score_fn=score_fn, denoise=denoise,
                 final_step=final_step, generator=generator, dtype=dtype, device=device, on_call=lambda: bar.update(1),
                 **options,
