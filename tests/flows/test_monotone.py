@@ -181,3 +181,28 @@ def test_block_autoregressive_sampling_gradient_and_extreme_inputs() -> None:
     far = torch.tensor([[1e6, -1e6, 50.0]], dtype=F64)
     y, _ = layer.call_and_ladj(far, c[:1].detach())
     assert_close(layer.inverse_and_ladj(y, c[:1].detach())[0], far, scale=1e6)
+
+
+def test_solve_monotone_converges_where_newton_cycles() -> None:
+    """``g(y) = a y + A tanh(k (y - s))``: slopes far from the root much smaller than at it, so
+    Newton inside the bracket can jump back and forth across the inflection forever (the
+    inverse of a trained BNAF layer returned points 1.1 off its target this way).  Every root
+    must reach the stopping residual; 45 of these 20000 failed before the step-length safeguard."""
+    from fokker.flows.monotone import solve_monotone
+
+    g = torch.Generator().manual_seed(0)
+    n = 20000
+    u = lambda: torch.rand(n, generator=g, dtype=torch.float64)  # noqa: E731
+    a, k, amp = torch.exp(6 * u() - 5), torch.exp(5 * u() - 1), torch.exp(3 * u())
+    s = torch.randn(n, generator=g, dtype=torch.float64)
+    target = 2 * torch.randn(n, generator=g, dtype=torch.float64)
+
+    def fn(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return a * y + amp * torch.tanh(k * (y - s)), a + amp * k / torch.cosh(k * (y - s)) ** 2
+
+    lo, hi = (target - amp) / a - s.abs() - 1, (target + amp) / a + s.abs() + 1
+    y = solve_monotone(fn, target, lo, hi, 100)
+    residual = (fn(y)[0] - target).abs()
+    # the solver's own stopping rule, with the rounding of a y of size up to ~1e3 through the slope
+    eps = torch.finfo(torch.float64).eps
+    assert bool((residual <= 4 * eps * (target.abs() + 1) + 8 * eps * (y.abs() + 1) * fn(y)[1]).all()), residual.max()

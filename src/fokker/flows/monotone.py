@@ -59,7 +59,8 @@ def solve_monotone(
 
     ``fn(y)`` returns ``(g(y), g'(y))`` elementwise.  Safeguarded Newton (Press et al.'s
     ``rtsafe``): the bracket shrinks with the sign of every residual, a Newton step is taken when
-    it stays inside the bracket and a bisection step otherwise, so the iteration converges for
+    it stays inside the bracket and is at most half the step before last, a bisection step
+    otherwise (Newton alone can cycle across an inflection point), so the iteration converges for
     any increasing ``g`` (quadratically once Newton takes over).  Stops when every residual is
     below ``4 eps (|target| + 1)`` or every last step below ``4 eps (|y| + 1)`` (tested every 4
     iterations), or after ``max_iterations``.  No autograd graph (see :meth:`MonotoneMap.forward`).
@@ -68,13 +69,18 @@ def solve_monotone(
         eps = torch.finfo(target.dtype).eps
         tol = 4 * eps * (target.abs() + 1)
         y = 0.5 * (lo + hi)
+        dx = dx_old = hi - lo
         for it in range(1, max_iterations + 1):
             v, dv = fn(y)
             r = v - target
             lo = torch.where(r < 0, y, lo)
             hi = torch.where(r > 0, y, hi)
             step = y - r / dv
-            new = torch.where((step >= lo) & (step <= hi), step, 0.5 * (lo + hi))
+            # Newton only inside the bracket and while it shrinks: a step longer than half the one
+            # before last means Newton is cycling across an inflection (it did on trained BNAF layers)
+            newton = (step >= lo) & (step <= hi) & (2 * r.abs() <= (dx_old * dv).abs())
+            new = torch.where(newton, step, 0.5 * (lo + hi))
+            dx_old, dx = dx, (new - y).abs()
             if it % _CHECK_EVERY == 0:
                 done = (r.abs() <= tol) | ((new - y).abs() <= 4 * eps * (y.abs() + 1))
                 if bool(done.all()):
