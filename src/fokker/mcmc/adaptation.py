@@ -22,7 +22,7 @@ last slow window stretches to the final buffer.  Short warm-ups use 15% /
 
 :class:`WindowedAdaptation` composes the two for a kernel (``fokker.mcmc``
 kernels build one in :meth:`~fokker.mcmc.Kernel.setup`); it talks to the
-kernel only through its public API: ``step``, ``set_step_size``,
+kernel only through its public API: ``step``, ``trial_accept_prob``, ``set_step_size``,
 ``step_size``, ``metric``, ``dense``, ``target_accept``, ``generator``.
 """
 
@@ -38,6 +38,8 @@ from ..errors import ParameterError
 from .metric import Metric, regularized_covariance
 
 __all__ = [
+    "ChEESAdaptation",
+    "halton",
     "DualAveraging",
     "stan_windows",
     "find_reasonable_step_size",
@@ -123,14 +125,14 @@ def find_reasonable_step_size(kernel: Any, state: Any, eps0: torch.Tensor, max_i
     """Doubling/halving heuristic (Hoffman & Gelman 2014, Algorithm 4) on the mean acceptance over chains.
 
     Returns the largest tried ``eps`` whose mean acceptance probability exceeds 1/2
-    (one host sync per trial proposal; the chains do not move).  Leaves the kernel's
+    (``kernel.trial_accept_prob(state)``: a whole transition for HMC and MALA, one leapfrog
+    step for NUTS, as in Stan; one host sync per trial; the chains do not move).  Leaves the kernel's
     step size at the last trial value: callers set the one they want.
     """
 
     def accept(eps: torch.Tensor) -> float:
         kernel.set_step_size(eps, check=False)  # eps > 0 by construction
-        _, info = kernel.step(state)
-        return float(torch.nan_to_num(info.accept_prob, nan=0.0).mean())
+        return float(torch.nan_to_num(kernel.trial_accept_prob(state), nan=0.0).mean())
 
     eps = eps0
     direction = 1 if accept(eps) > 0.5 else -1
@@ -249,13 +251,17 @@ class WindowedAdaptation:
             self._window_accept = torch.zeros_like(self._window_accept)
         self._window_accept = self._window_accept + info.accept_prob.nan_to_num(0.0)
         if self._dual is not None:
-            kernel.set_step_size(self._dual.update(info.accept_prob.mean()), check=False)
+            kernel.set_step_size(self._dual.update(self.accept_statistic(info)), check=False)
         if it < len(self._in_window) and self._in_window[it]:
             self._buffer.append(state.x)
         if (it + 1) in self._ends:
             state = self._end_window(kernel, state)
         self.iteration += 1
         return state
+
+    def accept_statistic(self, info: Any) -> torch.Tensor:
+        """What dual averaging drives to ``target_accept``: the mean acceptance probability over chains."""
+        return info.accept_prob.mean()
 
     def _end_window(self, kernel: Any, state: Any) -> Any:
         draws = torch.stack(self._buffer, 0)  # (window, chains, dim): within-chain (co)variance
@@ -291,3 +297,123 @@ class WindowedAdaptation:
             "num_metric_updates": self.num_metric_updates,
             "warmup_resets": self.warmup_resets,
         }
+
+
+def halton(index: int, base: int = 2) -> float:
+    """The ``index``-th term (``index >= 1``) of the van der Corput / Halton sequence in ``base``: a point of ``(0, 1)``.
+
+    ``0.5, 0.25, 0.75, 0.125, ...`` for base 2: quasi-random, more even than uniform draws
+    (Hoffman, Radul & Sountsov 2021 jitter ChEES-HMC's trajectory lengths with it).
+    """
+    out, f = 0.0, 1.0 / base
+    while index > 0:
+        out += f * (index % base)
+        index //= base
+        f /= base
+    return out
+
+
+class ChEESAdaptation(WindowedAdaptation):
+    """ChEES-HMC's warm-up: the trajectory length that maximizes the ChEES criterion, learnt across chains.
+
+    Hoffman, Radul & Sountsov (2021), "An adaptive MCMC scheme for setting trajectory lengths
+    in Hamiltonian Monte Carlo", AISTATS, Algorithm 1.  With many chains at positions
+    ``theta_c``, proposals ``theta'_c`` reached after time ``t = h_n T`` (``h_n`` the Halton
+    sequence) with end momenta ``p'_c`` and acceptance probabilities ``a_c``, the *Change in
+    the Estimator of the Expected Square*
+
+        ChEES = E[(|theta' - E theta'|^2 - |theta - E theta|^2)^2] / 4
+
+    has the stochastic gradient with respect to ``log T``
+
+        g = sum_c a_c h_n T (|theta'_c - m'|^2 - |theta_c - m|^2) (theta'_c - m') . v'_c / sum_c a_c,
+
+    (``m``, ``m'`` the means over chains, ``m'`` weighted by ``a_c``; ``v' = S p'`` the velocity;
+    norms in the metric ``S^{-1}``, i.e. in whitened coordinates; divergent chains get weight 0).
+    ``log T`` climbs ``g`` by Adam (learning rate 0.025, no momentum, ``beta_2 = 0.95``) with
+    steps clipped to ``+-0.35``; sampling uses ``exp`` of the moving average of ``log T`` with
+    weights ``t^{-1/2}``.  The step size is dual-averaged toward ``target_accept`` (0.651 for
+    ChEES-HMC) of the *harmonic* mean of the chains' acceptance probabilities, and the metric
+    follows Stan's windows (:class:`WindowedAdaptation`, whose other settings it takes).
+    """
+
+    def __init__(
+        self,
+        adapt_step_size: bool = True,
+        adapt_metric: bool = True,
+        adapt_trajectory_length: bool = True,
+        restart_stuck: bool = True,
+        learning_rate: float = 0.025,
+        init_buffer: int = 75,
+        term_buffer: int = 50,
+        base_window: int = 25,
+        initial_step_size: float = 0.5,
+    ) -> None:
+        super().__init__(adapt_step_size, adapt_metric, restart_stuck, init_buffer, term_buffer, base_window,
+                         initial_step_size)
+        if not (isinstance(learning_rate, (int, float)) and learning_rate > 0):
+            raise ParameterError(f"learning_rate must be a positive number; got {learning_rate!r}")
+        self.adapt_trajectory_length = bool(adapt_trajectory_length)
+        self.learning_rate = float(learning_rate)
+
+    def setup(self, kernel: Any, state: Any, num_warmup: int) -> Any:
+        learn = kernel.trajectory_length is None
+        if learn:  # one leapfrog step per trial of the step-size search, and to start with (as in the paper)
+            eps = kernel.step_size if kernel.step_size is not None else self.initial_step_size
+            kernel.trajectory_length = float(torch.as_tensor(eps).min())
+        state = super().setup(kernel, state, num_warmup)
+        if learn and kernel.step_size is not None:
+            kernel.trajectory_length = float(torch.as_tensor(kernel.step_size).min())
+        self._log_t = math.log(kernel.trajectory_length)
+        self._log_t_avg = self._log_t
+        self._adam_v = 0.0
+        self._t = 0
+        return state
+
+    def accept_statistic(self, info: Any) -> torch.Tensor:
+        """Harmonic mean of the non-divergent chains' acceptance probabilities (0 if one is 0)."""
+        a = torch.nan_to_num(info.accept_prob, nan=0.0)
+        keep = ~info.divergent
+        inv_sum = torch.where(keep, 1.0 / a, torch.zeros_like(a)).sum()
+        return torch.where(keep.any(), keep.sum() / inv_sum, torch.zeros_like(inv_sum))  # 0 when every chain diverged
+
+    def chees_gradient(self, kernel: Any, info: Any) -> torch.Tensor:
+        """The stochastic gradient ``g`` of ChEES in ``log T`` (class docstring) from the kernel's last proposal."""
+        x0, x1, p1, time = kernel.last_proposal
+        metric = kernel.metric
+        w = torch.where(info.divergent, 0.0, torch.nan_to_num(info.accept_prob, nan=0.0))
+        finite = torch.isfinite(x1).all(-1) & torch.isfinite(p1).all(-1)
+        w = torch.where(finite, w, torch.zeros_like(w))
+        x1 = torch.where(finite.unsqueeze(-1), x1, x0)
+        p1 = torch.where(finite.unsqueeze(-1), p1, torch.zeros_like(p1))
+        m1 = (w.unsqueeze(-1) * x1).sum(0) / w.sum().clamp(min=1e-20)
+        m0 = x0.mean(0)
+        d1, d0 = x1 - m1, x0 - m0
+        per_chain = time * (metric.inv_quad(d1) - metric.inv_quad(d0)) * (d1 * p1).sum(-1)  # d/dlog T = t d/dt
+        return (w * per_chain).sum() / w.sum().clamp(min=1e-20)
+
+    def update(self, kernel: Any, state: Any, info: Any) -> Any:
+        if self.adapt_trajectory_length and getattr(kernel, "last_proposal", None) is not None:
+            g = float(self.chees_gradient(kernel, info))  # one host sync: the next trajectory's length
+            if math.isfinite(g):
+                self._t += 1
+                self._adam_v = 0.95 * self._adam_v + 0.05 * g * g
+                v_hat = self._adam_v / (1 - 0.95**self._t)
+                step = self.learning_rate * g / (math.sqrt(v_hat) + 1e-8)
+                self._log_t += min(max(step, -0.35), 0.35)
+                eps = float(torch.as_tensor(kernel.step_size).min())
+                self._log_t = min(max(self._log_t, math.log(eps)), math.log(kernel.max_num_steps * eps))
+                weight = self._t ** -0.5
+                self._log_t_avg = (1 - weight) * self._log_t_avg + weight * self._log_t
+                kernel.trajectory_length = math.exp(self._log_t)
+        return super().update(kernel, state, info)
+
+    def finish(self, kernel: Any) -> None:
+        super().finish(kernel)
+        if self.adapt_trajectory_length and self._t > 0:
+            kernel.trajectory_length = math.exp(self._log_t_avg)
+
+    def diagnostics(self) -> dict[str, Any]:
+        out = super().diagnostics()
+        out["trajectory_length_updates"] = getattr(self, "_t", 0)
+        return out
