@@ -50,6 +50,8 @@ __all__ = [
 
 #: A chain whose mean acceptance probability over a warm-up window is below this is "stuck".
 STUCK_ACCEPT = 0.01
+#: ChEES-HMC: iterations after a restart of dual averaging (a metric update) before T learns again.
+SETTLE = 10
 
 
 class DualAveraging:
@@ -331,8 +333,9 @@ class ChEESAdaptation(WindowedAdaptation):
     (``m``, ``m'`` the means over chains, ``m'`` weighted by ``a_c``; ``v' = S p'`` the velocity;
     norms in the metric ``S^{-1}``, i.e. in whitened coordinates; divergent chains get weight 0).
     ``log T`` climbs ``g`` by Adam (learning rate 0.025, no momentum, ``beta_2 = 0.95``) with
-    steps clipped to ``+-0.35``; sampling uses ``exp`` of the moving average of ``log T`` with
-    weights ``t^{-1/2}``.  The step size is dual-averaged toward ``target_accept`` (0.651 for
+    steps clipped to ``+-0.35``, each step taken from and averaged into the running mean of
+    ``log T`` with weight ``t^{-1/2}`` (as in BlackJAX's implementation); ``T = exp`` of that
+    mean, which restarts with the metric at each window end.  The step size is dual-averaged toward ``target_accept`` (0.651 for
     ChEES-HMC) of the *harmonic* mean of the chains' acceptance probabilities, and the metric
     follows Stan's windows (:class:`WindowedAdaptation`, whose other settings it takes).
     """
@@ -344,6 +347,7 @@ class ChEESAdaptation(WindowedAdaptation):
         adapt_trajectory_length: bool = True,
         restart_stuck: bool = True,
         learning_rate: float = 0.025,
+        initial_trajectory_length: float = 1.0,
         init_buffer: int = 75,
         term_buffer: int = 50,
         base_window: int = 25,
@@ -353,8 +357,11 @@ class ChEESAdaptation(WindowedAdaptation):
                          initial_step_size)
         if not (isinstance(learning_rate, (int, float)) and learning_rate > 0):
             raise ParameterError(f"learning_rate must be a positive number; got {learning_rate!r}")
+        if not (isinstance(initial_trajectory_length, (int, float)) and initial_trajectory_length > 0):
+            raise ParameterError(f"initial_trajectory_length must be a positive number; got {initial_trajectory_length!r}")
         self.adapt_trajectory_length = bool(adapt_trajectory_length)
         self.learning_rate = float(learning_rate)
+        self.initial_trajectory_length = float(initial_trajectory_length)
 
     def setup(self, kernel: Any, state: Any, num_warmup: int) -> Any:
         learn = kernel.trajectory_length is None
@@ -362,10 +369,12 @@ class ChEESAdaptation(WindowedAdaptation):
             eps = kernel.step_size if kernel.step_size is not None else self.initial_step_size
             kernel.trajectory_length = float(torch.as_tensor(eps).min())
         state = super().setup(kernel, state, num_warmup)
-        if learn and kernel.step_size is not None:
-            kernel.trajectory_length = float(torch.as_tensor(kernel.step_size).min())
-        self._log_t = math.log(kernel.trajectory_length)
-        self._log_t_avg = self._log_t
+        if learn:
+            kernel.trajectory_length = self.initial_trajectory_length
+        self._log_t_avg = math.log(kernel.trajectory_length)
+        # learn T once the chains have left their initial points (Stan's initial fast buffer)
+        self._learn_from = self.windows[0][0] if self.windows else 0
+        self._last_restart = 0
         self._adam_v = 0.0
         self._t = 0
         return state
@@ -393,25 +402,27 @@ class ChEESAdaptation(WindowedAdaptation):
         return (w * per_chain).sum() / w.sum().clamp(min=1e-20)
 
     def update(self, kernel: Any, state: Any, info: Any) -> Any:
-        if self.adapt_trajectory_length and getattr(kernel, "last_proposal", None) is not None:
+        settled = self.iteration >= self._learn_from and self.iteration - self._last_restart >= SETTLE
+        if self.adapt_trajectory_length and settled and getattr(kernel, "last_proposal", None) is not None:
             g = float(self.chees_gradient(kernel, info))  # one host sync: the next trajectory's length
             if math.isfinite(g):
                 self._t += 1
                 self._adam_v = 0.95 * self._adam_v + 0.05 * g * g
                 v_hat = self._adam_v / (1 - 0.95**self._t)
                 step = self.learning_rate * g / (math.sqrt(v_hat) + 1e-8)
-                self._log_t += min(max(step, -0.35), 0.35)
                 eps = float(torch.as_tensor(kernel.step_size).min())
-                self._log_t = min(max(self._log_t, math.log(eps)), math.log(kernel.max_num_steps * eps))
+                log_t = self._log_t_avg + min(max(step, -0.35), 0.35)
+                log_t = min(max(log_t, math.log(eps)), math.log(kernel.max_num_steps * eps))
                 weight = self._t ** -0.5
-                self._log_t_avg = (1 - weight) * self._log_t_avg + weight * self._log_t
-                kernel.trajectory_length = math.exp(self._log_t)
+                self._log_t_avg = (1 - weight) * self._log_t_avg + weight * log_t
+                kernel.trajectory_length = math.exp(self._log_t_avg)
         return super().update(kernel, state, info)
 
-    def finish(self, kernel: Any) -> None:
-        super().finish(kernel)
-        if self.adapt_trajectory_length and self._t > 0:
-            kernel.trajectory_length = math.exp(self._log_t_avg)
+    def _end_window(self, kernel: Any, state: Any) -> Any:
+        state = super()._end_window(kernel, state)
+        self._t, self._adam_v = 0, 0.0  # new metric, new units: the average and Adam start again
+        self._last_restart = self.iteration + 1
+        return state
 
     def diagnostics(self) -> dict[str, Any]:
         out = super().diagnostics()
