@@ -40,6 +40,13 @@ from .kernels import HMC, Kernel, State, StepInfo
 
 __all__ = ["MCMCResult", "sample", "initial_points"]
 
+#: fokker's per-draw statistic names -> ArviZ's (``InferenceData.sample_stats`` conventions)
+_ARVIZ_STATS = {
+    "divergent": "diverging",
+    "num_steps": "n_steps",
+    "accept_prob": "acceptance_rate",
+}
+
 
 @dataclass
 class MCMCResult:
@@ -68,6 +75,8 @@ class MCMCResult:
             :class:`~fokker.mcmc.StepInfo`).
         kernel_diagnostics: ``kernel.diagnostics()`` after sampling (step size, inverse
             mass, warm-up schedule and counts).
+        target: the target that was sampled (for :meth:`to_arviz`'s observed data and
+            pointwise log-likelihood of ``from_pyro`` targets).
     """
 
     samples: torch.Tensor
@@ -85,6 +94,7 @@ class MCMCResult:
     warmup_resets: int = 0
     sample_stats: dict[str, torch.Tensor] = field(default_factory=dict)
     kernel_diagnostics: dict[str, Any] = field(default_factory=dict)
+    target: Target | None = field(default=None, repr=False)
 
     # -------------------------------------------------------------- diagnostics
     @property
@@ -171,6 +181,84 @@ class MCMCResult:
     def print_summary(self) -> None:
         """Print :meth:`summary`."""
         print(self.summary())
+
+    # ------------------------------------------------------------------- ArviZ
+    def to_arviz(self, log_likelihood: bool = True, chunk_size: int = 4096) -> Any:
+        """The draws as an ArviZ ``InferenceData`` (Kumar, Carroll, Hartikainen & Martin 2019, JOSS 4(33)).
+
+        Groups (chains whose state became non-finite, ``nan_chains``, are left out, as from the
+        diagnostics):
+
+        * ``posterior``: for ``from_pyro`` targets every latent and deterministic site under its
+          name with its constrained shape ``(chain, draw, *shape)``; for targets with
+          ``param_names`` one variable per name; otherwise ``x`` ``(chain, draw, dim)``;
+        * ``sample_stats``: ArviZ's names for the per-draw statistics: ``diverging``,
+          ``step_size``, ``n_steps``, ``acceptance_rate``, ``energy``, ``tree_depth``,
+          ``energy_error``, ``lp`` (the log density), plus any other kernel statistic;
+        * ``observed_data`` and, with ``log_likelihood=True``, ``log_likelihood`` (the
+          pointwise ``log p(y_i | theta)`` of every observed site at every draw, evaluated in
+          batches of ``chunk_size`` draws) for ``from_pyro`` targets, so ``az.loo`` / ``az.waic``
+          work.
+
+        Requires ``arviz`` (``pip install fokker[plot]``).
+        """
+        import numpy as np
+
+        try:
+            import arviz as az
+        except ImportError as e:  # pragma: no cover - depends on the environment
+            raise ImportError("MCMCResult.to_arviz needs arviz: pip install 'fokker[plot]'") from e
+        keep = self.good_chains
+        np_ = lambda t: t.index_select(0, keep).detach().cpu().numpy()  # noqa: E731
+        if self.constrained is not None:
+            posterior = {k: np_(v) for k, v in self.constrained.items()}
+        elif self.param_names is not None:
+            posterior = {k: np_(self.samples[..., i]) for i, k in enumerate(self.param_names)}
+        else:
+            posterior = {"x": np_(self.samples)}
+        stats = {_ARVIZ_STATS.get(k, k): np_(v) for k, v in self.sample_stats.items()}
+        stats["lp"] = np_(self.log_prob)
+        if "step_size" not in stats:
+            eps = torch.as_tensor(self.step_size, dtype=self.samples.dtype, device=self.samples.device)
+            stats["step_size"] = np_(eps.expand(self.samples.shape[:2]) if eps.dim() == 0 else eps[:, None].expand(self.samples.shape[:2]))
+        groups: dict[str, Any] = {"posterior": posterior, "sample_stats": stats}
+        observed = getattr(self.target, "observed", None)
+        if observed:
+            groups["observed_data"] = {k: v.detach().cpu().numpy() for k, v in observed.items()}
+            if log_likelihood and hasattr(self.target, "log_likelihood"):
+                z = self.samples.index_select(0, keep)
+                flat = z.reshape(-1, z.shape[-1])
+                parts = [self.target.log_likelihood(flat[i : i + chunk_size]) for i in range(0, flat.shape[0], chunk_size)]
+                groups["log_likelihood"] = {
+                    k: torch.cat([p[k] for p in parts]).reshape(*z.shape[:2], *parts[0][k].shape[1:]).cpu().numpy()
+                    for k in parts[0]
+                }
+        dims = {k: [f"{k}_dim_{i}" for i in range(v.ndim)] for k, v in groups.get("observed_data", {}).items()}
+        return az.from_dict(**groups, dims=dims or None)
+
+    def plot(self, kind: str = "trace", var_names: list[str] | None = None, path: str | None = None, **kwargs: Any) -> Any:
+        """A diagnostic plot made by ArviZ; returns the matplotlib ``Figure`` (saved to ``path`` if given).
+
+        ``kind``: ``"trace"`` (``az.plot_trace``: densities and traces per chain), ``"rank"``
+        (``az.plot_rank``: rank histograms, flat when the chains mix), ``"pair"``, ``"energy"``
+        (marginal energy vs energy transition, for E-BFMI) or ``"forest"``.  ``var_names`` selects
+        variables; other keyword arguments go to the ArviZ function.  No matplotlib import is
+        needed on the caller's side.
+        """
+        import arviz as az
+        import numpy as np
+
+        funcs = {"trace": az.plot_trace, "rank": az.plot_rank, "pair": az.plot_pair, "energy": az.plot_energy,
+                 "forest": az.plot_forest}
+        if kind not in funcs:
+            raise ParameterError(f"kind must be one of {sorted(funcs)}; got {kind!r}")
+        idata = self.to_arviz(log_likelihood=False)
+        args = {} if kind == "energy" else {"var_names": var_names}
+        axes = funcs[kind](idata, **args, **kwargs)
+        fig = np.asarray(axes).flat[0].get_figure()
+        if path is not None:
+            fig.savefig(path, bbox_inches="tight")
+        return fig
 
 
 # ------------------------------------------------------------------ the driver
@@ -314,6 +402,7 @@ def _result(target: Target, kernel: Kernel, draws: _Draws, time_s: dict[str, flo
         kernel=kernel,
         sample_stats=draws.stats,
         kernel_diagnostics=info,
+        target=target,
     )
 
 
