@@ -53,7 +53,7 @@ class ModelError(FokkerError, RuntimeError):
     """A user's model (a Pyro model, a log-density callable) raised while fokker evaluated it."""
 
 
-class ConvergenceWarning(UserWarning):
+class ConvergenceWarning(RuntimeWarning):
     """MCMC chains that did not converge (R-hat above its threshold, chains that left for infinity)."""
 
 

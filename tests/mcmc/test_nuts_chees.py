@@ -225,3 +225,77 @@ def test_nuts_sampling_records_tree_statistics() -> None:
     assert (((res.samples.mean((0, 1)) - target.mu) / mc).abs() < Z_SCORE).all()
     # the step size reaches its acceptance target (0.8) on the mean statistic within a few points
     assert abs(float(ss["accept_prob"].mean()) - 0.8) < 0.08
+
+
+# ------------------------------------------------------------------------------- bad input
+def test_improper_posterior_is_reported_not_hung() -> None:
+    """A flat prior on sigma with one Normal observation: p(log sigma | y) tends to a constant as sigma
+    grows, so the chains run off to infinity.  Sampling ends (in seconds) and says why."""
+    import time
+
+    import pyro
+    import pyro.distributions as dist
+    from pyro.distributions import constraints
+
+    from fokker.errors import ConvergenceWarning
+    from fokker.targets import from_pyro
+
+    def improper(y):
+        s = pyro.sample("s", dist.ImproperUniform(constraints.positive, (), ()))
+        pyro.sample("y", dist.Normal(torch.tensor(0.0, dtype=torch.float64), s), obs=y)
+
+    t = from_pyro(improper, torch.tensor(1.0, dtype=torch.float64))
+    t0 = time.perf_counter()
+    with pytest.warns(ConvergenceWarning, match="ran off to infinity.*proper"):
+        res = mcmc.sample(t, mcmc.NUTS(), num_chains=4, num_samples=30, warmup=30, seed=0, progress=False)
+    assert time.perf_counter() - t0 < 30
+    assert any("infinity" in p for p in res.convergence_problems())
+
+
+def test_unconverged_chains_warn_with_rhat_and_divergences() -> None:
+    from fokker.errors import ConvergenceWarning
+    from fokker.targets import Funnel
+
+    # the centred funnel with a step size far too large: divergences, and chains stuck apart
+    with pytest.warns(ConvergenceWarning, match=r"R-hat .* > 1.01 .*divergent transitions"):
+        res = mcmc.sample(Funnel(10).double(), mcmc.HMC(step_size=1.5, num_steps=4), num_chains=4, num_samples=100,
+                          warmup=0, seed=0, progress=False)
+    assert len(res.convergence_problems()) == 2
+    # a converged run has none
+    target = CorrelatedGaussian(3)
+    res = mcmc.sample(target, mcmc.HMC(), num_chains=4, num_samples=1000, warmup=300, seed=0, progress=False)
+    assert res.convergence_problems() == []
+
+
+def test_nan_initial_points_are_refused_by_every_kernel() -> None:
+    from fokker.errors import NonFiniteError
+
+    target = CorrelatedGaussian(3)
+    init = torch.zeros(3, 3, dtype=torch.float64)
+    init[1, 2] = float("nan")
+    for kernel in (mcmc.NUTS(), mcmc.ChEESHMC()):
+        with pytest.raises(NonFiniteError, match=r"init.*chain\(s\) \[1\]"):
+            mcmc.sample(target, kernel, num_chains=3, num_samples=5, warmup=5, init=init, progress=False)
+    # a finite point where the log density is not finite
+    wall = lambda x: torch.where(x[..., 0] > 0, -0.5 * (x * x).sum(-1), torch.full_like(x[..., 0], -math.inf))  # noqa: E731
+    with pytest.raises(NonFiniteError, match=r"initial point of chain\(s\) \[0\]"):
+        mcmc.sample(wall, mcmc.NUTS(), num_chains=2, num_samples=5, warmup=5, dim=2, progress=False,
+                    init=torch.tensor([[-1.0, 0.0], [1.0, 0.0]]))
+
+
+def test_a_model_raising_during_sampling_is_named() -> None:
+    import pyro
+    import pyro.distributions as dist
+
+    from fokker.errors import ModelError
+    from fokker.targets import from_pyro
+
+    def model(y):
+        m = pyro.sample("m", dist.Normal(torch.tensor(0.0, dtype=torch.float64), 1.0))
+        if float(m) > 1.5:  # Python control flow on the parameter: evaluated point by point
+            raise FloatingPointError("the user's ODE solver failed")
+        pyro.sample("y", dist.Normal(m, 1.0), obs=y)
+
+    t = from_pyro(model, torch.tensor(3.0, dtype=torch.float64))
+    with pytest.raises(ModelError, match="raised FloatingPointError.*the user's ODE solver failed"):
+        mcmc.sample(t, mcmc.NUTS(), num_chains=4, num_samples=50, warmup=50, seed=0, progress=False)

@@ -406,3 +406,11 @@ def test_model_errors_are_named() -> None:
     t = from_pyro(raises_sometimes, torch.tensor(0.0, dtype=torch.float64))
     with pytest.warns(RuntimeWarning, match="falling back"), pytest.raises(ModelError, match="ODE solver"):
         t.log_prob_and_score(torch.tensor([[0.0], [2.0]], dtype=torch.float64))
+
+
+def test_unconstrained_names_label_every_coordinate() -> None:
+    t = from_pyro(eight_schools, Y, SIGMA)
+    assert t.unconstrained_names == ["mu", "tau"] + [f"theta_trans[{i}]" for i in range(8)]
+    model, args = MODELS["lkj"]
+    t = from_pyro(model, *args)
+    assert len(t.unconstrained_names) == t.dim and t.unconstrained_names[:3] == ["L[0]", "L[1]", "L[2]"]

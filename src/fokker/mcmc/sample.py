@@ -33,12 +33,17 @@ import torch
 from .. import _random
 from .._args import check_int
 from .._progress import progress_bar
-from ..errors import DeviceDtypeError, NonFiniteError, ParameterError, ShapeError
+from ..errors import ConvergenceWarning, DeviceDtypeError, NonFiniteError, ParameterError, ShapeError
 from ..targets.base import Target, as_target
 from . import diagnostics as diag
 from .kernels import HMC, Kernel, State, StepInfo
 
 __all__ = ["MCMCResult", "sample", "initial_points"]
+
+#: R-hat above which :func:`sample` warns (Vehtari et al. 2021)
+MAX_RHAT = 1.01
+#: fraction of divergent sampling transitions above which :func:`sample` warns
+MAX_DIVERGENT = 0.01
 
 #: fokker's per-draw statistic names -> ArviZ's (``InferenceData.sample_stats`` conventions)
 _ARVIZ_STATS = {
@@ -181,6 +186,55 @@ class MCMCResult:
     def print_summary(self) -> None:
         """Print :meth:`summary`."""
         print(self.summary())
+
+    def convergence_problems(self, max_rhat: float = MAX_RHAT, max_divergent_fraction: float = MAX_DIVERGENT) -> list[str]:
+        """What is wrong with these draws, in words (an empty list when nothing is detected).
+
+        * draws at ``|z| > 0.9 log(float max)`` in unconstrained space (``exp`` overflows there):
+          chains that ran off to infinity, the mark of an improper posterior;
+        * a rank-normalized split R-hat above ``max_rhat`` (Vehtari et al. 2021 recommend 1.01);
+        * more than ``max_divergent_fraction`` of the sampling transitions divergent;
+        * chains whose state became non-finite.
+
+        :func:`sample` issues a :class:`~fokker.errors.ConvergenceWarning` with these messages.
+        """
+        out = []
+        if self.nan_chains:
+            out.append(
+                f"chain(s) {self.nan_chains[:10]} produced non-finite values; they are reported in "
+                "result.nan_chains and left out of the diagnostics"
+            )
+        good = self.good_chains
+        if good.numel() == 0:
+            return out
+        x = self.samples.index_select(0, good)
+        edge = 0.9 * math.log(torch.finfo(x.dtype).max)
+        far = float(x.abs().max())
+        if far > edge:
+            out.append(
+                f"draws reach |z| = {far:.3g} in unconstrained space, where exp overflows: the chains ran off to "
+                "infinity; is the posterior proper? (a flat prior with a likelihood that does not pin the parameter "
+                "down is not)"
+            )
+        if x.shape[1] >= 4:
+            rh = torch.nan_to_num(diag.rhat(x), nan=math.inf)
+            worst = int(rh.argmax())
+            if not float(rh[worst]) <= max_rhat:
+                names = getattr(self.target, "unconstrained_names", None) or self.param_names
+                names = names or [f"x[{i}]" for i in range(x.shape[-1])]
+                out.append(
+                    f"max R-hat {float(rh[worst]):.4f} > {max_rhat} (at {names[worst]}): the chains have not converged; "
+                    "run longer, reparameterize (from_pyro(..., reparam='noncentered')) or check the model"
+                )
+        div = self.sample_stats.get("divergent")
+        if div is not None and div.numel():
+            frac = float(div.index_select(0, good).float().mean())
+            if frac > max_divergent_fraction:
+                out.append(
+                    f"{int(div.index_select(0, good).sum())} divergent transitions ({frac:.1%}): the step size is too "
+                    "large for part of the posterior (a funnel?); raise target_accept or reparameterize"
+                )
+        return out
 
     # ------------------------------------------------------------------- ArviZ
     def to_arviz(self, log_likelihood: bool = True, chunk_size: int = 4096) -> Any:
@@ -370,17 +424,17 @@ def _draw(kernel: Kernel, state: State, draws: _Draws, num_samples: int, thin: i
     return state
 
 
+def _warn_if_not_converged(result: MCMCResult) -> MCMCResult:
+    problems = result.convergence_problems()
+    if problems:
+        warnings.warn("fokker.mcmc.sample: " + "; ".join(problems), ConvergenceWarning, stacklevel=3)
+    return result
+
+
 def _result(target: Target, kernel: Kernel, draws: _Draws, time_s: dict[str, float]) -> MCMCResult:
     samples, log_probs = draws.samples, draws.log_prob
     nonfinite = ~torch.isfinite(samples).all(-1).all(-1) | ~torch.isfinite(log_probs).all(-1)
     nan_chains = torch.nonzero(nonfinite).flatten().tolist()
-    if nan_chains:
-        warnings.warn(
-            f"fokker.mcmc.sample: chain(s) {nan_chains} produced non-finite values; they are reported in "
-            "result.nan_chains and left out of the diagnostics",
-            RuntimeWarning,
-            stacklevel=3,
-        )
     constrained = None
     if hasattr(target, "constrain"):
         finite_x = torch.where(torch.isfinite(samples), samples, torch.zeros_like(samples))
@@ -443,7 +497,9 @@ def sample(
         same draws, and the global RNG state is left untouched.  Raises
         :class:`~fokker.errors.NonFiniteError` if the log density or its gradient is not
         finite at the initial points; chains whose state becomes non-finite are listed
-        in ``nan_chains`` (a ``RuntimeWarning`` is issued) and left out of the diagnostics.
+        in ``nan_chains`` (a :class:`~fokker.errors.ConvergenceWarning`, a ``RuntimeWarning``, is issued, as for
+        R-hat above 1.01, divergences above 1% and chains that ran off to infinity: see
+        :meth:`MCMCResult.convergence_problems`) and left out of the diagnostics.
     """
     check_int(num_chains, "num_chains", 1)
     check_int(num_samples, "num_samples", 1)
@@ -468,4 +524,4 @@ def sample(
         _draw(kernel, state, draws, num_samples, thin, bar)
     t_end = time.perf_counter()
     times = {"warmup": t_warm - t_start, "sampling": t_end - t_warm, "total": t_end - t_start}
-    return _result(target, kernel, draws, times)
+    return _warn_if_not_converged(_result(target, kernel, draws, times))

@@ -511,6 +511,20 @@ class PyroTarget(Target):
             ll = self._map(single, zf)
         return {n: v.reshape((*batch, *v.shape[1:])) for n, v in ll.items()}
 
+    @property
+    def unconstrained_names(self) -> list[str]:
+        """A name per coordinate of ``z``: ``site`` or ``site[i, j]`` (0-based) in the unconstrained space."""
+        out = []
+        for n in self.param_names:
+            shape = self.unconstrained_shapes[n]
+            if not shape:
+                out.append(n)
+                continue
+            for k in range(math.prod(shape)):
+                idx = torch.unravel_index(torch.tensor(k), shape)
+                out.append(f"{n}[{','.join(str(int(i)) for i in idx)}]")
+        return out
+
     def unconstrain(self, values: dict[str, torch.Tensor]) -> torch.Tensor:
         """Inverse of :meth:`constrain` on the latent sites: dict -> flat ``(..., dim)``."""
         missing = [n for n in self.param_names if n not in values]
@@ -601,8 +615,12 @@ class PyroTarget(Target):
             tries += need
             cand = []
             for _ in range(need):
-                with pyro.validation_enabled(False), torch.no_grad():
-                    tr = poutine.trace(model).get_trace(*self.model_args, **self.model_kwargs)
+                try:
+                    with pyro.validation_enabled(False), torch.no_grad():
+                        tr = poutine.trace(model).get_trace(*self.model_args, **self.model_kwargs)
+                except Exception as e:
+                    raise ModelError(f"the model raised {type(e).__name__} while drawing initial points "
+                                     f"(strategy={strategy!r}): {e}") from e
                 cand.append(self.unconstrain({n: tr.nodes[n]["value"].detach() for n in self.param_names}))
             z = torch.stack(cand).to(self._proto)
             lp, g = self.log_prob_and_score(z)  # one batched evaluation
