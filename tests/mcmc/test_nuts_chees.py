@@ -299,3 +299,18 @@ def test_a_model_raising_during_sampling_is_named() -> None:
     t = from_pyro(model, torch.tensor(3.0, dtype=torch.float64))
     with pytest.raises(ModelError, match="raised FloatingPointError.*the user's ODE solver failed"):
         mcmc.sample(t, mcmc.NUTS(), num_chains=4, num_samples=50, warmup=50, seed=0, progress=False)
+
+
+def test_warmup_raises_the_acceptance_target_on_divergences_only() -> None:
+    from fokker.targets import Funnel
+
+    funnel = Funnel(3).double()
+    res = mcmc.sample(funnel, mcmc.HMC(), num_chains=16, num_samples=10, warmup=200, seed=0, progress=False)
+    raised = res.kernel_diagnostics["target_accept_raised"]
+    assert raised and raised[0] == pytest.approx(0.9) and res.kernel.target_accept == raised[-1] <= 0.99
+    # a Gaussian never diverges: the target stays; a target the user chose is never changed
+    res = mcmc.sample(CorrelatedGaussian(4), mcmc.HMC(), num_chains=16, num_samples=10, warmup=200, seed=0, progress=False)
+    assert res.kernel_diagnostics["target_accept_raised"] == [] and res.kernel.target_accept == 0.8
+    res = mcmc.sample(funnel, mcmc.HMC(target_accept=0.8), num_chains=16, num_samples=10, warmup=200, seed=0,
+                      progress=False)
+    assert res.kernel_diagnostics["target_accept_raised"] == [] and res.kernel.target_accept == 0.8

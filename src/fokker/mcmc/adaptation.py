@@ -52,6 +52,10 @@ __all__ = [
 STUCK_ACCEPT = 0.01
 #: ChEES-HMC: iterations after a restart of dual averaging (a metric update) before T learns again.
 SETTLE = 10
+#: Fraction of divergent transitions in a slow window above which the acceptance target is raised.
+DIVERGENT_RAISE = 0.01
+#: The highest acceptance target the warm-up raises to.
+MAX_TARGET_ACCEPT = 0.99
 
 
 class DualAveraging:
@@ -185,17 +189,24 @@ class WindowedAdaptation:
        :data:`STUCK_ACCEPT` (stuck where the shared step size is far too large, e.g. started at a
        tiny scale parameter) restart from the current states of randomly chosen moving chains
        (drawn with ``kernel.generator``) and are left out of that metric estimate;
-    4. :meth:`finish`: the averaged step size ``epsbar`` for sampling.
+    4. ``raise_target_accept``: when more than :data:`DIVERGENT_RAISE` of the transitions in
+       the second half of a slow window (after the first window) diverge, the acceptance target moves halfway to 1
+       (0.8 -> 0.9 -> 0.95 -> 0.975 -> 0.99 at most) and dual averaging continues toward it: a
+       smaller step size for posteriors with funnel-like regions (what Stan users do by hand
+       with ``adapt_delta``).  Only when the kernel's ``target_accept`` was left at its default;
+    5. :meth:`finish`: the averaged step size ``epsbar`` for sampling.
 
     Args:
         adapt_step_size: run steps 1 and 4.
         adapt_metric: run step 2.
         restart_stuck: run step 3 (only meaningful for kernels that can reject).
+        raise_target_accept: run step 4.
         init_buffer, term_buffer, base_window: Stan's schedule (defaults 75 / 50 / 25).
         initial_step_size: start of the step-size search when the kernel has none.
 
     Attributes (read by kernels and :meth:`diagnostics`): ``iteration``, ``windows``,
-    ``num_metric_updates``, ``warmup_resets``, :attr:`metric_pending`.
+    ``num_metric_updates``, ``warmup_resets``, ``target_accept_raised`` (the targets step 4
+    moved to), :attr:`metric_pending`.
     """
 
     def __init__(
@@ -207,12 +218,15 @@ class WindowedAdaptation:
         term_buffer: int = 50,
         base_window: int = 25,
         initial_step_size: float = 0.5,
+        raise_target_accept: bool = True,
     ) -> None:
         if not (isinstance(initial_step_size, (int, float)) and initial_step_size > 0):
             raise ParameterError(f"initial_step_size must be a positive number; got {initial_step_size!r}")
         self.adapt_step_size = bool(adapt_step_size)
         self.adapt_metric = bool(adapt_metric)
         self.restart_stuck = bool(restart_stuck)
+        self.raise_target_accept = bool(raise_target_accept)
+        self.target_accept_raised: list[float] = []
         self.schedule = (init_buffer, term_buffer, base_window)
         self.initial_step_size = float(initial_step_size)
         self.windows: list[tuple[int, int]] = []
@@ -231,13 +245,16 @@ class WindowedAdaptation:
         self.windows = stan_windows(num_warmup, init_buffer, term_buffer, base_window) if self.adapt_metric else []
         self._starts = {s for s, _ in self.windows}
         self._ends = {e for _, e in self.windows}
+        self._second_halves = {it for s, e in self.windows for it in range((s + e) // 2, e)}
         self._in_window = [any(s <= it < e for s, e in self.windows) for it in range(num_warmup)]
         self.iteration = 0
         self.num_metric_updates = 0
         self.warmup_resets = 0
+        self.target_accept_raised = []
         self._buffer: list[torch.Tensor] = []
         x = state.x
         self._window_accept = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+        self._window_divergent = torch.zeros((), dtype=torch.long, device=x.device)
         self._dual = None
         if self.adapt_step_size and num_warmup > 0:
             start = kernel.step_size if kernel.step_size is not None else self.initial_step_size
@@ -251,7 +268,10 @@ class WindowedAdaptation:
         if it in self._starts:
             self._buffer = []
             self._window_accept = torch.zeros_like(self._window_accept)
+            self._window_divergent = torch.zeros_like(self._window_divergent)
         self._window_accept = self._window_accept + info.accept_prob.nan_to_num(0.0)
+        if it in self._second_halves:  # dual averaging has settled: divergences now say something
+            self._window_divergent = self._window_divergent + info.divergent.sum()
         if self._dual is not None:
             kernel.set_step_size(self._dual.update(self.accept_statistic(info)), check=False)
         if it < len(self._in_window) and self._in_window[it]:
@@ -281,12 +301,25 @@ class WindowedAdaptation:
                 self.warmup_resets += n_stuck
         kernel.metric = Metric(regularized_covariance(draws, kernel.dense))
         self.num_metric_updates += 1
+        window = len(self._buffer)
         self._buffer = []
         if self._dual is not None:
+            self._maybe_raise_target(kernel, (window - window // 2) * num_chains)
             eps = find_reasonable_step_size(kernel, state, kernel.step_size)
             self._dual.reset(eps)
             kernel.set_step_size(eps, check=False)
         return state
+
+    def _maybe_raise_target(self, kernel: Any, transitions: int) -> None:
+        """Step 4 of the class docstring (one host sync per window)."""
+        if not self.raise_target_accept or self.num_metric_updates < 2 or getattr(kernel, "target_accept_given", True):
+            return
+        fraction = int(self._window_divergent) / max(transitions, 1)
+        if fraction > DIVERGENT_RAISE and kernel.target_accept < MAX_TARGET_ACCEPT:
+            kernel.target_accept = min(MAX_TARGET_ACCEPT, 1.0 - (1.0 - kernel.target_accept) / 2)
+            assert self._dual is not None
+            self._dual.delta = kernel.target_accept
+            self.target_accept_raised.append(kernel.target_accept)
 
     def finish(self, kernel: Any) -> None:
         if self._dual is not None:
@@ -298,6 +331,7 @@ class WindowedAdaptation:
             "metric_windows": list(self.windows),
             "num_metric_updates": self.num_metric_updates,
             "warmup_resets": self.warmup_resets,
+            "target_accept_raised": list(self.target_accept_raised),
         }
 
 

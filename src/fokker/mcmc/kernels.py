@@ -209,6 +209,7 @@ class Kernel:
         self._eps_host: float | None = None
         self.set_step_size(step_size)
         self.target_accept = ta
+        self.target_accept_given = target_accept is not None  # the warm-up may raise a default target only
         self.adapt_step_size = adapt_step_size and self.metropolis
         self.adapt_metric = adapt_metric and isinstance(metric, str)
         self.metric: Metric | None = metric if isinstance(metric, Metric) else (
