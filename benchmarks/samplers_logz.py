@@ -29,7 +29,7 @@ def main() -> None:
     p.add_argument("--train-steps", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--loss", default=None, choices=["kl", "lv"])
-    p.add_argument("--n-eval", type=int, default=None)
+    p.add_argument("--num-eval-samples", type=int, default=None)
     p.add_argument("--eval-seeds", type=int, default=None)
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
@@ -46,7 +46,7 @@ def main() -> None:
     }[a.target]
     target = make().to(a.device)
     cfg: RunConfig = _cfg(a.target, quick=False)
-    for field, val in (("num_steps", a.num_steps), ("n_eval", a.n_eval), ("eval_seeds", a.eval_seeds)):
+    for field, val in (("num_steps", a.num_steps), ("num_eval_samples", a.num_eval_samples), ("eval_seeds", a.eval_seeds)):
         if val is not None:
             setattr(cfg, field, val)
     for kind in ("DDS", "PIS", "DIS"):  # methods the table would not train get the DDS settings

@@ -10,7 +10,7 @@ table gives the energy distance (``fokker.metrics``, U-statistic) to exact sampl
 each NFE budget, and the spread of exact-vs-exact values (the estimator's noise level: with 40
 far-apart modes, multinomial mode counts make it ~0.025 at n = 2000).
 
-Part 2: the overhead ratio of each sampler with a real network (``MLP(2, 128, 3)``, batch 1024):
+Part 2: the overhead ratio of each sampler with a real network (``ResidualTimeMLP(2, 128, 3)``, batch 1024):
 (wall time of the sampler) / (wall time of NFE bare ``net(x, t)`` calls), measured back to back and
 reported as the median over repetitions (the machine may be shared).  Target <= 1.10.
 """
@@ -24,7 +24,7 @@ import time
 import torch
 
 from fokker.analytic import DiffusedGaussianMixture
-from fokker.diffusion import MLP, DiffusionModel
+from fokker.diffusion import DiffusionModel, ResidualTimeMLP
 from fokker.sde import time_grid
 from fokker.diffusion.samplers import DEFAULT_SPACING, SAMPLERS
 from fokker.metrics import energy_distance
@@ -72,7 +72,7 @@ def quality(n: int, nfes: list[int], device: str) -> None:
 def overhead(device: str, batch: int = 1024, steps: int = 20, reps: int = 5) -> None:
     torch.manual_seed(0)
     sde = VPSDE()
-    net = MLP(2, hidden=128, depth=3).to(device).eval()
+    net = ResidualTimeMLP(2, hidden=128, depth=3).to(device).eval()
     model = DiffusionModel(sde, net, "eps")
     x = torch.randn(batch, 2, device=device)
     t = torch.full((batch,), 0.5, device=device)
@@ -91,7 +91,7 @@ def overhead(device: str, batch: int = 1024, steps: int = 20, reps: int = 5) -> 
     with torch.no_grad():
         for _ in range(5):
             net(x, t)
-        print(f"\n## Overhead ratio (MLP(2, 128, 3), batch {batch}, {steps} steps, {device})\n")
+        print(f"\n## Overhead ratio (ResidualTimeMLP(2, 128, 3), batch {batch}, {steps} steps, {device})\n")
         print("| sampler | NFE | sampler wall (ms) | NFE x bare net (ms) | ratio (median of reps) |")
         print("|---|---|---|---|---|")
         for name in list(PER_STEP) + ["ode_adaptive"]:

@@ -25,7 +25,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "fokker"
 #: Layers of DESIGN.md (lower number = lower layer).  Top-level modules are packages of their own.
 LAYERS: dict[str, int] = {
     **dict.fromkeys(
-        ["errors", "_args", "_random", "_progress", "tolerances", "data", "importance", "divergence", "metrics", "nets"],
+        ["errors", "_args", "_random", "_progress", "_gaussian", "tolerances", "data", "importance", "divergence", "metrics", "nets"],
         0,
     ),
     **dict.fromkeys(["targets", "sde", "flows", "train", "datasets"], 1),

@@ -126,3 +126,17 @@ def check_in_interval(
         return
     if not (low <= float(t) <= high):
         raise DomainError(f"{name} must lie in [{low}, {high}]; got {t!r}")
+
+
+def reference_tensor(module: object) -> torch.Tensor | None:
+    """The first floating parameter or buffer of ``module`` (whose dtype and device its inputs must
+    share), or ``None`` for a plain callable or a module without floating tensors (it then follows
+    its inputs)."""
+    import torch.nn as nn
+
+    if not isinstance(module, nn.Module):
+        return None
+    for t in (*module.parameters(), *module.buffers()):
+        if t.is_floating_point():
+            return t
+    return None

@@ -1,14 +1,16 @@
 """Symbolic (sympy) derivations for linear SDEs: Prop. 1 marginals and the Fokker-Planck check.
 
-* :func:`prop1` -- the Gaussian transitions of a linear SDE (Särkkä & Solin 2019, eqs. 6.2-6.3;
-  seed 001 Proposition 1): for ``dX = a(t) X dt + g(t) dW``,
+* :func:`prop1` -- the moments of a linear SDE (Särkkä & Solin 2019, *Applied stochastic differential
+  equations*, eqs. 6.2-6.3; seed 001 Proposition 1, eqs. 29-30): for ``dX = a(t) X dt + g(t) dW``,
   ``E[X_t | X_s = x] = exp(int_s^t a) x`` and
   ``Var = int_s^t exp(2 int_u^t a) g(u)^2 du``, integrated by sympy.
-* :func:`schedule_coefficients` -- seed 001 eq. 36: ``a = alpha'/alpha``, ``g^2 = -sigma^2 rho'``.
+* :func:`schedule_coefficients` -- ``a = alpha'/alpha``, ``g^2 = -sigma^2 rho'`` (Kingma et al. 2021,
+  *Variational diffusion models*, appendix A; seed 001 eq. 36).
 * :func:`sde_coefficients` -- the symbolic ``a(t)``, ``g(t)^2`` of fokker's built-in linear SDEs
   (independent re-statements of the formulas, used by the tests to cross-check the classes).
 * :func:`fokker_planck_residual_general` -- proves symbolically that the Gaussian transition
-  density solves the Fokker-Planck equation (seed 001 eq. 28) for *arbitrary* ``a(t)``, ``g(t)``:
+  density solves the Fokker-Planck equation (Särkkä & Solin 2019, sec. 5.2; seed 001 eq. 28) for
+  *arbitrary* ``a(t)``, ``g(t)``:
   the residual of ``d_t p + d_x(a x p) - g^2/2 d_xx p`` simplifies to 0 once
   ``m' = a m`` and ``v' = 2 a v + g^2`` (the ODEs behind Prop. 1) are substituted.  The
   ``d``-dimensional density is a product of such 1-D factors, so this covers every ``d``.

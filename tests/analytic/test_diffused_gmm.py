@@ -14,7 +14,7 @@ from fokker.analytic import DiffusedGaussianMixture
 from fokker.checks import check_fokker_planck, check_tweedie
 from fokker.errors import DomainError, ShapeError
 from fokker.targets import GaussianMixture
-from fokker.tolerances import Z_SCORE, tolerance
+from fokker.tolerances import Z_SCORE, assert_close
 
 SDES = {
     "vp": lambda: sde.VPSDE(),
@@ -57,11 +57,10 @@ def test_log_prob_and_score_exact(name: str, device: torch.device) -> None:
     oracle = DiffusedGaussianMixture(gm, obj)
     x = torch.randn(6, 3, dtype=torch.float64, device=device) * 2
     t = torch.rand(6, dtype=torch.float64, device=device) * 0.9 * obj.T + 0.05 * obj.T
-    tol = tolerance(torch.float64)
-    torch.testing.assert_close(oracle.log_prob(x, t), _direct_log_prob(gm, obj, x, t), rtol=1e-9, atol=1e-9)
+    assert_close(oracle.log_prob(x, t), _direct_log_prob(gm, obj, x, t))
     xg = x.clone().requires_grad_(True)
     (g,) = torch.autograd.grad(oracle.log_prob(xg, t).sum(), xg)
-    torch.testing.assert_close(oracle.score(x, t), g, rtol=tol.rtol * 10, atol=tol.atol * 10)
+    assert_close(oracle.score(x, t), g)
     res = check_fokker_planck(obj, oracle.log_prob, x, t)
     assert res.passed, res
 
@@ -70,12 +69,11 @@ def test_t0_is_the_data_and_float32(device: torch.device) -> None:
     gm = _gmm(device=device)
     oracle = DiffusedGaussianMixture(gm, sde.VPSDE())
     x = torch.randn(5, 3, dtype=torch.float64, device=device)
-    torch.testing.assert_close(oracle.log_prob(x, 0.0), gm.log_prob(x), rtol=1e-10, atol=1e-10)
-    torch.testing.assert_close(oracle.score(x, 0.0), gm.score(x), rtol=1e-9, atol=1e-9)
+    assert_close(oracle.log_prob(x, 0.0), gm.log_prob(x))
+    assert_close(oracle.score(x, 0.0), gm.score(x))
     o32 = DiffusedGaussianMixture(_gmm(torch.float32, device), sde.VPSDE())
     x32 = x.float()
-    tol = tolerance(torch.float32)
-    torch.testing.assert_close(o32.log_prob(x32, 0.4), oracle.log_prob(x, 0.4).float(), rtol=tol.rtol, atol=tol.atol)
+    assert_close(o32.log_prob(x32, 0.4), oracle.log_prob(x, 0.4).float())
     assert o32.score(x32, torch.full((5,), 0.4, device=device)).dtype == torch.float32
 
 
@@ -113,7 +111,7 @@ def test_sample_is_exact_p_t() -> None:
     vp = sde.VPSDE()
     oracle = DiffusedGaussianMixture(gm, vp)
     n, t = 40000, 0.4
-    xs = oracle.sample((n,), t)
+    xs = oracle.sample((n,), t, generator=torch.Generator().manual_seed(3))
     al, sg = float(vp.alpha(t)), float(vp.sigma(t))
     m = al * gm.mean()
     C = al**2 * gm.covariance() + sg**2 * torch.eye(3, dtype=torch.float64)
@@ -121,6 +119,30 @@ def test_sample_is_exact_p_t() -> None:
     assert bool(((xs.mean(0) - m).abs() < Z_SCORE * se).all())
     se_c = torch.sqrt((C**2 + torch.outer(C.diagonal(), C.diagonal())) / n)  # Gaussian-approx SE
     assert bool(((torch.cov(xs.T) - C).abs() < 2 * Z_SCORE * se_c).all())  # mixture: heavier 4th moments
+
+
+def test_sample_generator_reproducible_and_exact_for_cld() -> None:
+    """oracle.sample draws only from its generator (global RNG untouched); for CLD too, whose samples
+    have the phase-space marginal's moments at t (mean Phi mu, covariance Phi Sigma Phi^T + Sigma_t)."""
+    cld = sde.CriticallyDampedLangevin()
+    gm = _gmm()
+    oracle = DiffusedGaussianMixture(gm, cld)
+    state = torch.get_rng_state()
+    a = oracle.sample((3,), 0.3, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(torch.get_rng_state(), state)
+    assert torch.equal(a, oracle.sample((3,), 0.3, generator=torch.Generator().manual_seed(1)))
+    n, t = 40000, 0.3
+    z = oracle.sample(n, t, generator=torch.Generator().manual_seed(2))
+    p11, _, p21, _ = (float(c) for c in cld.mean_coefs(torch.tensor(t, dtype=torch.float64)))
+    c11, c12, c22 = (float(c) for c in cld.cov(torch.tensor(t, dtype=torch.float64)))
+    I = torch.eye(3, dtype=torch.float64)
+    Phi = torch.cat([p11 * I, p21 * I], 0)
+    mean = Phi @ gm.mean()
+    C = Phi @ gm.covariance() @ Phi.T + torch.cat([torch.cat([c11 * I, c12 * I], 1), torch.cat([c12 * I, c22 * I], 1)], 0)
+    assert z.shape == (n, 6)
+    assert bool(((z.mean(0) - mean).abs() < Z_SCORE * torch.sqrt(C.diagonal() / n)).all())
+    se_c = torch.sqrt((C**2 + torch.outer(C.diagonal(), C.diagonal())) / n)
+    assert bool(((torch.cov(z.T) - C).abs() < 2 * Z_SCORE * se_c).all())  # mixture: heavier 4th moments
 
 
 def test_cld_oracle() -> None:
@@ -140,13 +162,13 @@ def test_cld_oracle() -> None:
         means = gm.loc @ Phi.T
         comp = torch.distributions.MultivariateNormal(means, C)
         lp = torch.logsumexp(torch.log(gm.weights) + comp.log_prob(z[i]), 0)
-        torch.testing.assert_close(oracle.log_prob(z[i : i + 1], t[i])[0], lp, rtol=1e-10, atol=1e-10)
+        assert_close(oracle.log_prob(z[i : i + 1], t[i])[0], lp)
         r = torch.softmax(torch.log(gm.weights) + comp.log_prob(z[i]), 0)
         post = gm.loc + (Sig @ Phi.T @ torch.linalg.solve(C, (z[i] - means).unsqueeze(-1))).squeeze(-1)
-        torch.testing.assert_close(oracle.denoise(z[i : i + 1], t[i])[0], (r[:, None] * post).sum(0), rtol=1e-9, atol=1e-9)
+        assert_close(oracle.denoise(z[i : i + 1], t[i])[0], (r[:, None] * post).sum(0))
     zg = z.clone().requires_grad_(True)
     (g,) = torch.autograd.grad(oracle.log_prob(zg, t).sum(), zg)
-    torch.testing.assert_close(oracle.score(z, t), g, rtol=1e-9, atol=1e-9)
+    assert_close(oracle.score(z, t), g)
     assert check_fokker_planck(cld, oracle.log_prob, z, t).passed
 
 

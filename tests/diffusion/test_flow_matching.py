@@ -9,16 +9,17 @@ import pytest
 import torch
 
 from fokker.diffusion import FlowMatching, ot_pairing
-from fokker.errors import ParameterError, ShapeError
-from fokker.tolerances import Z_SCORE
+from fokker.diffusion import ResidualTimeMLP
+from fokker.errors import DeviceDtypeError, ParameterError, ShapeError
+from fokker.tolerances import Z_SCORE, assert_close
 
 
 def test_ot_pairing_is_optimal():
     x0, x1 = torch.randn(6, 2), torch.randn(6, 2)
     perm = ot_pairing(x0, x1)
-    cost = lambda p: float(((x0[list(p)] - x1) ** 2).sum())  # noqa: E731
-    best = min(cost(p) for p in itertools.permutations(range(6)))
-    assert cost(perm.tolist()) == pytest.approx(best, rel=1e-6)
+    cost = lambda p: ((x0[list(p)] - x1) ** 2).sum()  # noqa: E731
+    best = min((cost(p) for p in itertools.permutations(range(6))), key=float)
+    assert_close(cost(perm.tolist()), best)
     assert sorted(perm.tolist()) == list(range(6))
 
 
@@ -32,10 +33,10 @@ def test_path_velocity_is_time_derivative(path):
     xt = fm.interpolate(x0, x1, tg)[0]
     # x_t[i] depends on t[i] only: the gradient of a column sum is the per-sample derivative
     dxdt = torch.stack([torch.autograd.grad(xt[:, j].sum(), tg, retain_graph=True)[0] for j in range(3)], -1)
-    torch.testing.assert_close(u, dxdt, rtol=1e-8, atol=1e-8)
+    assert_close(u, dxdt)
     if path == "linear":
         xt0, _ = fm.interpolate(x0, x1, torch.zeros(5, dtype=torch.float64))
-        torch.testing.assert_close(xt0, x0)
+        assert_close(xt0, x0)
 
 
 class GaussVelocity(torch.nn.Module):
@@ -46,8 +47,10 @@ class GaussVelocity(torch.nn.Module):
         super().__init__()
         self.m, self.s, self.shift, self.dim = m, s, shift, m.shape[-1]
         self.p = torch.nn.Parameter(torch.zeros((), dtype=torch.float64))
+        self.calls = 0
 
     def forward(self, x, t):
+        self.calls += 1
         t = t[:, None].to(x.dtype)
         var = (1 - t) ** 2 + t**2 * self.s**2
         dlog = (-(1 - t) + t * self.s**2) / var
@@ -56,19 +59,24 @@ class GaussVelocity(torch.nn.Module):
 
 def test_exact_velocity_samples_and_log_prob():
     m, s = torch.tensor([1.0, -2.0], dtype=torch.float64), 0.5
-    fm = FlowMatching(GaussVelocity(m, s))
-    out, nfe = fm.sample((4000,), steps=40, return_nfe=True, dtype=torch.float64)
-    assert nfe == 80
+    net = GaussVelocity(m, s)
+    fm = FlowMatching(net)
+    out, nfe = fm.sample((4000,), num_steps=40, return_nfe=True, generator=torch.Generator().manual_seed(0))
+    assert out.dtype == torch.float64  # the network's
+    assert nfe == net.calls == 80  # Heun: two velocity evaluations per step
     n = out.shape[0]
     assert bool(((out.mean(0) - m).abs() < Z_SCORE * s / math.sqrt(n)).all())
     assert bool(((out.var(0) - s**2).abs() < Z_SCORE * s**2 * math.sqrt(2 / n)).all())
     x = m + s * torch.randn(8, 2, dtype=torch.float64)
     exact = (-0.5 * ((x - m) / s) ** 2 - math.log(s) - 0.5 * math.log(2 * math.pi)).sum(-1)
+    net.calls = 0
     lp = fm.log_prob(x, rtol=1e-8, atol=1e-8)
-    torch.testing.assert_close(lp, exact, rtol=1e-5, atol=1e-5)
-    assert fm.last_nfe > 0
-    x_ad, _ = fm.integrate(torch.randn(5, 2, dtype=torch.float64), 0.0, 1.0, None)  # adaptive path
-    assert x_ad.shape == (5, 2)
+    assert_close(lp, exact, loose=True)
+    assert fm.last_nfe == net.calls
+    # the exact flow map of the linear path for N(m, s^2 I) data: x_1 = m + s x_0
+    x0 = torch.randn(5, 2, dtype=torch.float64)
+    x_ad, _ = fm.integrate(x0, 0.0, 1.0, None, rtol=1e-10, atol=1e-10)  # adaptive path
+    assert_close(x_ad, m + s * x0, loose=True)
 
 
 def test_cfm_loss_minimized_by_marginal_velocity():
@@ -79,9 +87,27 @@ def test_cfm_loss_minimized_by_marginal_velocity():
         torch.manual_seed(3)
         losses.append(float(FlowMatching(GaussVelocity(m, s, shift)).loss(data).detach()))
     assert losses[0] < losses[1]
+
+
+def test_ot_coupling_loss_pairs_noise_by_the_exact_assignment():
+    """coupling="ot": the loss is the CFM loss of the noise re-paired by the exact assignment, recomputed
+    here from the same draws (noise, then times) and the brute-force velocity of the linear path."""
+    m, s = torch.tensor([1.0, -2.0], dtype=torch.float64), 0.5
+    x1 = m + s * torch.randn(64, 2, dtype=torch.float64)
+    net = GaussVelocity(m, s)
     torch.manual_seed(3)
-    ot = FlowMatching(GaussVelocity(m, s), coupling="ot").loss(data[:256])
-    assert bool(torch.isfinite(ot))
+    loss = FlowMatching(net, coupling="ot").loss(x1)
+    torch.manual_seed(3)
+    x0 = torch.randn_like(x1)
+    x0 = x0[ot_pairing(x0, x1)]
+    t = torch.rand(64, dtype=torch.float64)
+    xt = (1 - t[:, None]) * x0 + t[:, None] * x1
+    expected = ((net(xt, t) - (x1 - x0)) ** 2).sum(-1).mean()
+    assert_close(loss, expected)
+    # the pairing lowers the transport cost of the batch below the independent pairing's
+    torch.manual_seed(3)
+    noise = torch.randn_like(x1)
+    assert float(((noise[ot_pairing(noise, x1)] - x1) ** 2).sum()) < float(((noise - x1) ** 2).sum())
 
 
 def test_bad_arguments():
@@ -92,3 +118,29 @@ def test_bad_arguments():
     fm = FlowMatching(lambda x, t: x[:, :1], event_shape=(2,))  # type: ignore[arg-type]
     with pytest.raises(ShapeError, match="net output"):
         fm.loss(torch.randn(4, 2))
+    with pytest.raises(ParameterError, match=r"net must be a torch\.nn\.Module \(or a callable\).*got str"):
+        FlowMatching("mlp")  # type: ignore[arg-type]
+    with pytest.raises(ParameterError, match=r"sde must be a linear SDE satisfying fokker\.sde\.Schedule"):
+        FlowMatching(torch.nn.Identity(), path="vp", sde=object())  # type: ignore[arg-type]
+
+
+def test_data_of_another_dtype_than_the_network_raises():
+    """float64 data and a float32 network: DeviceDtypeError naming both (before: RuntimeError in nn.Linear)."""
+    fm = FlowMatching(ResidualTimeMLP(2, hidden=16, depth=1))
+    x = torch.randn(8, 2, dtype=torch.float64)
+    with pytest.raises(DeviceDtypeError, match=r"x1 has dtype torch\.float64 but the network of the FlowMatching model has dtype torch\.float32"):
+        fm.loss(x)
+    with pytest.raises(DeviceDtypeError, match="x has dtype torch.float64"):
+        fm.log_prob(x)
+    with pytest.raises(DeviceDtypeError, match=r"dtype=torch\.float64 differs from the network's dtype torch\.float32"):
+        fm.sample((4,), num_steps=2, dtype=torch.float64)
+
+
+def test_sample_generator_reproducible():
+    fm = FlowMatching(GaussVelocity(torch.zeros(2, dtype=torch.float64), 0.5))
+    g = lambda seed: torch.Generator().manual_seed(seed)  # noqa: E731
+    state = torch.get_rng_state()
+    a = fm.sample((8,), num_steps=3, generator=g(0))
+    assert torch.equal(torch.get_rng_state(), state)
+    assert torch.equal(a, fm.sample((8,), num_steps=3, generator=g(0)))
+    assert not torch.equal(a, fm.sample((8,), num_steps=3, generator=g(1)))

@@ -22,7 +22,7 @@ from fokker.diffusion.samplers import (
     ode_euler,
 )
 from fokker.errors import ParameterError, ShapeError
-from fokker.tolerances import Z_SCORE
+from fokker.tolerances import Z_SCORE, assert_close
 
 from _diffusion_oracle import energy_distance
 
@@ -55,7 +55,9 @@ def test_oracle_energy_distance_matches_fokker_metrics():
     from fokker.metrics import energy_distance as ed_lib
 
     x, y = torch.randn(300, 2, dtype=torch.float64), torch.randn(200, 2, dtype=torch.float64) + 0.3
-    torch.testing.assert_close(energy_distance(x, y), ed_lib(x, y), rtol=1e-9, atol=1e-12)
+    # loose: one side may expand |a - b|^2 = |a|^2 + |b|^2 - 2 a.b (cdist's matmul mode), which keeps only
+    # about eps^(1/2) of relative accuracy on the distances
+    assert_close(energy_distance(x, y), ed_lib(x, y), loose=True)
 
 
 @pytest.mark.parametrize("name,steps,opts", CONVERGED, ids=[f"{c[0]}-{c[1]}{'-eta1' if 'eta' in c[2] else ''}" for c in CONVERGED])
@@ -92,8 +94,11 @@ def test_nfe_counts(gmm3, vpsde):
         _, nfe = SAMPLERS[name](score, vpsde, x, time_grid(7, sde=vpsde))
         assert nfe == n == calls[0], name
     calls[0] = 0
+    _, nfe = SAMPLERS["predictor_corrector"](score, vpsde, x, time_grid(7, sde=vpsde), num_corrector_steps=3)
+    assert nfe == calls[0] == 7 * (1 + 3)
+    calls[0] = 0
     _, nfe = ode_adaptive(score, vpsde, x, time_grid(7, sde=vpsde))
-    assert nfe == calls[0] > 0
+    assert nfe == calls[0]
 
 
 def _path_errors(gmm, sde, n=300):
@@ -170,8 +175,8 @@ def test_adapters_agree(gmm3, vpsde):
     s = gmm3.score(x, t)
     d = (x + c.sigma[:, None] ** 2 * s) / c.alpha[:, None]
     e = -c.sigma[:, None] * s
-    torch.testing.assert_close(from_denoiser(lambda x, t: d, vpsde)(x, t), s, rtol=1e-9, atol=1e-9)
-    torch.testing.assert_close(from_eps(lambda x, t: e, vpsde)(x, t), s, rtol=1e-9, atol=1e-9)
+    assert_close(from_denoiser(lambda x, t: d, vpsde)(x, t), s)
+    assert_close(from_eps(lambda x, t: e, vpsde)(x, t), s)
 
 
 def test_float32_and_generator_reproducible(gmm3, vpsde):

@@ -1,84 +1,29 @@
-"""Every layer: inverse both ways, log-det vs autograd slogdet (float64), inverse log-det,
-Jacobian sparsity, gradients to every parameter, double backward, state_dict round trip,
-torch Transform metadata."""
+"""Layer internals the contract test (test_layer_contract.py) does not see: Jacobian sparsity
+of couplings and autoregressive layers, MADE masks, ActNorm's data-dependent initialisation,
+float32 robustness of the spline and affine maps, squeeze and shape-changing layers."""
 
 from __future__ import annotations
 
-import io
-
+import pyro.distributions as pdist
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
-from torch.distributions import constraints
 
 from fokker import flows
-from fokker.errors import ShapeError
-from fokker.tolerances import assert_close
+from fokker.errors import ParameterError, ShapeError
+from fokker.tolerances import assert_close, tolerance
 
-from flows_testlib import CTX, IMAGE_LAYERS, IMAGE_SHAPE, VECTOR_LAYERS, jacobian, make_vector_layer, perturb
+from flows_testlib import IMAGE_SHAPE, jacobian, perturb
 
 F64 = torch.float64
-
-
-@pytest.mark.parametrize("name", sorted(VECTOR_LAYERS))
-@settings(max_examples=4)
-@given(d=st.integers(2, 5), batch=st.integers(1, 3), seed=st.integers(0, 2**16))
-def test_vector_layer_inverse_and_log_det(name: str, d: int, batch: int, seed: int, device: torch.device) -> None:
-    torch.manual_seed(seed)
-    layer, ctx = make_vector_layer(name, d, F64, device)
-    x = 2 * torch.randn(batch, d, dtype=F64, device=device)
-    y, ladj = layer.call_and_ladj(x, ctx)
-    assert y.shape == x.shape and ladj.shape == (batch,)
-    assert_close(layer.call(x, ctx), y)  # value-only sampling path
-    # inverse both ways on arbitrary inputs
-    x_back, ladj_inv = layer.inverse_and_ladj(y, ctx)
-    assert_close(x_back, x, loose=True)
-    assert_close(ladj_inv, -ladj, loose=True)
-    y2 = 3 * torch.randn(batch, d, dtype=F64, device=device)
-    assert_close(layer.call_and_ladj(layer.inverse_and_ladj(y2, ctx)[0], ctx)[0], y2, loose=True)
-    # log-det vs slogdet of the autograd Jacobian, both directions
-    for i in range(batch):
-        J = jacobian(lambda v: layer.call_and_ladj(v, ctx)[0], x[i])
-        assert_close(ladj[i], torch.linalg.slogdet(J)[1], loose=True)
-        Jinv = jacobian(lambda v: layer.inverse_and_ladj(v, ctx)[0], y[i])
-        assert_close(ladj_inv[i], torch.linalg.slogdet(Jinv)[1], loose=True)
-    # torch Transform protocol agrees with the fast path
-    t = layer.condition(ctx)
-    assert_close(t(x), y)
-    assert_close(t.log_abs_det_jacobian(x, y), ladj, loose=True)
-    assert_close(t.inv(y), x, loose=True)
-
-
-@pytest.mark.parametrize("name", sorted(IMAGE_LAYERS))
-def test_image_layer_inverse_and_log_det(name: str, device: torch.device) -> None:
-    layer = perturb(IMAGE_LAYERS[name]()).to(device=device, dtype=F64)
-    x = torch.randn(2, *IMAGE_SHAPE, dtype=F64, device=device)
-    y, ladj = layer.call_and_ladj(x)
-    x_back, ladj_inv = layer.inverse_and_ladj(y)
-    assert_close(x_back, x, loose=True)
-    assert_close(ladj_inv, -ladj, loose=True)
-    y2 = torch.randn(2, *IMAGE_SHAPE, dtype=F64, device=device)
-    assert_close(layer.call_and_ladj(layer.inverse_and_ladj(y2)[0])[0], y2, loose=True)
-    J = jacobian(lambda v: layer.call_and_ladj(v)[0], x[0])
-    assert_close(ladj[0], torch.linalg.slogdet(J)[1], loose=True)
-    # gradients reach every parameter; second order through the density direction
-    xg = x.clone().requires_grad_(True)
-    z, l = layer.inverse_and_ladj(xg)
-    logp = (-0.5 * z**2).sum() + l.sum()
-    (gx,) = torch.autograd.grad(logp, xg, create_graph=True)
-    params = list(layer.parameters())
-    grads = torch.autograd.grad((gx**2).sum() + logp, params)
-    assert all(torch.isfinite(g).all() and g.abs().sum() > 0 for g in grads)
 
 
 def test_coupling_jacobian_structure() -> None:
     d = 6
     mask = flows.alternating_mask(d)
     for layer in (
-        flows.AffineCoupling(mask, hidden=(8,)),
-        flows.SplineCoupling(mask, hidden=(8,), bins=4, bound=2.0),
-        flows.AdditiveCoupling(mask, hidden=(8,)),
+        flows.AffineCoupling(d, hidden=(8,), mask=mask),
+        flows.SplineCoupling(d, hidden=(8,), mask=mask, bins=4, bound=2.0),
+        flows.AdditiveCoupling(d, hidden=(8,), mask=mask),
     ):
         layer = perturb(layer).double()
         x = torch.randn(d, dtype=F64)
@@ -95,7 +40,7 @@ def test_coupling_jacobian_structure() -> None:
 
 def test_image_coupling_masks_respected() -> None:
     for mask in (flows.checkerboard_mask(IMAGE_SHAPE), flows.channel_mask(IMAGE_SHAPE, flip=True)):
-        layer = perturb(flows.AffineCoupling(mask, hidden=(8,))).double()
+        layer = perturb(flows.AffineCoupling(IMAGE_SHAPE[0], hidden=(8,), mask=mask)).double()
         x = torch.randn(IMAGE_SHAPE, dtype=F64)
         J = jacobian(lambda v: layer.call_and_ladj(v)[0], x)
         m = mask.reshape(-1)
@@ -127,63 +72,6 @@ def test_made_masks_exact_dependencies() -> None:
     assert (Jc.abs().sum(1) > 0).all()
 
 
-@pytest.mark.parametrize("name", sorted(VECTOR_LAYERS))
-def test_gradients_reach_every_parameter_and_double_backward(name: str) -> None:
-    d = 4
-    layer, ctx = make_vector_layer(name, d, F64, torch.device("cpu"))
-    params = [p for p in layer.parameters()]
-    x = torch.randn(7, d, dtype=F64, requires_grad=True)
-    for direction in ("forward", "inverse"):
-        fn = layer.call_and_ladj if direction == "forward" else layer.inverse_and_ladj
-        out, ladj = fn(x, ctx)
-        loss = (out**2).sum() + ladj.sum()
-        if not params:
-            continue
-        grads = torch.autograd.grad(loss, params, allow_unused=True)
-        for p, g in zip(params, grads):
-            assert g is not None and g.abs().sum() > 0, f"{name}: no gradient ({direction})"
-    # second order: gradient of a function of the input-gradient (score matching)
-    out, ladj = layer.inverse_and_ladj(x, ctx)
-    logp = (-0.5 * out**2).sum() + ladj.sum()
-    (gx,) = torch.autograd.grad(logp, x, create_graph=True)
-    target = params + [x] if params else [x]
-    g2 = torch.autograd.grad((gx**2).sum(), target, allow_unused=True)
-    assert all(g is None or torch.isfinite(g).all() for g in g2)
-    assert g2[-1] is not None
-
-
-@pytest.mark.parametrize("name", sorted(VECTOR_LAYERS) + sorted(IMAGE_LAYERS))
-def test_state_dict_round_trip(name: str) -> None:
-    if name in VECTOR_LAYERS:
-        layer, ctx = make_vector_layer(name, 4, torch.float32, torch.device("cpu"))
-        fresh = VECTOR_LAYERS[name][0](4)
-        x = torch.randn(3, 4)
-    else:
-        layer, ctx = perturb(IMAGE_LAYERS[name]()), None
-        fresh = IMAGE_LAYERS[name]()
-        x = torch.randn(3, *IMAGE_SHAPE)
-    buf = io.BytesIO()
-    torch.save(layer.state_dict(), buf)
-    buf.seek(0)
-    fresh.load_state_dict(torch.load(buf))
-    fresh.eval(), layer.eval()
-    torch.testing.assert_close(fresh.call_and_ladj(x, ctx), layer.call_and_ladj(x, ctx), rtol=0, atol=0)
-    torch.testing.assert_close(fresh.inverse_and_ladj(x, ctx), layer.inverse_and_ladj(x, ctx), rtol=0, atol=0)
-
-
-def test_transform_metadata() -> None:
-    layer = flows.MAF(3)
-    assert layer.bijective and layer.event_dim == 1
-    assert layer.domain.event_dim == 1 and layer.codomain.event_dim == 1
-    assert isinstance(layer.domain, constraints.independent)
-    img = flows.InvertibleConv1x1(2)
-    assert img.event_dim == 3 and img.codomain.event_dim == 3
-    assert isinstance(layer, torch.nn.Module) and isinstance(layer, torch.distributions.Transform)
-    from pyro.distributions.torch_transform import TransformModule
-
-    assert isinstance(layer, TransformModule)
-
-
 def test_actnorm_data_dependent_init() -> None:
     d = 4
     y = torch.randn(512, d, dtype=F64) * torch.tensor([0.1, 1.0, 5.0, 20.0], dtype=F64) + torch.tensor([3.0, -1.0, 0.0, 7.0], dtype=F64)
@@ -201,16 +89,76 @@ def test_actnorm_data_dependent_init() -> None:
     an.train()
     x_train, l_train = an.inverse_and_ladj(y)
     assert torch.equal(x_eval, x_train) and torch.equal(l_eval, l_train)
-    # the flag travels in the state dict
-    fresh = flows.ActNorm(d).double()
-    fresh.load_state_dict(an.state_dict())
-    assert fresh._initialized
     # images: per channel over batch and pixels
     img = torch.randn(64, 3, 4, 4, dtype=F64) * torch.tensor([2.0, 0.5, 3.0], dtype=F64)[:, None, None] + 1
     ai = flows.ActNorm(3, event_dim=3, eps=1e-12).double()
     z, _ = ai.inverse_and_ladj(img)
     assert_close(z.mean((0, 2, 3)), torch.zeros(3, dtype=F64), loose=True)
     assert_close(z.std((0, 2, 3), unbiased=False), torch.ones(3, dtype=F64), loose=True)
+
+
+def test_actnorm_forward_first_is_not_reinitialised_by_the_inverse() -> None:
+    """A fresh ActNorm used forward first: the inverse of its output is its input (it used to
+    initialise from y on the inverse call, off by ~1)."""
+    torch.manual_seed(0)
+    a = flows.ActNorm(5)
+    x = torch.randn(64, 5) * 3 + 2
+    assert_close(a.inv(a(x).clone()), x)
+    assert bool(a.initialized)
+
+
+def test_actnorm_initialises_at_most_once_and_only_from_a_first_inverse_in_training() -> None:
+    y = torch.randn(32, 3, dtype=F64) * 4 + 1
+    ident = torch.zeros(3, dtype=F64)
+    # eval-mode first use: no initialisation, ever
+    a = flows.ActNorm(3).double().eval()
+    a.inverse_and_ladj(y)
+    a.train().inverse_and_ladj(y)
+    assert torch.equal(a.loc.detach(), ident) and torch.equal(a.log_scale.detach(), ident)
+    # an in-place change of the parameters (an optimizer step) before the first use
+    b = flows.ActNorm(3).double()
+    with torch.no_grad():
+        b.log_scale.add_(0.5)
+    b.inverse_and_ladj(y)
+    assert torch.equal(b.loc.detach(), ident)
+    # a loaded state dict, even one saved before any use
+    c = flows.ActNorm(3).double()
+    c.load_state_dict(flows.ActNorm(3).double().state_dict())
+    c.inverse_and_ladj(y)
+    assert torch.equal(c.loc.detach(), ident)
+    # .to(dtype) is not a change: the first inverse still initialises
+    e = flows.ActNorm(3).to(F64)
+    e.inverse_and_ladj(y)
+    assert_close(e.loc.detach(), y.mean(0))
+    # the flag is in the state dict and survives save/load
+    fresh = flows.ActNorm(3).double()
+    fresh.load_state_dict(e.state_dict())
+    assert bool(fresh.initialized) and torch.equal(fresh.loc, e.loc)
+    # explicit initialisation stays available
+    g = flows.ActNorm(3).double().eval()
+    g.initialize(y)
+    assert_close(g.loc.detach(), y.mean(0))
+
+
+def test_reverse_kl_training_then_log_prob_keeps_the_parameters() -> None:
+    """A flow trained by reverse KL (forward calls only) keeps its ActNorm parameters when
+    log_prob is called in training mode afterwards."""
+    torch.manual_seed(0)
+    flow = flows.nice(2, 2, (8,)).double()
+    target = torch.distributions.MultivariateNormal(torch.tensor([1.0, -2.0], dtype=F64), torch.eye(2, dtype=F64) * 0.25)
+    opt = torch.optim.Adam(flow.parameters(), lr=2e-2)
+    for _ in range(30):
+        y, lp = flow.sample_and_log_prob((64,))
+        loss = (lp - target.log_prob(y)).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    state = {k: v.clone() for k, v in flow.state_dict().items()}
+    samples = flow.sample((16,), generator=torch.Generator().manual_seed(1))
+    flow.log_prob(torch.randn(100, 2, dtype=F64) * 10)  # training mode, a batch unlike the samples
+    for k, v in flow.state_dict().items():
+        assert torch.equal(v, state[k]), k
+    assert torch.equal(flow.sample((16,), generator=torch.Generator().manual_seed(1)), samples)
 
 
 def test_float32_spline_far_outside_box_and_affine_on_huge_activations() -> None:
@@ -222,7 +170,9 @@ def test_float32_spline_far_outside_box_and_affine_on_huge_activations() -> None
     xb, lb = spline.inverse(y, params)
     assert torch.isfinite(y).all() and torch.isfinite(l).all() and torch.isfinite(xb).all()
     assert torch.equal(y[[0, 1, 7, 8, 9]], x[[0, 1, 7, 8, 9]])  # identity tails
-    torch.testing.assert_close(xb, x, rtol=1e-4, atol=1e-3)
+    # the round trip inside the box is accurate to float32 rounding of values up to ~3
+    assert_close(xb[2:7], x[2:7], scale=3.0)
+    assert torch.equal(xb[[0, 1, 7, 8, 9]], x[[0, 1, 7, 8, 9]])
     (g,) = torch.autograd.grad((y.sum() + l.sum() + xb.sum() + lb.sum()), params)
     assert torch.isfinite(g).all()
     # inverse of values far outside, then forward again
@@ -230,14 +180,15 @@ def test_float32_spline_far_outside_box_and_affine_on_huge_activations() -> None
     p2 = 50 * torch.randn(4, spline.num_params)
     assert torch.isfinite(spline.inverse(yy, p2)[0]).all()
     # affine coupling with exploding conditioner activations stays finite and invertible
-    layer = flows.AffineCoupling(flows.half_mask(4), hidden=(8,))
+    layer = flows.AffineCoupling(4, hidden=(8,))
     with torch.no_grad():
         for p in layer.parameters():
             p.mul_(1e4)
     x = 100 * torch.randn(16, 4)
     y, ladj = layer.call_and_ladj(x)
     assert torch.isfinite(y).all() and torch.isfinite(ladj).all()
-    assert (ladj.abs() <= 2 * 7.0 + 1e-4).all()  # |s| < scale_bound per transformed coordinate
+    # |s| < scale_bound per transformed coordinate (2 of the 4), up to float32 rounding
+    assert (ladj.abs() <= 2 * 7.0 * (1 + tolerance(torch.float32).rtol)).all()
     xb, _ = layer.inverse_and_ladj(y)
     assert torch.isfinite(xb).all()
 
@@ -253,31 +204,6 @@ def test_spline_matches_autograd_derivative_and_identity_at_zero() -> None:
     y0, l0 = spline.forward(x, torch.zeros_like(params))
     assert_close(y0, x.detach())
     assert_close(l0, torch.zeros_like(l0))
-
-
-def test_bad_input_messages() -> None:
-    layer = flows.MAF(3)
-    with pytest.raises(ShapeError, match=r"x must have shape \(\.\.\., 3\)"):
-        layer.call_and_ladj(torch.randn(2, 4))
-    cond = flows.MAF(3, context_dim=CTX)
-    with pytest.raises(ShapeError, match="context"):
-        cond.call_and_ladj(torch.randn(2, 3))
-    with pytest.raises(ShapeError, match="context"):
-        cond(torch.randn(2, 3))
-    with pytest.raises(ShapeError, match="unconditional"):
-        layer.call_and_ladj(torch.randn(2, 3), torch.randn(2, CTX))
-    from fokker.errors import ParameterError
-
-    with pytest.raises(ParameterError, match="mask"):
-        flows.Coupling(flows.Affine(), torch.ones(4, dtype=torch.bool))
-    with pytest.raises(ParameterError, match="one_pass"):
-        flows.MaskedAutoregressive(flows.Affine(), 3, one_pass="sideways")
-    with pytest.raises(ParameterError, match="perm"):
-        flows.Permute([0, 0, 1])
-    with pytest.raises(ParameterError, match="bins"):
-        flows.RationalQuadratic(bins=0)
-    with pytest.raises(ParameterError, match="scale_bound"):
-        flows.Affine(scale_bound=-1.0)
 
 
 def test_squeeze_is_a_permutation_and_inverts() -> None:
@@ -304,9 +230,37 @@ def test_squeeze_is_a_permutation_and_inverts() -> None:
 
 
 def test_glow_checkerboard_variant_log_det() -> None:
-    flow = perturb(flows.glow((2, 4, 4), levels=2, steps=1, hidden=4, mask="checkerboard")).double()
+    flow = perturb(flows.glow((2, 4, 4), levels=2, depth=1, hidden=4, mask="checkerboard"), scale=0.05).double()
     x = torch.randn(2, 2, 4, 4, dtype=F64)
     z, ladj_inv = flow.inverse_and_ladj(x)
     J = jacobian(lambda v: flow.inverse_and_ladj(v)[0], x[0])
     assert_close(ladj_inv[0], torch.linalg.slogdet(J)[1], loose=True)
     assert_close(flow.forward_and_ladj(z)[0], x, loose=True)
+
+
+def test_squeeze_shapes_in_a_transformed_distribution() -> None:
+    """Squeeze changes the event shape: forward_shape / inverse_shape say so, and a
+    TransformedDistribution with it reports the right event shape and scores its own samples."""
+    layer = flows.Squeeze((1, 4, 4))
+    assert tuple(layer.forward_shape((1, 4, 4))) == (4, 2, 2)
+    assert tuple(layer.forward_shape((7, 1, 4, 4))) == (7, 4, 2, 2)
+    assert tuple(layer.inverse_shape((4, 2, 2))) == (1, 4, 4)
+    assert tuple(layer.inverse_shape((7, 4, 2, 2))) == (7, 1, 4, 4)
+    base = pdist.Normal(torch.zeros(1, 4, 4, dtype=F64), 1.0).to_event(3)
+    td = pdist.TransformedDistribution(base, [layer])
+    assert td.event_shape == (4, 2, 2) and td.batch_shape == ()
+    y = td.sample((5,))
+    assert y.shape == (5, 4, 2, 2)
+    # a permutation: the density of y is the base density of the unsqueezed value
+    assert_close(td.log_prob(y), base.log_prob(flows.unsqueeze(y)))
+    # in a Flow, the base gets the noise-side shape and sampling / scoring agree
+    flow = flows.Flow([layer, perturb(flows.ActNorm(4, event_dim=3))], (4, 2, 2)).double()
+    assert flow.base_event_shape == (1, 4, 4)
+    s, lp = flow.sample_and_log_prob((3,))
+    assert s.shape == (3, 4, 2, 2)
+    assert_close(flow.log_prob(s), lp)
+    assert_close(flow.distribution().log_prob(s), lp)
+    with pytest.raises(ShapeError, match="forward_shape"):
+        layer.forward_shape((2, 4, 4))
+    with pytest.raises(ParameterError, match="even"):
+        flows.Squeeze((1, 3, 4))

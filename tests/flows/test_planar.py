@@ -8,8 +8,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fokker.errors import ShapeError
+from fokker.flows import ffjord, planar_flow, residual_flow
 from fokker.flows.planar import Planar, solve_tanh_equation
-from fokker.tolerances import assert_close
+from fokker.checks import check_normalized
+from fokker.tolerances import assert_close, tolerance
 
 from flows_testlib import perturb, slogdet_autograd
 
@@ -53,7 +55,7 @@ def test_solve_tanh_equation_near_singular_and_far() -> None:
     for target in (torch.full((5,), 1e4, dtype=F64), torch.linspace(-3, 3, 5, dtype=F64), torch.full((5,), -7.0, dtype=F64)):
         a = solve_tanh_equation(target, c, b)
         resid = a + c * torch.tanh(a + b) - target
-        assert float(resid.abs().max()) <= 1e-9 * (1 + float(target.abs().max()))
+        assert float(resid.abs().max()) <= tolerance(F64).rtol * (1 + float(target.abs().max()))
 
 
 def test_planar_second_order_gradients_inverse() -> None:
@@ -91,7 +93,8 @@ def test_planar_float32_far_inputs_finite(device: torch.device) -> None:
     z, ladj = layer.inverse_and_ladj(y)
     assert torch.isfinite(z).all() and torch.isfinite(ladj).all()
     y2, _ = layer.call_and_ladj(z)
-    torch.testing.assert_close(y2, y, rtol=1e-5, atol=1e-2)
+    # float32 inputs of size ~1e4: the round trip is accurate to the rounding of values that large
+    assert_close(y2, y, scale=float(y.abs().max()))
 
 
 def test_planar_on_device_float32(device: torch.device) -> None:
@@ -122,28 +125,16 @@ def test_planar_bad_shape_raises() -> None:
 # -- composed flows from the builder --------------------------------------------------------
 
 
-def _grid_2d(L: float, n: int) -> tuple[torch.Tensor, float]:
-    g = torch.linspace(-L, L, n, dtype=F64)
-    xx, yy = torch.meshgrid(g, g, indexing="ij")
-    return torch.stack([xx, yy], -1).reshape(-1, 2), float(g[1] - g[0]) ** 2
-
-
 @pytest.mark.parametrize("kind", ["planar", "radial", "sylvester"])
 def test_planar_family_flow_integrates_to_one_2d(kind: str) -> None:
-    from fokker.flows.builders_b import planar_flow
-
     torch.manual_seed(0)
     flow = perturb(planar_flow(2, 4, kind=kind), 0.3, 2).to(F64)
-    pts, cell = _grid_2d(8.0, 321)
-    with torch.no_grad():
-        mass = float(flow.log_prob(pts).exp().sum()) * cell
-    assert abs(mass - 1) < 2e-3
+    res = check_normalized(flow, ((-8.0, 8.0), (-8.0, 8.0)), num_points=321)
+    assert res.passed, res
 
 
 def test_planar_flow_samples_agree_with_log_prob_1d() -> None:
     """KS distance between samples and the CDF obtained by quadrature of exp(log_prob)."""
-    from fokker.flows.builders_b import planar_flow
-
     torch.manual_seed(0)
     flow = perturb(planar_flow(1, 3), 1.0, 4).to(F64)
     n = 4000
@@ -157,12 +148,11 @@ def test_planar_flow_samples_agree_with_log_prob_1d() -> None:
         ks = float(torch.maximum(emp_hi - model_cdf, model_cdf - (emp_hi - 1 / n)).max())
         y, lp = flow.sample_and_log_prob((50,))
         assert_close(flow.log_prob(y), lp)
-    assert abs(float(cdf[-1]) - 1) < 1e-3
+    assert_close(cdf[-1], torch.tensor(1.0, dtype=F64), loose=True)
     assert ks < (0.5 * __import__("math").log(2 / 1e-4)) ** 0.5 / n**0.5  # KS critical value, alpha = 1e-4
 
 
 def test_planar_flow_trains_with_fit() -> None:
-    from fokker.flows.builders_b import planar_flow
     from fokker.train import fit
 
     torch.manual_seed(0)
@@ -196,7 +186,6 @@ def test_part_b_layers_are_transform_modules_with_vector_metadata() -> None:
 @pytest.mark.parametrize("builder", ["planar", "residual", "ffjord"])
 def test_pyro_distribution_survives_full_batch_training(builder: str) -> None:
     """The same data tensor scored every step through Pyro's TransformedDistribution (the cache trap)."""
-    from fokker.flows.builders_b import ffjord, planar_flow, residual_flow
 
     torch.manual_seed(0)
     flow = {

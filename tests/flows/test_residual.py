@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from fokker.errors import NotInvertibleError, ParameterError, ShapeError
-from fokker.flows.builders_b import residual_flow
+from fokker.flows import residual_flow
 from fokker.flows.residual import ResidualFlow, SpectralNormLinear
-from fokker.tolerances import Z_SCORE, assert_close
+from fokker.tolerances import Z_SCORE, assert_close, tolerance
 
 F64 = torch.float64
 
@@ -48,24 +48,25 @@ def _saturated_1d(log_det: str, **kw: object) -> ResidualFlow:
     return layer
 
 
-@pytest.mark.parametrize("n_exact_terms, geom_p", [(1, 0.5), (2, 0.3)])
-def test_russian_roulette_estimator_is_unbiased(n_exact_terms: int, geom_p: float) -> None:
+@pytest.mark.parametrize("num_exact_terms, geom_p", [(1, 0.5), (2, 0.3)])
+def test_russian_roulette_estimator_is_unbiased(num_exact_terms: int, geom_p: float) -> None:
     """1-D, Rademacher probe: the only randomness is the roulette; mean over draws vs exact log det."""
-    layer = _saturated_1d("roulette", n_exact_terms=n_exact_terms, geom_p=geom_p)
+    layer = _saturated_1d("roulette", num_exact_terms=num_exact_terms, geom_p=geom_p)
     x = torch.linspace(-8, 8, 5, dtype=F64)[:, None]
     n = 20_000
     with torch.no_grad():
         exact = torch.log1p(torch.stack([torch.autograd.functional.jacobian(layer.g, xi) for xi in x]).reshape(5))
         est = layer.log_det_jacobian(x.repeat_interleave(n, 0))[1].reshape(5, n)
-        truncated = _saturated_1d("series", n_terms=2).log_det_jacobian(x)[1]
+        truncated = _saturated_1d("series", num_terms=2).log_det_jacobian(x)[1]
     mean, se = est.mean(1), est.std(1) / n**0.5
-    assert bool(((mean - exact).abs() <= Z_SCORE * se + 1e-12).all()), (mean, exact, se)
+    # where g' = 0 the estimator is exact (se = 0): allow rounding there
+    assert bool(((mean - exact).abs() <= Z_SCORE * se + tolerance(F64).atol).all()), (mean, exact, se)
     # power: the 2-term truncation is biased by many standard errors where g' is large
     assert float((truncated - exact).abs().max()) > 10 * Z_SCORE * float(se.max())
 
 
 def test_russian_roulette_with_gaussian_hutchinson_probe_is_unbiased() -> None:
-    layer = _block("roulette", coeff=0.7, n_exact_terms=1, geom_p=0.5)
+    layer = _block("roulette", coeff=0.7, num_exact_terms=1, geom_p=0.5)
     x = 2 * torch.randn(2, 3, dtype=F64)
     with torch.no_grad():
         exact = _slogdet(lambda v: v + layer.g(v), x)
@@ -77,21 +78,21 @@ def test_russian_roulette_with_gaussian_hutchinson_probe_is_unbiased() -> None:
 
 
 def test_long_series_equals_exact_log_det_in_1d() -> None:
-    layer = _saturated_1d("series", n_terms=80)
+    layer = _saturated_1d("series", num_terms=80)
     x = torch.linspace(-8, 8, 5, dtype=F64)[:, None]
     exact = torch.log1p(torch.stack([torch.autograd.functional.jacobian(layer.g, xi) for xi in x]).reshape(5))
     assert_close(layer.log_det_jacobian(x)[1], exact, loose=True)
 
 
 def test_truncated_series_converges_to_exact() -> None:
-    layer = _block("series", coeff=0.6, n_terms=25)
+    layer = _block("series", coeff=0.6, num_terms=25)
     x = torch.randn(1, 3, dtype=F64)
     with torch.no_grad():
         exact = _slogdet(lambda v: v + layer.g(v), x)
         n = 20_000
         est = layer.log_det_jacobian(x.expand(n, 3))[1]
     # remainder of the series after 25 terms is <= D c^26/(26 (1-c)) ~ 1e-6; Hutchinson SE dominates
-    assert float((est.mean() - exact).abs()) <= Z_SCORE * float(est.std()) / n**0.5 + 1e-5
+    assert float((est.mean() - exact).abs()) <= Z_SCORE * float(est.std()) / n**0.5 + tolerance(F64, loose=True).atol
 
 
 def test_lipschitz_bound_holds_after_training_steps() -> None:
@@ -112,7 +113,7 @@ def test_lipschitz_bound_holds_after_training_steps() -> None:
     jac_norms = torch.stack(
         [torch.linalg.matrix_norm(torch.autograd.functional.jacobian(layer.g, xi), ord=2) for xi in xs]
     )
-    assert float(jac_norms.max()) <= float(layer.lipschitz_bound()) + 1e-5
+    assert float(jac_norms.max()) <= float(layer.lipschitz_bound()) * (1 + tolerance(torch.float32).rtol)
 
 
 def test_second_order_gradients_through_log_det() -> None:
@@ -141,7 +142,7 @@ def test_flow_log_prob_matches_manual_change_of_variables(device: torch.device) 
     flow.eval()
     x = torch.randn(7, 2, dtype=F64, device=device)
     z, total = x, torch.zeros(7, dtype=F64, device=device)
-    for block in reversed(flow._transforms):
+    for block in reversed(flow.transforms):
         jac = torch.stack([torch.autograd.functional.jacobian(lambda v: v + block.g(v), zi) for zi in z])
         total = total + torch.linalg.slogdet(jac)[1]
         z = z + block.g(z)
@@ -165,7 +166,7 @@ def test_residual_flow_integrates_to_one_and_samples_match_log_prob() -> None:
     torch.manual_seed(0)
     flow = residual_flow(2, transforms=2, hidden=(16,), log_det="exact", actnorm=False).to(F64).eval()
     with torch.no_grad():
-        for block in flow._transforms:
+        for block in flow.transforms:
             for lin in block.linears:
                 lin.weight.mul_(5)  # saturate the spectral bound so the flow is far from identity
     g = torch.linspace(-7, 7, 201, dtype=F64)
@@ -195,14 +196,14 @@ def test_float32_sampling_with_a_saturated_flow(device: torch.device) -> None:
     torch.manual_seed(0)
     flow = residual_flow(2, transforms=2, hidden=(16,)).to(device)
     with torch.no_grad():
-        for layer in flow._transforms:
+        for layer in flow.transforms:
             if isinstance(layer, ResidualFlow):
                 for lin in layer.linears:
                     lin.weight.mul_(10)
     x = flow.sample((1000,))
     assert x.dtype == torch.float32 and bool(torch.isfinite(x).all())
     # the samples invert back to base draws: z = x + g(x) per block, round trip within float32 tolerance
-    for layer in flow._transforms:
+    for layer in flow.transforms:
         if isinstance(layer, ResidualFlow):
             y = 3 * torch.randn(64, 2, device=device)
             z = layer.inverse_and_ladj(y)[0]
@@ -216,3 +217,15 @@ def test_two_train_mode_passes_before_one_backward() -> None:
     loss = flow.loss(torch.randn(16, 2)) + flow.loss(torch.randn(16, 2))
     loss.backward()
     assert all(p.grad is not None for p in flow.parameters())
+
+
+def test_stochastic_log_det_is_reproducible_from_a_generator() -> None:
+    flow = residual_flow(2, transforms=2, hidden=(8,), log_det="roulette").double().eval()
+    assert flow.transforms[0].stochastic_log_det and not ResidualFlow(2, log_det="exact").stochastic_log_det
+    x = torch.randn(16, 2, dtype=F64)
+    with torch.no_grad():
+        a = flow.log_prob(x, generator=torch.Generator().manual_seed(1))
+        b = flow.log_prob(x, generator=torch.Generator().manual_seed(1))
+        c = flow.log_prob(x, generator=torch.Generator().manual_seed(2))
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert not torch.equal(a, c)

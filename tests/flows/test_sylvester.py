@@ -77,7 +77,7 @@ def test_sylvester_on_device_float32(device: torch.device) -> None:
 
 
 def test_sylvester_bad_arguments_raise() -> None:
-    with pytest.raises(ParameterError, match="m must be an integer <= dim=2"):
+    with pytest.raises(ParameterError, match="hidden must be an integer <= features=2"):
         Sylvester(2, 3)
     with pytest.raises(ShapeError, match=r"z must have shape \(\.\.\., 2\)"):
         Sylvester(2).call_and_ladj(torch.zeros(1, 3))

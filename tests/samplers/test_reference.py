@@ -33,9 +33,9 @@ def test_dds_tables_use_exact_ou_coefficients():
     s = DDS(make_gaussian(), num_steps=17, T=3.0, sigma=1.7, beta=0.4, spacing="uniform")
     tab = s.coefficient_tables()
     h = 3.0 / 17
-    torch.testing.assert_close(tab["a"], torch.full((17,), math.exp(-0.4 * h), dtype=torch.float64))
-    torch.testing.assert_close(tab["std"], torch.full((17,), 1.7 * math.sqrt(1 - math.exp(-0.8 * h)), dtype=torch.float64))
-    torch.testing.assert_close(tab["gain"], 2 * 1.7**2 * (1 - tab["a"]))
+    assert_close(tab["a"], torch.full((17,), math.exp(-0.4 * h), dtype=torch.float64))
+    assert_close(tab["std"], torch.full((17,), 1.7 * math.sqrt(1 - math.exp(-0.8 * h)), dtype=torch.float64))
+    assert_close(tab["gain"], 2 * 1.7**2 * (1 - tab["a"]))
 
 
 def _moments_within_error(y: torch.Tensor, var: float) -> None:
@@ -66,10 +66,11 @@ def test_pis_reference_chain_and_bridge(device):
         _, _, path = s.rollout(8000, return_path=True)
     for k in (5, 20):
         _moments_within_error(path[k], 0.2 * float(t[k]))
-    tab = s._table(path)
-    y = math.sqrt(0.2 * 5.0) * torch.randn(8000, 2, device=device, dtype=torch.float64)
+    tab = s.tables_like(path)
+    gen = torch.Generator(device=device).manual_seed(4)
+    y = math.sqrt(0.2 * 5.0) * torch.randn(8000, 2, device=device, dtype=torch.float64, generator=gen)
     for k in reversed(range(20)):
-        y = s.target_kernel_sample(k, y, tab)
+        y = s.target_kernel_sample(k, y, tab, gen)
         if k in (12, 3):
             _moments_within_error(y, 0.2 * float(t[k]))
     assert float(y.abs().max()) == 0.0  # the bridge ends at the origin

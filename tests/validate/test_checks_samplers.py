@@ -31,14 +31,14 @@ def test_laplace_smc_log_Z_matches_quadrature():
 
     z, err = integrate.dblquad(density, -8, 8, -8, 8, epsabs=1e-12, epsrel=1e-10)
     exact = math.log(z) - 30.0
-    est, se = laplace_smc_log_Z(t, num_particles=1024, num_temps=50, seed=0)
+    est, se = laplace_smc_log_Z(t, num_particles=1024, num_steps=50, seed=0)
     assert np.isfinite(se) and se > 0
     assert abs(est - exact) < Z_SCORE * se + 0.01, (est, se, exact)
 
 
 def test_laplace_smc_log_Z_leaves_the_target_dtype_alone():
     t = _small_logreg().float()
-    laplace_smc_log_Z(t, num_particles=64, num_temps=5, seed=0)
+    laplace_smc_log_Z(t, num_particles=64, num_steps=5, generator=torch.Generator().manual_seed(0))
     assert t.X.dtype == torch.float32
 
 
@@ -46,4 +46,4 @@ def test_laplace_smc_log_Z_rejects_a_target_without_a_laplace_approximation():
     """-x^4 has its mode at 0 with a zero Hessian: no Gaussian approximation exists."""
     flat = CallableTarget(lambda x: -(x**4).sum(-1), dim=1)
     with pytest.raises(ParameterError, match="positive-definite Hessian"):
-        laplace_smc_log_Z(flat, num_particles=64, num_temps=5)
+        laplace_smc_log_Z(flat, num_particles=64, num_steps=5)

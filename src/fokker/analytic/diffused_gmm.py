@@ -1,7 +1,7 @@
 """Gaussian-mixture data pushed through a linear SDE: the exact "perfect score network".
 
 For data ``x0 ~ sum_k w_k N(mu_k, Sigma_k)`` and a :class:`~fokker.sde.LinearSDE` with
-``x_t = alpha(t) x0 + sigma(t) eps`` (seed 001 eq. 37),
+``x_t = alpha(t) x0 + sigma(t) eps`` (Song et al. 2021, eq. 29; seed 001 eq. 37),
 
 .. math::
 
@@ -17,7 +17,7 @@ factorization.  With responsibilities ``r_k(x)`` and ``y_k = U_k^T (x - alpha mu
   (Gaussian conditioning per component);
 * noise predictor ``E[eps | x_t] = sum_k r_k sigma C_k^{-1} (x - alpha mu_k)``.
 
-Tweedie's formulas (seed 004) ``E[x0|x_t] = (x + sigma^2 score)/alpha`` and
+Tweedie's formulas (Efron 2011, eq. 2.8; seed 004) ``E[x0|x_t] = (x + sigma^2 score)/alpha`` and
 ``E[eps|x_t] = -sigma score`` then hold exactly -- the tests check them.
 
 For the critically-damped Langevin SDE (phase space ``z = (x, v)``, ``v0 ~ N(0, gamma M I)``)
@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from .._args import check_finite, check_tensor
+from .._random import rand, randn
 from ..errors import ParameterError, ShapeError
 from ..sde.times import TimeLike, align_time, as_time64
 from ..sde.cld import CriticallyDampedLangevin
@@ -47,6 +48,13 @@ _LOG_2PI = math.log(2 * math.pi)
 
 class DiffusedGaussianMixture(nn.Module):
     """Exact ``p_t``, score, denoiser and noise predictor of GMM data under a linear SDE.
+
+    The marginal of a linear SDE is Gaussian given ``x0`` (Särkkä & Solin 2019, *Applied stochastic
+    differential equations*, eqs. 6.2-6.3; Song et al. 2021, eq. 29), so Gaussian-mixture data stay
+    a Gaussian mixture; denoiser and noise predictor follow by Gaussian conditioning per component
+    and satisfy Tweedie's formula (Robbins 1956; Efron 2011, *Tweedie's formula and selection bias*,
+    eq. 2.8) exactly.  For critically-damped Langevin the phase-space marginals are those of
+    Dockhorn, Vahdat & Kreis (2022, appendix B.1).  (Seed 001 eq. 37; seed 004 "Tweedie formulas".)
 
     Args:
         mixture: a :class:`fokker.targets.GaussianMixture` (or any object with ``loc (K, d)``,
@@ -212,18 +220,29 @@ class DiffusedGaussianMixture(nn.Module):
         ev = (r * self._unrotate(l22 * p["Pyv"])).sum(-2)
         return torch.cat([ex, ev], -1)
 
-    def sample(self, sample_shape: torch.Size | tuple[int, ...], t: TimeLike) -> torch.Tensor:
-        """Exact samples of ``p_t``: ``x0`` from the mixture (ancestral), then the SDE's marginal."""
+    def sample(
+        self,
+        sample_shape: torch.Size | tuple[int, ...] | int,
+        t: TimeLike,
+        *,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Exact samples ``(*sample_shape, d)`` of ``p_t``: ``x0`` from the mixture (ancestral), then
+        the SDE's marginal.  Every draw comes from ``generator`` (the global RNG when ``None``)."""
         self.sde.check_t(t)
-        shape = torch.Size(sample_shape)
-        n = shape.numel()
-        k = torch.multinomial(self.weights.to(torch.float64), n, replacement=True)
+        shape = torch.Size((sample_shape,) if isinstance(sample_shape, int) else sample_shape)
+        num_samples = shape.numel()
+        u = rand((num_samples,), generator=generator, dtype=torch.float64, device=self.loc.device)
+        cdf = torch.cumsum(self.weights.to(torch.float64), 0)
+        k = torch.searchsorted(cdf / cdf[-1], u, right=True).clamp(max=cdf.numel() - 1)  # inverse CDF
         L = torch.linalg.cholesky((self.eigvecs * self.eigvals.unsqueeze(-2)) @ self.eigvecs.mT)
-        z = torch.randn(n, self.dim, 1, dtype=self.loc.dtype, device=self.loc.device)
+        z = randn((num_samples, self.dim, 1), generator=generator, dtype=self.loc.dtype, device=self.loc.device)
         x0 = self.loc[k] + (L[k] @ z).squeeze(-1)
         if isinstance(t, torch.Tensor) and t.dim() > 0:
-            t = t.reshape(-1) if t.numel() == n else t
-        xt, _ = self.sde.sample_marginal(x0, t)
+            t = t.reshape(-1) if t.numel() == num_samples else t
+        noise_shape = (num_samples, 2 * self.dim) if self.is_cld else x0.shape
+        noise = randn(noise_shape, generator=generator, dtype=x0.dtype, device=x0.device)
+        xt, _ = self.sde.sample_marginal(x0, t, noise=noise)
         return xt.reshape(*shape, xt.shape[-1])
 
     def extra_repr(self) -> str:

@@ -11,7 +11,7 @@ from .latent import LatentDiffusion
 from .likelihood import LikelihoodResult, cnf_log_prob
 from .losses import LogSNRTimeSampler, dsm_loss
 from .model import DiffusionModel
-from .nets import MLP, TimeEmbedding, UNet
+from .nets import ResidualTimeMLP, TimeEmbedding, UNet
 from .parameterization import convert, to_eps, to_score, to_v, to_x0
 from .samplers import SAMPLERS, from_denoiser, from_eps, get_sampler
 
@@ -19,7 +19,7 @@ __all__ = [
     "DiffusionModel",
     "FlowMatching",
     "LatentDiffusion",
-    "MLP",
+    "ResidualTimeMLP",
     "UNet",
     "TimeEmbedding",
     "SAMPLERS",

@@ -2,15 +2,16 @@ r"""Guided scores: classifier-free guidance and classifier guidance.
 
 Both return a plain score callable ``(x, t) -> score`` usable by every sampler.
 
-* Classifier-free guidance (Ho & Salimans 2022) with guidance scale :math:`w \ge 0`:
+* Classifier-free guidance (Ho & Salimans 2022, *Classifier-free diffusion guidance*, eq. 6, whose
+  ``w`` is our ``w - 1``) with guidance scale :math:`w \ge 0`:
 
   .. math:: \tilde s(x, t) = s(x, t \mid \varnothing) + w\,\big(s(x, t \mid y) - s(x, t \mid \varnothing)\big),
 
   so ``w = 0`` is the unconditional model, ``w = 1`` the conditional one and ``w > 1``
   sharpens towards :math:`p_t(x)\,p_t(y|x)^w`.  The network learns both scores with label
   dropout (``DiffusionModel(label_dropout=...)``); the null label is ``num_classes``.
-* Classifier guidance (Dhariwal & Nichol 2021; seed 004 "conditional sampling"): Bayes'
-  rule :math:`\nabla\log p_t(x|y) = \nabla\log p_t(x) + \nabla\log p_t(y|x)` with any
+* Classifier guidance (Dhariwal & Nichol 2021, *Diffusion models beat GANs on image synthesis*,
+  sec. 4 and Algorithm 1; seed 004 "conditional sampling"): Bayes' rule :math:`\nabla\log p_t(x|y) = \nabla\log p_t(x) + \nabla\log p_t(y|x)` with any
   differentiable noisy classifier ``log_prob_y(x, t, y) -> (batch,)`` and scale ``w``.
 """
 
@@ -34,7 +35,8 @@ def check_guidance_scale(scale: float) -> float:
 
 
 def classifier_free_guidance(model: object, y: torch.Tensor, scale: float) -> ScoreFn:
-    """CFG score of a conditional :class:`~fokker.diffusion.DiffusionModel` for labels ``y`` (batch,).
+    """CFG score of a conditional :class:`~fokker.diffusion.DiffusionModel` for labels ``y`` (batch,)
+    (Ho & Salimans 2022, eq. 6; see the module docstring).
 
     Costs two network evaluations per call (one for ``scale`` 0 or 1).
     """
@@ -61,7 +63,8 @@ def classifier_guidance(
     y: torch.Tensor,
     scale: float = 1.0,
 ) -> ScoreFn:
-    r"""Score :math:`s(x, t) + w\,\nabla_x \log p_t(y \mid x)` from a differentiable classifier."""
+    r"""Score :math:`s(x, t) + w\,\nabla_x \log p_t(y \mid x)` from a differentiable classifier
+    (Dhariwal & Nichol 2021, sec. 4; Song et al. 2021, eq. 14 for the conditional reverse SDE)."""
     w = check_guidance_scale(scale)
 
     def score(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

@@ -1,6 +1,7 @@
 r"""Latent diffusion: a :class:`DiffusionModel` run on ``z = E(x)`` with a fixed decoder ``D``.
 
-Seed 001 eqs. 66-67 (Rombach et al. 2022, LDM): :math:`z_0 = \mathcal E(x)`, the forward SDE and
+Rombach, Blattmann, Lorenz, Esser & Ommer (2022), *High-resolution image synthesis with latent
+diffusion models* (LDM; the latent objective eq. 2; seed 001 eqs. 66-67): :math:`z_0 = \mathcal E(x)`, the forward SDE and
 the score model live in latent space, samples are :math:`x = \mathcal D(\tilde z)`.  The encoder and
 decoder are frozen (LDM's stable two-stage recipe): ``loss`` encodes without gradients.
 
@@ -24,7 +25,8 @@ __all__ = ["LatentDiffusion"]
 
 
 class LatentDiffusion(nn.Module):
-    """Wrap ``model`` (acting on latents) with a frozen ``encoder``/``decoder`` pair.
+    """Wrap ``model`` (acting on latents) with a frozen ``encoder``/``decoder`` pair: latent diffusion
+    (Rombach et al. 2022, eq. 2; see the module docstring).
 
     Args:
         model: a :class:`DiffusionModel` whose event shape is the latent shape.

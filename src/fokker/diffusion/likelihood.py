@@ -1,7 +1,7 @@
 r"""Exact log-likelihood of a continuous normalizing flow by the instantaneous change of variables.
 
 For an ODE :math:`dx/dt = v(x, t)` carrying a density :math:`p_t` (Chen et al. 2018, Thm. 1;
-seed 002 "CNF"; seed 001 eq. 63 for the PF-ODE),
+seed 002 "CNF"; for the PF-ODE Song et al. 2021, eq. 13 and appendix D.2, seed 001 eq. 63),
 
 .. math::
 

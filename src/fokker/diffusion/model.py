@@ -4,15 +4,16 @@ The model is composed (DESIGN principle 2): ``sde`` supplies :math:`\alpha(t), \
 (schedule math in float64), ``net(x, t[, y])`` predicts ``eps``, ``x0``, ``score`` or ``v``,
 and the exact conversions of :mod:`fokker.diffusion.parameterization` give all four views.
 
-* ``loss(batch)``: denoising score matching (seed 001 eqs. 54-56) with the weightings of
-  :mod:`fokker.diffusion.losses`; ``batch`` is ``x0`` or ``(x0, labels)``.
-* ``sample(sample_shape, sampler=..., steps=...)``: any sampler of
+* ``loss(batch)``: denoising score matching (Song et al. 2021, eq. 7; Ho et al. 2020, eq. 14;
+  seed 001 eqs. 54-56) with the weightings of :mod:`fokker.diffusion.losses`; ``batch`` is
+  ``x0`` or ``(x0, labels)``.
+* ``sample(sample_shape, sampler=..., num_steps=...)``: any sampler of
   :mod:`fokker.diffusion.samplers` by name, from the prior :math:`N(0, \sigma(T)^2 I)`.
 * ``log_prob(x)``: *exact* (up to ODE tolerance) log-density of the model's PF-ODE flow
-  at ``t_min`` (seed 001 eq. 63; instantaneous change of variables,
-  :mod:`fokker.diffusion.likelihood`).  With Hutchinson's trace it is an unbiased estimate.
+  at ``t_min`` (Song et al. 2021, eq. 13 and appendix D.2; seed 001 eq. 63; instantaneous change
+  of variables, :mod:`fokker.diffusion.likelihood`).  With Hutchinson's trace it is an unbiased estimate.
 * ``elbo(x)``: the variational bound of the discrete DDPM chain on the grid
-  ``t_k = t_min + k (T - t_min)/K`` (Ho et al. 2020; seed 003), a Monte-Carlo estimate.
+  ``t_k = t_min + k (T - t_min)/K`` (Ho et al. 2020, eq. 5; seed 003), a Monte-Carlo estimate.
 """
 
 from __future__ import annotations
@@ -23,33 +24,102 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from .._args import check_finite, check_in_interval, check_int, check_tensor
-from ..sde import time_grid
-from ..errors import ParameterError, ShapeError
+from .._args import reference_tensor, check_finite, check_in_interval, check_int, check_like, check_tensor
+from .._gaussian import isotropic_normal_log_prob
+from .._progress import progress_bar
+from .._random import rand, randn, randn_like, rng_scope
+from ..errors import DeviceDtypeError, ParameterError, ShapeError
+from ..sde import Schedule, time_grid
 from .likelihood import LikelihoodResult, cnf_log_prob
-from .losses import LogSNRTimeSampler, check_weighting, dsm_loss
+from .losses import LogNormalTimeSampler, LogSNRTimeSampler, check_weighting, dsm_loss, edm_coefficients
 from .parameterization import check_parameterization, convert, expand_like
 from .samplers import DEFAULT_SPACING, get_sampler
 
-__all__ = ["DiffusionModel", "gaussian_log_prob"]
+__all__ = ["DiffusionModel"]
 
 
-def gaussian_log_prob(x: torch.Tensor, std: float | torch.Tensor) -> torch.Tensor:
-    """``log N(x; 0, std^2 I)`` summed over the event dims of ``x`` (batch first)."""
-    std = torch.as_tensor(std, dtype=x.dtype, device=x.device)
-    d = x[0].numel()
-    return -0.5 * (x.reshape(x.shape[0], -1) ** 2).sum(-1) / std**2 - d * (torch.log(std) + 0.5 * math.log(2 * math.pi))
+def _check_schedule_sde(sde: object, owner: str) -> None:
+    """Raise :class:`~fokker.errors.ParameterError` unless ``sde`` is a linear SDE with the
+    :class:`fokker.sde.Schedule` protocol and ``score_domain()`` (as every ``fokker.sde.LinearSDE``)."""
+    if not isinstance(sde, Schedule) or not callable(getattr(sde, "score_domain", None)):
+        raise ParameterError(
+            f"{owner}: sde must be a linear SDE satisfying fokker.sde.Schedule (alpha, sigma, f, g2, log_snr, "
+            f"coefficients, T, t_min) with score_domain(), e.g. fokker.sde.VPSDE(); got {type(sde).__name__}"
+        )
+
+
+def _check_net(net: object, owner: str) -> None:
+    """Raise :class:`~fokker.errors.ParameterError` unless ``net`` is an ``nn.Module`` or a callable."""
+    if not (isinstance(net, nn.Module) or callable(net)):
+        raise ParameterError(
+            f"{owner}: net must be a torch.nn.Module (or a callable) mapping (x, t) to a tensor of x's shape; "
+            f"got {type(net).__name__}"
+        )
+
+
+def check_data_batch(
+    x: torch.Tensor, net: object, event_shape: tuple[int, ...] | None, name: str, owner: str
+) -> tuple[int, ...]:
+    """Validate a training batch ``x`` ``(batch, *event)`` against a network and a (possibly unknown)
+    event shape: floating, the network's dtype/device, the event shape, finite.  Returns the event shape
+    (taken from ``x`` when it was unknown)."""
+    check_tensor(x, name)
+    check_like(x, reference_tensor(net), name, owner=owner)
+    if event_shape is None:
+        event_shape = tuple(x.shape[1:])
+    elif tuple(x.shape[1:]) != tuple(event_shape):
+        raise ShapeError(f"{name} must have shape (batch, {', '.join(map(str, event_shape))}); got {tuple(x.shape)}")
+    check_finite(x, name)
+    return tuple(event_shape)
+
+
+def _resolve_device_dtype(
+    net: object, device: torch.device | str | None, dtype: torch.dtype | None, owner: str
+) -> tuple[torch.device, torch.dtype]:
+    """Device and dtype of samples drawn from a model with network ``net``: the network's by default;
+    a requested ``dtype``/``device`` that differs from the network's raises :class:`DeviceDtypeError`."""
+    ref = reference_tensor(net)
+    if ref is None:
+        return torch.device(device if device is not None else "cpu"), dtype or torch.get_default_dtype()
+    if dtype is not None and dtype != ref.dtype:
+        raise DeviceDtypeError(
+            f"{owner}.sample: dtype={dtype} differs from the network's dtype {ref.dtype}; "
+            f"convert the model with .to({dtype}) or leave dtype=None"
+        )
+    if device is not None and torch.device(device).type != ref.device.type:
+        raise DeviceDtypeError(
+            f"{owner}.sample: device={device} differs from the network's device {ref.device}; "
+            "move the model with .to(device) or leave device=None"
+        )
+    return ref.device, ref.dtype
 
 
 class DiffusionModel(nn.Module):
     """Score-based generative model ``(sde, net, parameterization)``.
 
+    Song, Sohl-Dickstein, Kingma, Kumar, Ermon & Poole (2021), *Score-based generative modeling
+    through stochastic differential equations* (forward SDE eq. 5, reverse SDE eq. 6, DSM loss
+    eq. 7, probability-flow ODE eq. 13); Ho, Jain & Abbeel (2020), *Denoising diffusion
+    probabilistic models* (the ``eps`` parameterization and the "simple" loss, eq. 14; the
+    ELBO, eq. 5).  Seed 001 eqs. 49-65 restate both.
+
     Args:
-        sde: forward linear SDE (``fokker.sde.LinearSDE``: ``alpha``, ``sigma``, ``T``, ``t_min``).
-        net: ``nn.Module`` mapping ``(x, t)`` (or ``(x, t, y)`` when conditional) to a tensor of
-            ``x``'s shape.
-        parameterization: what ``net`` predicts: ``"eps"``, ``"x0"``, ``"score"`` or ``"v"``.
-        weighting: DSM weighting ``"simple"``, ``"sigma2"`` or ``"likelihood"``.
+        sde: forward linear SDE satisfying :class:`fokker.sde.Schedule` with ``score_domain()``
+            (every :class:`fokker.sde.LinearSDE`: ``VPSDE``, ``VESDE``, ``SubVPSDE``, ...).
+        net: ``nn.Module`` (or callable) mapping ``(x, t)`` (or ``(x, t, y)`` when conditional)
+            to a tensor of ``x``'s shape.  Inputs must have the dtype and device of its
+            parameters (:class:`~fokker.errors.DeviceDtypeError` otherwise).
+        parameterization: what ``net`` predicts: ``"eps"``, ``"x0"``, ``"score"`` or ``"v"``; or
+            ``"edm"``: the preconditioning of Karras, Aittala, Aila & Laine (2022, *Elucidating the
+            design space of diffusion-based generative models*, table 1) in the scaled variables
+            ``x/alpha``, ``sigma_tilde = sigma/alpha`` of any linear SDE:
+            ``x0_hat = c_skip x/alpha + c_out net(c_in x/alpha, t)`` (the net is conditioned on ``t``,
+            a monotone function of ``sigma_tilde``, in place of EDM's ``c_noise = ln(sigma_tilde)/4``),
+            trained with EDM's loss weight (``weighting="edm"``) at EDM's log-normal noise levels
+            ``ln sigma_tilde ~ N(p_mean, p_std^2)``.
+        weighting: DSM weighting ``"simple"``, ``"sigma2"``, ``"likelihood"`` or ``"edm"`` (default:
+            ``"edm"`` for the EDM parameterization, else ``"simple"``).
+        sigma_data, p_mean, p_std: EDM's data scale and noise-level distribution (EDM only).
         importance_sampling: draw ``t`` uniformly in log-SNR for the likelihood weighting.
         t_min: smallest time used for training/sampling/likelihood (default: the SDE's
             ``t_min``, moved to ``1e-3 T`` when ``sigma(t_min) = 0``).
@@ -58,15 +128,22 @@ class DiffusionModel(nn.Module):
         label_dropout: probability of replacing a label by the null label in ``loss``
             (classifier-free guidance training); needs ``num_classes``.
         num_classes: number of classes of a conditional ``net``; label ``num_classes`` is null.
+
+    Raises:
+        ParameterError: ``sde`` is not a linear SDE with the schedule protocol, ``net`` is neither
+            a module nor a callable, or an option is out of range.
     """
 
     def __init__(
         self,
-        sde: nn.Module,
-        net: nn.Module,
+        sde: Schedule,
+        net: nn.Module | Callable[..., torch.Tensor],
         parameterization: str = "eps",
         *,
-        weighting: str = "simple",
+        weighting: str | None = None,
+        sigma_data: float = 0.5,
+        p_mean: float = -1.2,
+        p_std: float = 1.2,
         importance_sampling: bool = False,
         t_min: float | None = None,
         event_shape: tuple[int, ...] | None = None,
@@ -74,17 +151,28 @@ class DiffusionModel(nn.Module):
         num_classes: int | None = None,
     ) -> None:
         super().__init__()
+        _check_schedule_sde(sde, "DiffusionModel")
+        _check_net(net, "DiffusionModel")
         self.sde = sde
         self.net = net
-        self.parameterization = check_parameterization(parameterization)
+        self.edm = parameterization == "edm"
+        self.parameterization = "edm" if self.edm else check_parameterization(parameterization)
+        #: what the network's (preconditioned) output is read as
+        self._kind = "x0" if self.edm else self.parameterization
+        weighting = ("edm" if self.edm else "simple") if weighting is None else weighting
         self.weighting = check_weighting(weighting)
+        if self.edm and weighting != "edm":
+            raise ParameterError(f"the EDM parameterization trains with weighting='edm'; got {weighting!r}")
+        if not (isinstance(sigma_data, (int, float)) and sigma_data > 0):
+            raise ParameterError(f"sigma_data must be a positive number; got {sigma_data!r}")
+        self.sigma_data, self.p_mean, self.p_std = float(sigma_data), float(p_mean), float(p_std)
         if importance_sampling and weighting != "likelihood":
             raise ParameterError("importance_sampling is defined for weighting='likelihood' only")
         self.importance_sampling = bool(importance_sampling)
         lo, T = sde.score_domain()
         t_min = lo if t_min is None else float(t_min)
-        if not (float(getattr(sde, "t_min", 0.0)) <= t_min < T):
-            raise ParameterError(f"t_min must lie in [sde.t_min, T) = [{getattr(sde, 't_min', 0.0)}, {T}); got {t_min}")
+        if not (float(sde.t_min) <= t_min < T):
+            raise ParameterError(f"t_min must lie in [sde.t_min, T) = [{sde.t_min}, {T}); got {t_min}")
         self.t_min, self.T = t_min, T
         if event_shape is None:
             event_shape = getattr(sde, "event_shape", None)
@@ -106,26 +194,34 @@ class DiffusionModel(nn.Module):
         return expand_like(c.alpha, x), expand_like(c.sigma, x)
 
     def _net(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
-        out = self.net(x, t) if y is None and self.num_classes is None else self.net(x, t, y)
+        x_in = x
+        if self.edm:
+            a, s = self._ab(t, x)
+            c_skip, c_out, c_in, _ = edm_coefficients(s / a, self.sigma_data)
+            x_in = c_in * (x / a)
+        out = self.net(x_in, t) if y is None and self.num_classes is None else self.net(x_in, t, y)
         if out.shape != x.shape:
             raise ShapeError(
                 f"net output must have the shape of its input x {tuple(x.shape)}; got {tuple(out.shape)}"
             )
-        return out
+        return c_skip * (x / a) + c_out * out if self.edm else out
 
     def predict(self, x: torch.Tensor, t: torch.Tensor, kind: str, y: torch.Tensor | None = None) -> torch.Tensor:
         """The prediction of type ``kind`` at ``(x, t)`` without input checks (inner loops)."""
         t = t.to(x.dtype)
         a, s = self._ab(t, x)
-        return convert(x, self._net(x, t, y), self.parameterization, kind, a, s)
+        return convert(x, self._net(x, t, y), self._kind, kind, a, s)
 
-    def _check(self, x: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
-        check_tensor(x, "x")
+    def _check(self, x: torch.Tensor, t: torch.Tensor | float, name: str = "x") -> torch.Tensor:
+        check_tensor(x, name)
+        check_like(x, reference_tensor(self.net), name, owner="the network of the DiffusionModel")
         if self.event_shape is not None:
             k = len(self.event_shape)
             if x.dim() != k + 1 or tuple(x.shape[1:]) != self.event_shape:
-                raise ShapeError(f"x must have shape (batch, {', '.join(map(str, self.event_shape))}); got {tuple(x.shape)}")
-        check_finite(x, "x")
+                raise ShapeError(
+                    f"{name} must have shape (batch, {', '.join(map(str, self.event_shape))}); got {tuple(x.shape)}"
+                )
+        check_finite(x, name)
         t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
         if t.dim() == 0:
             t = t.expand(x.shape[0])
@@ -155,39 +251,50 @@ class DiffusionModel(nn.Module):
         return lambda x, t: self.predict(x, t, "score", y)
 
     # ------------------------------------------------------------------ training
-    def sample_t(self, n: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-        """Training times: uniform on ``[t_min, T]``, or uniform in log-SNR (importance sampling)."""
+    def sample_t(
+        self,
+        num_samples: int,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        *,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """``(num_samples,)`` training times: uniform on ``[t_min, T]``, uniform in log-SNR (importance
+        sampling), or EDM's log-normal noise levels (the EDM parameterization)."""
+        if self.edm:
+            if self._t_sampler is None:
+                self._t_sampler = LogNormalTimeSampler(self.sde, self.t_min, self.T, self.p_mean, self.p_std)
+            return self._t_sampler(num_samples, device, generator=generator).to(dtype or torch.get_default_dtype())
         if self.importance_sampling:
             if self._t_sampler is None:
                 self._t_sampler = LogSNRTimeSampler(self.sde, self.t_min, self.T)
-            return self._t_sampler(n, device).to(dtype)
-        return self.t_min + (self.T - self.t_min) * torch.rand(n, device=device, dtype=dtype)
+            return self._t_sampler(num_samples, device, generator=generator).to(dtype or torch.get_default_dtype())
+        u = rand((num_samples,), generator=generator, device=device, dtype=dtype)
+        return self.t_min + (self.T - self.t_min) * u
 
     def loss(self, batch: torch.Tensor | tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        """Denoising score-matching loss of a batch ``x0`` (or ``(x0, labels)``): a scalar."""
+        """Denoising score-matching loss of a batch ``x0`` (or ``(x0, labels)``): a scalar.
+
+        Draws ``t`` and the noise from the global RNG (``fokker.train.fit`` controls it).
+        ``x0`` must have the network's dtype and device (:class:`~fokker.errors.DeviceDtypeError`)."""
         y = None
         if isinstance(batch, (tuple, list)):
             x0, y = batch[0], batch[1]
         else:
             x0 = batch
-        check_tensor(x0, "x0")
-        if self.event_shape is None:
-            self.event_shape = tuple(x0.shape[1:])
-        elif tuple(x0.shape[1:]) != self.event_shape:
-            raise ShapeError(f"x0 must have shape (batch, {', '.join(map(str, self.event_shape))}); got {tuple(x0.shape)}")
-        check_finite(x0, "x0")
-        n = x0.shape[0]
+        self.event_shape = check_data_batch(x0, self.net, self.event_shape, "x0", "the network of the DiffusionModel")
+        batch_size = x0.shape[0]
         if y is not None and self.label_dropout > 0:
-            drop = torch.rand(n, device=y.device) < self.label_dropout
+            drop = rand((batch_size,), device=y.device) < self.label_dropout
             y = torch.where(drop, torch.full_like(y, self.num_classes), y)
-        t = self.sample_t(n, x0.device, x0.dtype)
-        eps = torch.randn_like(x0)
+        t = self.sample_t(batch_size, x0.device, x0.dtype)
+        eps = randn_like(x0)
         a, s = self._ab(t, x0)
         xt = a * x0 + s * eps
         pred = self._net(xt, t, y)
         iw = self._t_sampler.Z if (self.importance_sampling and self._t_sampler is not None) else None
         return dsm_loss(
-            pred, self.parameterization, x0, xt, eps, t, self.sde, self.weighting, (self.t_min, self.T), iw
+            pred, self._kind, x0, xt, eps, t, self.sde, self.weighting, (self.t_min, self.T), iw, self.sigma_data
         ).mean()
 
     # ------------------------------------------------------------------ sampling
@@ -207,7 +314,7 @@ class DiffusionModel(nn.Module):
         self,
         sample_shape: tuple[int, ...] | torch.Size | int = (1,),
         sampler: str = "heun",
-        steps: int = 18,
+        num_steps: int = 18,
         *,
         spacing: str | None = None,
         y: torch.Tensor | None = None,
@@ -217,34 +324,44 @@ class DiffusionModel(nn.Module):
         return_nfe: bool = False,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        progress: bool | None = None,
         **options: object,
     ) -> torch.Tensor | tuple[torch.Tensor, int]:
         """Draw samples of shape ``sample_shape + event_shape``.
 
         Args:
             sampler: a name of :data:`fokker.diffusion.samplers.SAMPLERS`.
-            steps: number of grid intervals (the NFE per sampler is in its docstring).
+            num_steps: number of grid intervals (the NFE per sampler is in its docstring).
             spacing: time-grid spacing (default per sampler, :data:`DEFAULT_SPACING`).
             y: labels for a conditional net (``None``: the null label when conditional).
             score_fn: override the score (e.g. a guided score from :mod:`.guidance`).
             denoise: return the Tweedie denoiser :math:`\\hat x_0(x_{t_min}, t_min)` (one more NFE).
+            generator: every random draw (the prior sample and the samplers' noise) comes from it.
+            device, dtype: default the network's; another dtype or device than the network's
+                raises :class:`~fokker.errors.DeviceDtypeError`.
+            progress: a bar counting the network evaluations (``None``: on a terminal only).
             options: sampler options (``eta``, ``snr``, ``rtol`` ...).
         """
-        check_int(steps, "steps")
+        check_int(num_steps, "num_steps")
         shape = self._batch_shape(sample_shape)
         fn = get_sampler(sampler)
-        p = next(self.net.parameters(), None)
-        device = device if device is not None else (p.device if p is not None else "cpu")
-        dtype = dtype or (p.dtype if p is not None else torch.get_default_dtype())
-        n = math.prod(shape)
-        grid = time_grid(steps, self.T, self.t_min, spacing or DEFAULT_SPACING[sampler], sde=self.sde)
-        x = torch.randn((n, *self.event_shape), generator=generator, dtype=dtype, device=device) * self.prior_std()
-        score = score_fn if score_fn is not None else self.score_fn(y)
-        x, nfe = fn(score, self.sde, x, grid, generator=generator, **options)
+        device, dtype = _resolve_device_dtype(self.net, device, dtype, "DiffusionModel")
+        num_samples = math.prod(shape)
+        grid = time_grid(num_steps, self.T, self.t_min, spacing or DEFAULT_SPACING[sampler], sde=self.sde)
+        x = randn((num_samples, *self.event_shape), generator=generator, dtype=dtype, device=device) * self.prior_std()
+        inner = score_fn if score_fn is not None else self.score_fn(y)
+        bar = progress_bar(progress=progress, desc=f"DiffusionModel.sample ({sampler}, NFE)")
+
+        def score(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            bar.update(1)
+            return inner(x, t)
+
+        with bar:
+            x, nfe = fn(score, self.sde, x, grid, generator=generator, **options)
         if denoise:
-            t = torch.full((n,), self.t_min, dtype=dtype, device=device)
+            t = torch.full((num_samples,), self.t_min, dtype=dtype, device=device)
             a, s = self._ab(t, x)
-            x = (x + s**2 * score(x, t)) / a
+            x = (x + s**2 * inner(x, t)) / a
             nfe += 1
         self.last_nfe = nfe
         x = x.reshape(*shape, *self.event_shape)
@@ -254,7 +371,7 @@ class DiffusionModel(nn.Module):
     def probability_flow(
         self, y: torch.Tensor | None = None
     ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-        r"""PF-ODE velocity :math:`v(x, t) = f(t) x - \tfrac12 g^2(t) s_\theta(x, t)` (seed 001 eq. 63)."""
+        r"""PF-ODE velocity :math:`v(x, t) = f(t) x - \tfrac12 g^2(t) s_\theta(x, t)` (Song et al. 2021, eq. 13; seed 001 eq. 63)."""
 
         def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             c = self.sde.coefficients(t).to(x.dtype)
@@ -278,7 +395,7 @@ class DiffusionModel(nn.Module):
         """:meth:`log_prob` with the prior term, the divergence integral and the NFE."""
         self._check(x, self.T)
         t0 = self.t_min if t_min is None else float(t_min)
-        prior = prior_log_prob or (lambda z: gaussian_log_prob(z, self.prior_std()))
+        prior = prior_log_prob or (lambda z: isotropic_normal_log_prob(z, None, self.prior_std(), z.dim() - 1))
         return cnf_log_prob(
             self.probability_flow(y), x, t0, self.T, prior,
             trace=trace, rtol=rtol, atol=atol, method=method, generator=generator,
@@ -296,10 +413,12 @@ class DiffusionModel(nn.Module):
     def elbo(
         self,
         x: torch.Tensor,
-        steps: int = 1000,
+        num_steps: int = 1000,
         y: torch.Tensor | None = None,
         chain: nn.Module | None = None,
         variance: str = "beta_tilde",
+        *,
+        generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         r"""ELBO ``(batch,)`` of the discrete DDPM chain ``x -> x_1 -> ... -> x_K`` on the times
         ``t_k = t_0 + k (T - t_0)/K`` (``t_0`` = the SDE's ``t_min``), a Monte-Carlo estimate.
@@ -318,7 +437,8 @@ class DiffusionModel(nn.Module):
 
         (the KL terms between Gaussians of equal variance; the last term is the KL to the prior
         :math:`N(0, \sigma_K^2 I)`).  One draw of ``x_k`` per term: unbiased for the ELBO, which
-        lower-bounds :math:`\log p(x)` of the chain's model.  ``steps`` network evaluations.
+        lower-bounds :math:`\log p(x)` of the chain's model.  ``num_steps`` network evaluations;
+        the draws come from ``generator``.
 
         With ``chain`` (a :class:`fokker.sde.DDPM`, e.g. ``DDPM.from_sde(sde, N, exact=True)``) the
         bound is that chain's (``chain.elbo_terms`` with this model's noise prediction at
@@ -330,25 +450,26 @@ class DiffusionModel(nn.Module):
             def eps_model(xk: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
                 return self.predict(xk, chain.time(k).to(xk.dtype).to(xk.device), "eps", y)
 
-            return -chain.elbo_terms(x, eps_model, variance=variance).total()
-        check_int(steps, "steps", minimum=2)
-        t0 = float(getattr(self.sde, "t_min", 0.0))
-        ts = torch.linspace(t0, self.T, steps + 1, dtype=torch.float64)[1:]
+            with rng_scope(generator, devices=(x.device,)):  # DDPM.elbo_terms takes no generator
+                return -chain.elbo_terms(x, eps_model, variance=variance).total()
+        check_int(num_steps, "num_steps", minimum=2)
+        t0 = float(self.sde.t_min)
+        ts = torch.linspace(t0, self.T, num_steps + 1, dtype=torch.float64)[1:]
         c = self.sde.coefficients(ts).to(x.dtype, x.device)
         b = x.shape[0]
         dims = tuple(range(1, x.dim()))
         d = x[0].numel()
         # decoder term at k = 1
-        x1 = c.alpha[0] * x + c.sigma[0] * torch.randn_like(x)
+        x1 = c.alpha[0] * x + c.sigma[0] * randn_like(x, generator)
         x0_hat = self.predict(x1, c.t[0].expand(b), "x0", y)
         tau2 = (c.sigma[0] / c.alpha[0]) ** 2
         total = -0.5 * ((x - x0_hat) ** 2).sum(dims) / tau2 - 0.5 * d * torch.log(2 * math.pi * tau2)
-        for k in range(1, steps):
+        for k in range(1, num_steps):
             a_t, s_t, a_s, s_s = c.alpha[k], c.sigma[k], c.alpha[k - 1], c.sigma[k - 1]
             var_ts = s_t**2 - (a_t / a_s) ** 2 * s_s**2  # sigma^2_{t|s}
             coef = a_s * var_ts / s_t**2
             var = var_ts * s_s**2 / s_t**2
-            xt = a_t * x + s_t * torch.randn_like(x)
+            xt = a_t * x + s_t * randn_like(x, generator)
             x0_hat = self.predict(xt, c.t[k].expand(b), "x0", y)
             total = total - 0.5 * coef**2 * ((x - x0_hat) ** 2).sum(dims) / var
         # KL(N(a_K x, s_K^2 I) || N(0, s_K^2 I))

@@ -1,6 +1,7 @@
 r"""Networks for diffusion models and flow matching: ``net(x, t[, y]) -> same shape as x``.
 
-* :class:`MLP` for vector data ``(batch, d)``;
+* :class:`ResidualTimeMLP` for vector data ``(batch, d)`` (residual blocks with the time embedding
+  added to every block's input; not to be confused with the plain :class:`fokker.nets.MLP`);
 * :class:`UNet` for images ``(batch, C, H, W)`` (8x8 digits, 28x28 MNIST-like):
   residual blocks with GroupNorm and SiLU, the time embedding added inside every
   block, optional self-attention at the lowest resolution (Ho et al. 2020).
@@ -23,11 +24,16 @@ from torch import nn
 from .._args import check_int
 from ..errors import ParameterError, ShapeError
 
-__all__ = ["TimeEmbedding", "MLP", "UNet"]
+__all__ = ["TimeEmbedding", "ResidualTimeMLP", "UNet"]
 
 
 class TimeEmbedding(nn.Module):
-    """``t (batch,) -> (batch, dim)``: sinusoidal or Fourier features followed by a 2-layer MLP."""
+    """``t (batch,) -> (batch, dim)``: sinusoidal or Fourier features followed by a 2-layer MLP.
+
+    Sinusoidal: the transformer position encoding of Vaswani et al. (2017, sec. 3.5) as used for
+    diffusion time by Ho et al. (2020, appendix B); Fourier: random Fourier features (Tancik et al.
+    2020) as in Song et al. (2021, appendix H.1).
+    """
 
     def __init__(self, dim: int, kind: str = "sinusoidal", scale: float = 16.0, max_period: float = 1e4) -> None:
         super().__init__()
@@ -65,8 +71,13 @@ class _LabelEmbedding(nn.Module):
         return self.table(y)
 
 
-class MLP(nn.Module):
+class ResidualTimeMLP(nn.Module):
     """Residual MLP score/velocity network for vectors: ``(batch, dim), (batch,) -> (batch, dim)``.
+
+    ``h_0 = W_in x``, ``h_{l+1} = h_l + B_l(h_l + e(t, y))`` with ``B_l`` = SiLU-Linear-SiLU-Linear and
+    ``e`` the time (plus label) embedding, output ``W_out SiLU(h_L)``: the pre-activation residual
+    block of He et al. (2016, *Identity mappings in deep residual networks*, eq. 2) with the
+    embedding added as in the DDPM U-Net blocks (Ho et al. 2020, appendix B).
 
     Args:
         dim: data dimension.
@@ -148,6 +159,10 @@ class _Attention(nn.Module):
 
 class UNet(nn.Module):
     """A small U-Net: ``(batch, C, H, W), (batch,) -> (batch, C, H, W)``.
+
+    The U-Net of Ronneberger, Fischer & Brox (2015) in the form of the DDPM denoiser (Ho, Jain &
+    Abbeel 2020, appendix B): residual blocks with GroupNorm (Wu & He 2018) and the time embedding
+    added in every block, self-attention in the middle block.
 
     ``channel_mult`` gives one resolution level per entry (``H`` and ``W`` halve between
     levels, so they must be divisible by ``2**(len(channel_mult) - 1)``), ``num_res_blocks``

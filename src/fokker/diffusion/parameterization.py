@@ -1,8 +1,9 @@
 r"""Parameterizations of a diffusion network and the exact conversions between them.
 
 For a linear forward SDE the marginal is :math:`x_t = \alpha(t) x_0 + \sigma(t)\varepsilon`
-(seed 001, Prop. 1).  A network may predict any of four equivalent quantities
-(seed 001 eqs. 53-56; Salimans & Ho 2022 for ``v``); Tweedie's formulas (seed 004,
+(Song et al. 2021, eq. 29; seed 001, Prop. 1).  A network may predict any of four equivalent
+quantities (Ho et al. 2020 for ``eps``; Salimans & Ho 2022, sec. 4, for ``v``; seed 001 eqs. 53-56);
+Tweedie's formulas (Efron 2011, *Tweedie's formula and selection bias*, eq. 2.8; seed 004,
 "Tweedie formulas") tie them to the score :math:`s = \nabla_x \log p_t(x)`:
 
 .. math::
@@ -69,14 +70,14 @@ def _x0_eps(x: torch.Tensor, out: torch.Tensor, kind: str, alpha: torch.Tensor, 
 
 
 def to_x0(x: torch.Tensor, out: torch.Tensor, kind: str, alpha: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-    r"""Denoiser :math:`\hat x_0 = (x - \sigma\hat\varepsilon)/\alpha` (Tweedie denoiser, seed 004)."""
+    r"""Denoiser :math:`\hat x_0 = (x - \sigma\hat\varepsilon)/\alpha` (Tweedie denoiser; Efron 2011, eq. 2.8; seed 004)."""
     if kind == "x0":
         return out
     return _x0_eps(x, out, kind, alpha, sigma)[0]
 
 
 def to_eps(x: torch.Tensor, out: torch.Tensor, kind: str, alpha: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-    r"""Noise prediction :math:`\hat\varepsilon = -\sigma s` (Tweedie noise predictor, seed 004)."""
+    r"""Noise prediction :math:`\hat\varepsilon = -\sigma s` (Tweedie noise predictor; Efron 2011, eq. 2.8; seed 004)."""
     if kind == "eps":
         return out
     if kind == "score":
@@ -85,7 +86,7 @@ def to_eps(x: torch.Tensor, out: torch.Tensor, kind: str, alpha: torch.Tensor, s
 
 
 def to_score(x: torch.Tensor, out: torch.Tensor, kind: str, alpha: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-    r"""Score :math:`s = -\hat\varepsilon/\sigma = -(x - \alpha\hat x_0)/\sigma^2` (seed 001 eqs. 55-56)."""
+    r"""Score :math:`s = -\hat\varepsilon/\sigma = -(x - \alpha\hat x_0)/\sigma^2` (Song et al. 2021, eq. 7; seed 001 eqs. 55-56)."""
     if kind == "score":
         return out
     if kind == "eps":

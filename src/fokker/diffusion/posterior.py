@@ -1,20 +1,23 @@
 r"""Posterior sampling for inverse problems ``y = A(x) + n``, ``n ~ N(0, sigma_y^2 I)``.
 
-Bayes' rule on the noisy marginals (seed 004, "Conditional sampling"):
+Bayes' rule on the noisy marginals (Song et al. 2021, eq. 14; seed 004, "Conditional sampling"):
 :math:`\nabla\log p_t(x_t|y) = \nabla\log p_t(x_t) + \nabla\log p_t(y|x_t)`; the second
 term is intractable and is approximated through the denoiser :math:`\hat x_0(x_t, t)`.
 
-* :func:`dps` — Diffusion Posterior Sampling (Chung et al. 2023; seed 004 Algorithm 1):
+* :func:`dps` — Diffusion Posterior Sampling (Chung, Kim, Mccann, Klasky & Ye 2023, *Diffusion
+  posterior sampling for general noisy inverse problems*, Algorithm 1; seed 004 Algorithm 1):
   an ancestral DDPM step followed by the gradient step
   :math:`x_{i+1} \leftarrow x_{i+1}' - \zeta_i \nabla_{x_i}\|y - A(\hat x_0(x_i, t_i))\|^2`
   with :math:`\zeta_i = \zeta / \|y - A(\hat x_0)\|` (the authors' step rule).
   A heuristic: it does not sample the exact posterior even for Gaussian data.
 * :func:`posterior_score` with ``method="dps"`` — the same approximation written as a score
-  (seed 004): :math:`\nabla\log p_t(y|x_t) \approx \nabla_{x_t}\log N(y; A(\hat x_0), \sigma_y^2 I)`,
+  (Chung et al. 2023, Theorem 1 and sec. 3.2; seed 004):
+  :math:`\nabla\log p_t(y|x_t) \approx \nabla_{x_t}\log N(y; A(\hat x_0), \sigma_y^2 I)`,
   usable with every sampler;
 * :func:`posterior_score` with ``method="pigdm"`` — the Gaussian approximation
   :math:`p(y|x_t) \approx N(y;\, A(\hat x_0),\, (\sigma_y^2 + r_t^2) I)` with
-  :math:`r_t^2 = v\sigma_t^2/(\alpha_t^2 v + \sigma_t^2)` (Song et al. 2023, "ΠGDM", for data
+  :math:`r_t^2 = v\sigma_t^2/(\alpha_t^2 v + \sigma_t^2)` (Song, Vahdat, Mardani & Kautz 2023,
+  *Pseudoinverse-guided diffusion models for inverse problems*, "ΠGDM", sec. 3, for data
   of per-coordinate variance ``v``).  For Gaussian data :math:`N(m, vI)` and a linear ``A`` with
   orthonormal rows it is *exact*, so any sampler then targets the exact posterior.
 """
@@ -26,6 +29,7 @@ from collections.abc import Callable
 import torch
 
 from .._args import check_positive
+from .._random import randn_like
 from ..errors import ParameterError
 from .parameterization import expand_like
 from .samplers import _setup, _tvec
@@ -47,9 +51,10 @@ def posterior_score(
 ) -> ScoreFn:
     r"""Posterior score :math:`s(x,t) + \nabla_x \log N(y; A(\hat x_0(x,t)), (\sigma_y^2 + r_t^2) I)`.
 
-    ``method="dps"``: :math:`r_t = 0`, seed 004's DPS approximation
+    ``method="dps"``: :math:`r_t = 0`, the DPS approximation (Chung et al. 2023, sec. 3.2; seed 004)
     :math:`\nabla\log p_t(y|x_t) \approx -\frac{1}{2\sigma_y^2}\nabla_{x_t}\|y - A\hat x_0(x_t, t)\|^2`;
-    ``method="pigdm"``: :math:`r_t^2 = v\sigma_t^2/(\alpha_t^2 v + \sigma_t^2)` (exact for Gaussian data
+    ``method="pigdm"``: :math:`r_t^2 = v\sigma_t^2/(\alpha_t^2 v + \sigma_t^2)` (ΠGDM, Song et al. 2023, sec. 3;
+    exact for Gaussian data
     of variance ``data_var`` and ``A`` with orthonormal rows).  Usable with every sampler;
     ``score_fn`` must be differentiable in ``x`` (gradients flow through the denoiser).
     """
@@ -111,9 +116,7 @@ def dps(
             res2 = ((y - operator(x0)) ** 2).reshape(b, -1).sum(-1)
             (g,) = torch.autograd.grad(res2.sum(), xg)
         eps = -s[i] * sc.detach()
-        x_next = a[i + 1] * x0.detach() + keep[i] * eps + cn[i] * torch.randn(
-            x.shape, dtype=x.dtype, device=x.device, generator=generator
-        )
+        x_next = a[i + 1] * x0.detach() + keep[i] * eps + cn[i] * randn_like(x, generator)
         step = zeta / res2.detach().sqrt().clamp_min(torch.finfo(x.dtype).tiny)
         x = x_next - expand_like(step, x) * g
     return x, len(cn)

@@ -26,6 +26,7 @@ from collections.abc import Callable
 import torch
 
 from .._args import check_int, check_tensor
+from .._random import randn_like
 from ..errors import ParameterError, ShapeError
 from ..mcmc.annealing import annealed_langevin as langevin_levels
 from .parameterization import expand_like, to_score
@@ -89,7 +90,7 @@ def _tvec(c: Coefficients, i: int, x: torch.Tensor) -> torch.Tensor:
 
 
 def _noise(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    return torch.randn(x.shape, dtype=x.dtype, device=x.device, generator=generator)
+    return randn_like(x, generator)
 
 
 def _x0_eps(score: torch.Tensor, x: torch.Tensor, a: torch.Tensor, s: torch.Tensor):
@@ -101,7 +102,7 @@ def _x0_eps(score: torch.Tensor, x: torch.Tensor, a: torch.Tensor, s: torch.Tens
 def euler_maruyama(
     score_fn: ScoreFn, sde: object, x: torch.Tensor, grid: torch.Tensor, *, generator: torch.Generator | None = None
 ) -> tuple[torch.Tensor, int]:
-    r"""Euler–Maruyama on the reverse SDE (seed 001 eqs. 60/65; Anderson 1982).
+    r"""Euler–Maruyama on the reverse SDE (Anderson 1982; Song et al. 2021, eq. 6; seed 001 eqs. 60/65).
 
     .. math:: x_{i+1} = x_i - h_i\,(f_i x_i - g_i^2\, s(x_i, t_i)) + \sqrt{h_i}\, g_i\, z_i .
 
@@ -142,20 +143,20 @@ def predictor_corrector(
     *,
     generator: torch.Generator | None = None,
     snr: float = 0.16,
-    n_corrector: int = 1,
+    num_corrector_steps: int = 1,
 ) -> tuple[torch.Tensor, int]:
-    r"""Predictor–corrector sampling (seed 004 Algorithms 2-3; Song et al. 2021).
+    r"""Predictor–corrector sampling (Song et al. 2021, Algorithms 1-5; seed 004 Algorithms 2-3).
 
     Predictor: one Euler–Maruyama step of the reverse SDE from ``t_i`` to ``t_{i+1}``.
-    Corrector: ``n_corrector`` Langevin steps targeting :math:`p_{t_{i+1}}` with step
+    Corrector: ``num_corrector_steps`` Langevin steps targeting :math:`p_{t_{i+1}}` with step
     :math:`\epsilon = 2\,\bar a\,(\mathrm{snr}\,\|z\|/\|s\|)^2`, where
     :math:`\bar a = \alpha_i^2/\alpha_{i+1}^2` (``1 - beta_i`` of the VP chain, 1 for VE).
 
-    NFE = N (1 + n_corrector).
+    NFE = N (1 + num_corrector_steps).
     """
     if not snr > 0:
         raise ParameterError(f"snr must be positive; got {snr!r}")
-    check_int(n_corrector, "n_corrector", minimum=0)
+    check_int(num_corrector_steps, "num_corrector_steps", minimum=0)
     c = _setup(sde, x, grid)
     h = c.t[:-1] - c.t[1:]
     ratio = (c.alpha[:-1] / c.alpha[1:]) ** 2
@@ -163,15 +164,15 @@ def predictor_corrector(
         s = score_fn(x, _tvec(c, i, x))
         x = x - h[i] * (c.f[i] * x - c.g2[i] * s) + torch.sqrt(h[i] * c.g2[i]) * _noise(x, generator)
         t_next = _tvec(c, i + 1, x)
-        for _ in range(n_corrector):
+        for _ in range(num_corrector_steps):
             x = _langevin_snr_step(score_fn, x, t_next, snr, generator, ratio[i])
-    return x, len(h) * (1 + n_corrector)
+    return x, len(h) * (1 + num_corrector_steps)
 
 
 def ode_euler(
     score_fn: ScoreFn, sde: object, x: torch.Tensor, grid: torch.Tensor, *, generator: torch.Generator | None = None
 ) -> tuple[torch.Tensor, int]:
-    r"""Euler on the probability-flow ODE (seed 001 eq. 64).
+    r"""Euler on the probability-flow ODE (Song et al. 2021, eq. 13; seed 001 eq. 64).
 
     .. math:: x_{i+1} = x_i - h_i\,(f_i x_i - \tfrac12 g_i^2\, s(x_i, t_i)).
 
@@ -262,7 +263,7 @@ def ddim(
     generator: torch.Generator | None = None,
     eta: float = 0.0,
 ) -> tuple[torch.Tensor, int]:
-    r"""DDIM (Song, Meng & Ermon 2021; seed 002) for any linear SDE.
+    r"""DDIM (Song, Meng & Ermon 2021, eq. 12; seed 002) for any linear SDE.
 
     With :math:`\hat x_0, \hat\varepsilon` from Tweedie at :math:`(x_i, t_i)`,
 

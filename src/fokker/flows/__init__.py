@@ -4,14 +4,17 @@ Every layer is a :class:`pyro.distributions.torch_transform.TransformModule` wit
 exact inverse and log-det (see :mod:`fokker.flows.base`); a :class:`Flow` is a base
 distribution plus layers with ``log_prob``, ``sample``, ``rsample``,
 ``sample_and_log_prob``, ``loss`` and ``distribution()`` (a Pyro
-``TransformedDistribution``).  See ``docs/flows.md``.
+``TransformedDistribution``); ``save`` / ``load`` store builder-made flows as plain data.
+See ``docs/flows.md`` and ``docs/flows_more.md``.
 """
 
 from __future__ import annotations
 
 from .autoregressive import IAF, MADE, MAF, MaskedAutoregressive, MaskedLinear, SplineAutoregressive
-from .base import MLP, Bijection, ConditionedBijection
-from .builders import glow, iaf, maf, nice, nsf, realnvp
+from .base import Bijection, ConditionedBijection
+from .batchnorm import BatchNormFlow
+from .builders import ffjord, glow, iaf, maf, nice, nsf, planar_flow, realnvp, residual_flow
+from .continuous import ContinuousFlow, TimeMLP
 from .coupling import (
     AdditiveCoupling,
     AffineCoupling,
@@ -24,18 +27,14 @@ from .coupling import (
     half_mask,
 )
 from .elementwise import Additive, Affine, ElementwiseMap, RationalQuadratic, soft_clamp
-from .flow import Flow
+from .flow import Flow, FlowDistribution
 from .glow import Multiscale, Squeeze, squeeze, unsqueeze
 from .linear import ActNorm, InvertibleConv1x1, InvertibleLinear
 from .permute import Permute, Reverse
-
-# part B layers (planar family, batch norm, residual, continuous, surjections)
-from .batchnorm import BatchNormFlow
-from .builders_b import ffjord, planar_flow, residual_flow
-from .continuous import ContinuousFlow, TimeMLP
 from .planar import Planar, solve_tanh_equation
 from .radial import Radial
 from .residual import LipSwish, ResidualFlow, SpectralNormLinear
+from .saving import load, save
 from .surjections import (
     Abs,
     Augment,
@@ -49,13 +48,17 @@ from .surjections import (
     VariationalDequantization,
 )
 from .sylvester import Sylvester
+from ..nets import MLP
 
 __all__ = [
     # base
     "Bijection",
     "ConditionedBijection",
     "Flow",
+    "FlowDistribution",
     "MLP",
+    "save",
+    "load",
     # elementwise maps
     "ElementwiseMap",
     "Additive",
@@ -89,27 +92,21 @@ __all__ = [
     "Multiscale",
     "squeeze",
     "unsqueeze",
-    # builders
-    "nice",
-    "realnvp",
-    "maf",
-    "iaf",
-    "nsf",
-    "glow",
-    # part B: planar family, batch norm, residual, continuous, surjections
+    # planar family, batch norm, residual, continuous
     "Planar",
     "Radial",
     "Sylvester",
+    "solve_tanh_equation",
     "BatchNormFlow",
     "ResidualFlow",
     "SpectralNormLinear",
     "LipSwish",
     "ContinuousFlow",
     "TimeMLP",
+    # surjections (SurVAE)
     "Surjection",
     "Slice",
     "Augment",
-    "solve_tanh_equation",
     "Abs",
     "Sort",
     "Max",
@@ -117,6 +114,13 @@ __all__ = [
     "VariationalDequantization",
     "ConditionalGaussian",
     "SurjectiveFlow",
+    # builders
+    "nice",
+    "realnvp",
+    "maf",
+    "iaf",
+    "nsf",
+    "glow",
     "planar_flow",
     "residual_flow",
     "ffjord",

@@ -28,7 +28,8 @@ from torch import Tensor, nn
 
 from .._args import check_int
 from ..errors import ParameterError
-from .base import Bijection, _act, broadcast_context
+from ..nets import check_hidden, make_activation
+from .base import Bijection, broadcast_context
 from .elementwise import Affine, ElementwiseMap, RationalQuadratic
 
 __all__ = [
@@ -42,7 +43,10 @@ __all__ = [
 
 
 class MaskedLinear(nn.Linear):
-    """``y = x (W * M)^T + b`` with a fixed binary mask ``M`` (``out x in``)."""
+    """``y = x (W * M)^T + b`` with a fixed binary mask ``M`` (``out x in``) (Germain et al. 2015, sec. 4).
+
+    Shapes: ``(..., in) -> (..., out)``; ``mask`` is ``(out, in)``.
+    """
 
     def __init__(self, mask: Tensor) -> None:
         out_features, in_features = mask.shape
@@ -54,7 +58,7 @@ class MaskedLinear(nn.Linear):
 
 
 class MADE(nn.Module):
-    """Masked autoencoder for distribution estimation: ``(..., d [+ c]) -> (..., d, P)``.
+    """Masked autoencoder for distribution estimation (Germain et al. 2015, sec. 4): ``(..., d [+ c]) -> (..., d, P)``.
 
     Output ``[..., i, :]`` depends only on inputs ``j`` with ``rank[j] < rank[i]`` and on
     the context.  Hidden degrees cycle through ``1..d-1`` (``0..d-1`` with a context, so
@@ -80,6 +84,9 @@ class MADE(nn.Module):
     ) -> None:
         super().__init__()
         d = check_int(features, "features")
+        hidden = check_hidden(hidden)
+        check_int(num_params, "num_params")
+        check_int(context_dim, "context_dim", minimum=0)
         self.features, self.num_params, self.context_dim = d, num_params, context_dim
         if rank is None:
             rank = torch.arange(1, d + 1)
@@ -95,7 +102,7 @@ class MADE(nn.Module):
                 deg = torch.arange(h) % d
             else:  # degrees 1..d-1 (all 0 when d == 1: outputs are then learned constants)
                 deg = torch.arange(h) % max(d - 1, 1) + min(1, d - 1)
-            layers += [MaskedLinear(deg[:, None] >= prev[None, :]), _act(activation)]
+            layers += [MaskedLinear(deg[:, None] >= prev[None, :]), make_activation(activation)]
             prev = deg
         deg_out = rank.repeat_interleave(num_params)
         layers.append(MaskedLinear(deg_out[:, None] > prev[None, :]))
@@ -111,6 +118,11 @@ class MADE(nn.Module):
 
 class MaskedAutoregressive(Bijection):
     """Generic masked autoregressive layer ``y_i = h(x_i; theta(v_{<i}, c))`` (noise -> data).
+
+    Papamakarios et al. (2017), MAF, sec. 3 (``v = y``); Kingma et al. (2016), IAF, sec. 4
+    (``v = x``); the map ``h`` is any :class:`~fokker.flows.elementwise.ElementwiseMap`
+    (zuko's ``MaskedAutoregressiveTransform`` idea).  ``log|det J| = sum_i log h'(x_i; theta_i)``
+    (triangular Jacobian in the order ``rank``; exact).
 
     Args:
         transform: elementwise monotone map ``h``.
@@ -138,6 +150,8 @@ class MaskedAutoregressive(Bijection):
         if one_pass not in ("inverse", "forward"):
             raise ParameterError(f"one_pass must be 'inverse' (MAF) or 'forward' (IAF); got {one_pass!r}")
         super().__init__(event_dim=1, context_dim=context_dim)
+        if not isinstance(transform, ElementwiseMap):
+            raise ParameterError(f"transform must be an ElementwiseMap (Affine, RationalQuadratic, ...); got {transform!r}")
         self.transform = transform
         self.features = check_int(features, "features")
         self.one_pass = one_pass
@@ -196,30 +210,56 @@ class MaskedAutoregressive(Bijection):
 
 
 class MAF(MaskedAutoregressive):
-    """Masked autoregressive flow layer (affine; density direction in one pass)."""
+    """Masked autoregressive flow layer (Papamakarios et al. 2017, sec. 3), affine.
+
+    Density direction (data ``y`` -> noise ``x``) ``x_i = y_i exp(s_i) + t_i`` with
+    ``(t_i, s_i) = MADE(y_{<i}, c)`` in one network pass; sampling is sequential (``d``
+    passes).  ``log|det dx/dy| = sum_i s_i`` (exact), ``s`` soft-clamped to ``(-B, B)``.
+
+    Args:
+        features: ``d``; inputs ``(..., d)``.
+        hidden: MADE hidden sizes.
+        context_dim: context size (0 = unconditional).
+        rank: autoregressive order (a permutation of ``1..d``).
+        scale_bound: ``B`` of :class:`~fokker.flows.elementwise.Affine`.
+        activation: MADE activation class.
+    """
 
     def __init__(self, features: int, hidden: Sequence[int] = (64, 64), context_dim: int = 0,
-                 rank: Tensor | None = None, scale_bound: float = 7.0, **kwargs) -> None:
-        super().__init__(Affine(scale_bound), features, hidden, context_dim, rank, "inverse", **kwargs)
+                 rank: Tensor | None = None, scale_bound: float = 7.0,
+                 activation: type[nn.Module] = nn.ReLU) -> None:
+        super().__init__(Affine(scale_bound), features, hidden, context_dim, rank, "inverse", activation)
 
 
 class IAF(MaskedAutoregressive):
-    """Inverse autoregressive flow layer (affine; sampling direction in one pass)."""
+    """Inverse autoregressive flow layer (Kingma et al. 2016, sec. 4), affine.
+
+    Sampling direction (noise ``x`` -> data ``y``) ``y_i = (x_i - t_i) exp(-s_i)`` with
+    ``(t_i, s_i) = MADE(x_{<i}, c)`` in one network pass (as is ``sample_and_log_prob``);
+    the density direction is sequential.  ``log|det dy/dx| = -sum_i s_i`` (exact).
+
+    Args: as :class:`MAF`.
+    """
 
     def __init__(self, features: int, hidden: Sequence[int] = (64, 64), context_dim: int = 0,
-                 rank: Tensor | None = None, scale_bound: float = 7.0, **kwargs) -> None:
-        super().__init__(Affine(scale_bound), features, hidden, context_dim, rank, "forward", **kwargs)
+                 rank: Tensor | None = None, scale_bound: float = 7.0,
+                 activation: type[nn.Module] = nn.ReLU) -> None:
+        super().__init__(Affine(scale_bound), features, hidden, context_dim, rank, "forward", activation)
 
 
 class SplineAutoregressive(MaskedAutoregressive):
-    """Autoregressive rational-quadratic spline layer (NSF-AR; Durkan et al. 2019).
+    """Autoregressive rational-quadratic spline layer (Durkan et al. 2019, NSF, sec. 3.1-3.2).
+
+    ``y_i = h(x_i; theta(v_{<i}, c))`` with ``h`` a monotone rational-quadratic spline on
+    ``[-bound, bound]`` and identity tails; exact log-det.
 
     Args:
+        features, hidden, context_dim, rank, activation: as :class:`MAF`.
         bins, bound: see :class:`~fokker.flows.elementwise.RationalQuadratic`.
         one_pass: ``"inverse"`` (density in one pass, default) or ``"forward"``.
     """
 
     def __init__(self, features: int, hidden: Sequence[int] = (64, 64), context_dim: int = 0,
                  rank: Tensor | None = None, bins: int = 8, bound: float = 5.0,
-                 one_pass: str = "inverse", **kwargs) -> None:
-        super().__init__(RationalQuadratic(bins, bound), features, hidden, context_dim, rank, one_pass, **kwargs)
+                 one_pass: str = "inverse", activation: type[nn.Module] = nn.ReLU) -> None:
+        super().__init__(RationalQuadratic(bins, bound), features, hidden, context_dim, rank, one_pass, activation)

@@ -1,9 +1,10 @@
 """The base class every fokker bijection derives from.
 
 A :class:`Bijection` is a :class:`pyro.distributions.torch_transform.TransformModule`
-(a torch ``Transform`` that is also an ``nn.Module``) mapping **noise to data**, as
-in ``torch.distributions.TransformedDistribution``.  Subclasses implement two pure
-functions of tensors (zuko's ``call_and_ladj`` idea, seed 000 "change of variables")
+(a torch ``Transform`` that is also an ``nn.Module``) mapping **noise to data**, as in
+``torch.distributions.TransformedDistribution``.  Subclasses implement two pure
+functions of tensors (zuko's ``call_and_ladj`` idea; the change of variables of
+Rezende & Mohamed 2015, sec. 3.1, and Papamakarios et al. 2021, eq. 2; seed 000)
 
 .. math::
 
@@ -14,41 +15,31 @@ functions of tensors (zuko's ``call_and_ladj`` idea, seed 000 "change of variabl
 with ``call_and_ladj(x, context)`` and ``inverse_and_ladj(y, context)``.  The log-dets
 have the batch shape of the input (event dims summed).  Everything else (torch's
 ``_call`` / ``_inverse`` / ``log_abs_det_jacobian``, conditioning on a context vector,
-the transform cache) is provided here.
+Pyro's ``ConditionalTransform`` protocol, ``with_cache``) is provided here.
 
-The cache (why it never breaks a training loop)
------------------------------------------------
-torch's ``cache_size=1`` returns a stored ``x`` whenever the *same tensor object*
-``y`` is inverted again: with full-batch training (one data tensor reused every step)
-that hands back a stale ``x`` from a freed graph ("backward through the graph a
-second time") computed with old parameters.  fokker layers always run with
-``cache_size=0`` and keep their own two small caches instead:
-
-* inverse direction: ``_inverse(y)`` remembers its log-det for the immediately
-  following ``log_abs_det_jacobian(x, y)`` call of ``TransformedDistribution.log_prob``
-  (keyed on the identity of the *new* ``x``; consumed once), so ``log_prob`` costs
-  one network pass per layer;
-* forward direction: ``_call(x)`` remembers ``(x, y)`` so that ``log_prob`` of a value
-  just produced by ``rsample`` (SVI guides) needs no inversion.  The entry is keyed on
-  the identity of ``y`` *and* on the version counters of the parameters, so an
-  optimizer step invalidates it.  Log-dets are always recomputed (never taken from a
-  graph that may have been freed).
-
-``Flow.log_prob`` / ``Flow.sample_and_log_prob`` bypass both caches.
+Caching follows torch's contract
+--------------------------------
+A layer is constructed with ``cache_size=0``: every call computes, nothing is stored, so
+``t.inv(t(x))`` really runs the inverse.  ``layer.with_cache(1)`` returns a view of the
+same layer (same parameters) with torch's single-slot cache (``view.inv(view(x))`` returns
+``x`` itself), for the SVI-guide use: the log-density of values just drawn by ``rsample``
+without inverting (IAF guides).  ``Flow.distribution(context, cache_size=1)`` builds its
+``TransformedDistribution`` from such views.  A cache hit hands back a tensor computed with
+the parameters of the time it was stored; use it only inside one step.
 """
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Sequence
-from typing import Any
 
 import torch
+from pyro.distributions.conditional import ConditionalTransform
 from pyro.distributions.torch_transform import TransformModule
 from torch import Tensor, nn
 from torch.distributions import Transform, constraints
 
-from ..errors import ShapeError
+from ..errors import ParameterError, ShapeError
+from ..nets import MLP
 
 __all__ = ["Bijection", "ConditionedBijection", "MLP", "real_constraint", "broadcast_context"]
 
@@ -64,79 +55,32 @@ def broadcast_context(context: Tensor, batch_shape: torch.Size | Sequence[int]) 
     return context.expand(*shape, context.shape[-1])
 
 
-class _Cache:
-    """Single-slot caches of a layer (see the module docstring); empty after copy/pickle."""
-
-    __slots__ = ("inv_x", "inv_ladj", "fwd_x", "fwd_y", "fwd_version", "fwd_context")
-
-    def __init__(self) -> None:
-        self.clear()
-
-    def clear(self) -> None:
-        self.inv_x: weakref.ref | None = None
-        self.inv_ladj: Tensor | None = None
-        self.fwd_x: Tensor | None = None
-        self.fwd_y: weakref.ref | None = None
-        self.fwd_version: int = -1
-        self.fwd_context: Any = None
-
-    def __deepcopy__(self, memo: dict) -> "_Cache":
-        return _Cache()
-
-    def __reduce__(self) -> tuple:
-        return (_Cache, ())
+def _check_cache_size(cache_size: int) -> int:
+    if cache_size not in (0, 1):
+        raise ParameterError(f"cache_size must be 0 or 1 (torch's Transform caches at most one value); got {cache_size!r}")
+    return cache_size
 
 
-def _version(module: nn.Module) -> int:
-    return sum(p._version for p in module.parameters())
-
-
-class _CachedCalls:
-    """torch ``Transform`` plumbing shared by a layer and its conditioned views."""
-
-    def _layer(self) -> "Bijection":
-        raise NotImplementedError
-
-    def _ctx(self) -> Tensor | None:
-        raise NotImplementedError
-
-    def _call(self, x: Tensor) -> Tensor:
-        layer, ctx = self._layer(), self._ctx()
-        y = layer.call(x, ctx)
-        c = layer._fokker_cache
-        c.fwd_x, c.fwd_y, c.fwd_version, c.fwd_context = x, weakref.ref(y), _version(layer), ctx
-        return y
-
-    def _inverse(self, y: Tensor) -> Tensor:
-        layer, ctx = self._layer(), self._ctx()
-        c = layer._fokker_cache
-        if (
-            c.fwd_y is not None
-            and c.fwd_y() is y
-            and c.fwd_context is ctx
-            and c.fwd_version == _version(layer)
-        ):
-            return c.fwd_x  # type: ignore[return-value]
-        x, ladj_inv = layer.inverse_and_ladj(y, ctx)
-        c.inv_x, c.inv_ladj = weakref.ref(x), ladj_inv
-        return x
-
-    def log_abs_det_jacobian(self, x: Tensor, y: Tensor) -> Tensor:
-        layer, ctx = self._layer(), self._ctx()
-        c = layer._fokker_cache
-        if c.inv_x is not None and c.inv_x() is x and c.inv_ladj is not None:
-            ladj = -c.inv_ladj
-            c.inv_x, c.inv_ladj = None, None
-            return ladj
-        return layer.ladj(x, y, ctx)
-
-
-class Bijection(_CachedCalls, TransformModule):
+class Bijection(TransformModule, ConditionalTransform):
     """Base class of fokker layers: an invertible ``TransformModule`` (noise -> data).
 
-    Subclasses set ``event_dim`` (via ``__init__``) and implement
-    :meth:`call_and_ladj` and :meth:`inverse_and_ladj`; they may override
-    :meth:`ladj` when the log-det is cheaper to get from ``y`` (MAF).
+    A bijection ``T`` with its log-det ``log|det dT/dx|`` for the change of variables of
+    Papamakarios et al. (2021), eq. 2 (Rezende & Mohamed 2015, sec. 3.1).
+
+    Subclasses call ``super().__init__(event_dim, context_dim)`` and implement
+    :meth:`call_and_ladj` and :meth:`inverse_and_ladj`; they may override :meth:`ladj`
+    (when the log-det is cheaper from ``y``, MAF) and :meth:`call` (value only, sampling).
+
+    Every path agrees: ``layer(x)`` (torch protocol) is ``call(x)`` is
+    ``call_and_ladj(x)[0]``; ``layer.inv(y)`` is ``inverse_and_ladj(y)[0]``;
+    ``layer.log_abs_det_jacobian(x, y)`` is ``ladj(x, y)`` is ``call_and_ladj(x)[1]``;
+    ``layer.inv.log_abs_det_jacobian(y, x)`` is ``-ladj(x, y)``.  (``fokker.checks.check_log_det``
+    verifies all of them against autograd.)
+
+    A conditional layer (``context_dim > 0``) is also a Pyro ``ConditionalTransform``:
+    ``layer.condition(context)`` returns a torch ``Transform`` bound to that context, so it
+    works inside ``pyro.distributions.ConditionalTransformedDistribution``.  An unconditional
+    layer's ``condition(context)`` returns the layer itself (it does not depend on a context).
 
     Args:
         event_dim: number of trailing event dimensions (1 for vectors, 3 for images).
@@ -144,12 +88,16 @@ class Bijection(_CachedCalls, TransformModule):
     """
 
     bijective = True
+    #: ``True`` for layers whose log-det is a stochastic estimate; their ``call_and_ladj`` and
+    #: ``inverse_and_ladj`` take ``generator=`` (``Flow`` passes its ``generator`` on to them).
+    stochastic_log_det = False
 
     def __init__(self, event_dim: int = 1, context_dim: int = 0) -> None:
         super().__init__(cache_size=0)
         self._event_dim = int(event_dim)
-        self.context_dim = int(context_dim)
-        self._fokker_cache = _Cache()
+        if isinstance(context_dim, bool) or not isinstance(context_dim, int) or context_dim < 0:
+            raise ParameterError(f"context_dim must be a non-negative integer; got {context_dim!r}")
+        self.context_dim = context_dim
 
     # -- torch Transform metadata -------------------------------------------------
     @property
@@ -164,9 +112,16 @@ class Bijection(_CachedCalls, TransformModule):
     def event_dim(self) -> int:
         return self._event_dim
 
-    def with_cache(self, cache_size: int = 1) -> "Bijection":
-        """fokker layers keep their own safe cache; torch's identity cache is not used."""
-        return self
+    def with_cache(self, cache_size: int = 1) -> Transform:
+        """``self`` for ``cache_size=0``; else a view of this layer with torch's one-slot cache.
+
+        Only for an unconditional layer: bind a conditional one first,
+        ``layer.condition(context).with_cache(1)``.
+        """
+        if _check_cache_size(cache_size) == 0:
+            return self
+        self._require_unconditional("with_cache")
+        return ConditionedBijection(self, None, cache_size=cache_size)
 
     # -- the math (override) --------------------------------------------------------
     def call_and_ladj(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -185,34 +140,39 @@ class Bijection(_CachedCalls, TransformModule):
         """``y = T(x)`` alone (sampling); layers may skip the log-det."""
         return self.call_and_ladj(x, context)[0]
 
-    # -- conditioning -------------------------------------------------------------
-    def _layer(self) -> "Bijection":
-        return self
+    # -- torch protocol (unconditional use; a conditional layer is bound by condition()) --
+    def _call(self, x: Tensor) -> Tensor:
+        self._require_unconditional("calling the layer")
+        return self.call(x)
 
-    def _ctx(self) -> Tensor | None:
+    def _inverse(self, y: Tensor) -> Tensor:
+        self._require_unconditional("layer.inv")
+        return self.inverse_and_ladj(y)[0]
+
+    def log_abs_det_jacobian(self, x: Tensor, y: Tensor) -> Tensor:
+        self._require_unconditional("log_abs_det_jacobian")
+        return self.ladj(x, y)
+
+    def _require_unconditional(self, what: str) -> None:
         if self.context_dim:
             raise ShapeError(
-                f"{type(self).__name__} is conditional: a context of shape (..., {self.context_dim}) "
-                "is required; use layer.condition(context) or flow.distribution(context)"
+                f"{type(self).__name__} is conditional: {what} needs a context of shape (..., {self.context_dim}); "
+                "use layer.condition(context) or flow.distribution(context)"
             )
-        return None
 
+    # -- conditioning -------------------------------------------------------------
     def condition(self, context: Tensor | None) -> Transform:
         """The transform ``x -> T(x; context)`` (``self`` for an unconditional layer)."""
         if not self.context_dim:
-            if context is not None:
-                raise ShapeError(f"{type(self).__name__} is unconditional; context must be None")
             return self
-        if context is None or context.dim() == 0 or context.shape[-1] != self.context_dim:
-            got = None if context is None else tuple(context.shape)
-            raise ShapeError(f"context must have shape (..., {self.context_dim}); got {got}")
+        self._check_context(context)
         return ConditionedBijection(self, context)
 
     def _check_context(self, context: Tensor | None) -> None:
         if self.context_dim:
-            if context is None or context.dim() == 0 or context.shape[-1] != self.context_dim:
-                got = None if context is None else tuple(context.shape)
-                raise ShapeError(f"context must have shape (..., {self.context_dim}); got {got}")
+            if not isinstance(context, Tensor) or context.dim() == 0 or context.shape[-1] != self.context_dim:
+                got = tuple(context.shape) if isinstance(context, Tensor) else context
+                raise ShapeError(f"context must be a tensor of shape (..., {self.context_dim}); got {got}")
         elif context is not None:
             raise ShapeError(f"{type(self).__name__} is unconditional; context must be None")
 
@@ -228,13 +188,28 @@ class Bijection(_CachedCalls, TransformModule):
         return nn.Module.__repr__(self)
 
 
-class ConditionedBijection(_CachedCalls, Transform):
-    """``T(.; context)``: a conditional :class:`Bijection` bound to one context tensor."""
+class ConditionedBijection(Transform):
+    """A :class:`Bijection` bound to one context tensor (or none) and a torch cache size.
+
+    ``x -> T(x; c)``: a conditional flow's layer at a context (Winkler et al. 2019, conditional
+    normalizing flows; Papamakarios et al. 2021, sec. 5.3).
+
+    What ``layer.condition(context)`` and ``layer.with_cache(1)`` return: a plain torch
+    ``Transform`` (it holds a reference to the layer, whose parameters it uses) computing
+    ``T(x; context)``.  Its batch shape broadcasts the input's with the context's, so
+    ``forward_shape``/``inverse_shape`` include the context's batch dimensions.
+
+    Args:
+        layer: the layer.
+        context: ``(..., context_dim)`` for a conditional layer, ``None`` otherwise.
+        cache_size: 0 (compute every call) or 1 (torch's single-slot cache).
+    """
 
     bijective = True
 
-    def __init__(self, layer: Bijection, context: Tensor) -> None:
-        super().__init__(cache_size=0)
+    def __init__(self, layer: Bijection, context: Tensor | None, cache_size: int = 0) -> None:
+        super().__init__(cache_size=_check_cache_size(cache_size))
+        layer._check_context(context)
         self.layer = layer
         self.context = context
 
@@ -246,43 +221,37 @@ class ConditionedBijection(_CachedCalls, Transform):
     def codomain(self) -> constraints.Constraint:  # type: ignore[override]
         return self.layer.codomain
 
-    def _layer(self) -> Bijection:
-        return self.layer
+    @property
+    def stochastic_log_det(self) -> bool:
+        return self.layer.stochastic_log_det
 
-    def _ctx(self) -> Tensor:
-        return self.context
+    def _call(self, x: Tensor) -> Tensor:
+        return self.layer.call(x, self.context)
+
+    def _inverse(self, y: Tensor) -> Tensor:
+        return self.layer.inverse_and_ladj(y, self.context)[0]
+
+    def log_abs_det_jacobian(self, x: Tensor, y: Tensor) -> Tensor:
+        return self.layer.ladj(x, y, self.context)
+
+    def _with_context_batch(self, shape: torch.Size | Sequence[int], out: Sequence[int]) -> torch.Size:
+        if self.context is None:
+            return torch.Size(out)
+        k = self.layer.event_dim
+        batch = torch.broadcast_shapes(tuple(shape[: len(shape) - k]), tuple(self.context.shape[:-1]))
+        return torch.Size(batch + tuple(out[len(out) - k :]))
+
+    def forward_shape(self, shape: torch.Size | Sequence[int]) -> torch.Size:
+        return self._with_context_batch(shape, self.layer.forward_shape(shape))
+
+    def inverse_shape(self, shape: torch.Size | Sequence[int]) -> torch.Size:
+        return self._with_context_batch(shape, self.layer.inverse_shape(shape))
 
     def with_cache(self, cache_size: int = 1) -> "ConditionedBijection":
-        return self
+        if cache_size == self._cache_size:
+            return self
+        return ConditionedBijection(self.layer, self.context, cache_size)
 
     def __repr__(self) -> str:
-        return f"ConditionedBijection({type(self.layer).__name__}, context={tuple(self.context.shape)})"
-
-
-def _act(activation: type[nn.Module]) -> nn.Module:
-    """Instantiate an activation; ReLU in place (safe after a linear layer, saves a pass)."""
-    return nn.ReLU(inplace=True) if activation is nn.ReLU else activation()
-
-
-class MLP(nn.Sequential):
-    """A plain multilayer perceptron ``in_features -> hidden... -> out_features``.
-
-    Args:
-        in_features, out_features: sizes of input and output.
-        hidden: hidden layer sizes.
-        activation: activation module class (default ``nn.ReLU``).
-    """
-
-    def __init__(
-        self,
-        in_features: int,
-        out_features: int,
-        hidden: Sequence[int] = (64, 64),
-        activation: type[nn.Module] = nn.ReLU,
-    ) -> None:
-        layers: list[nn.Module] = []
-        sizes = [in_features, *hidden]
-        for a, b in zip(sizes[:-1], sizes[1:]):
-            layers += [nn.Linear(a, b), _act(activation)]
-        layers.append(nn.Linear(sizes[-1], out_features))
-        super().__init__(*layers)
+        ctx = None if self.context is None else tuple(self.context.shape)
+        return f"ConditionedBijection({type(self.layer).__name__}, context={ctx}, cache_size={self._cache_size})"

@@ -35,8 +35,12 @@ __all__ = ["BatchNormFlow"]
 class BatchNormFlow(Bijection):
     """Batch-norm layer as a bijection on ``(..., D)`` vectors (noise -> data).
 
+    Dinh et al. (2017), RealNVP, sec. 3.7; Papamakarios et al. (2017), MAF (batch
+    normalization between layers).  Formula and log-det in the module docstring: exact in eval mode, the
+    batch statistics held constant in train mode.
+
     Args:
-        dim: event size ``D``.
+        features: event size ``D``.
         momentum: running-average weight of the newest batch, in ``(0, 1]``.
         eps: variance floor ``epsilon > 0``.
 
@@ -48,9 +52,9 @@ class BatchNormFlow(Bijection):
         True
     """
 
-    def __init__(self, dim: int, momentum: float = 0.1, eps: float = 1e-5) -> None:
+    def __init__(self, features: int, momentum: float = 0.1, eps: float = 1e-5) -> None:
         super().__init__(event_dim=1)
-        self.dim = check_int(dim, "dim")
+        self.features = dim = check_int(features, "features")
         check_positive(momentum, "momentum")
         if momentum > 1:
             raise ParameterError(f"momentum must lie in (0, 1]; got {momentum!r}")
@@ -64,7 +68,7 @@ class BatchNormFlow(Bijection):
 
     def _check(self, x: torch.Tensor, name: str) -> None:
         check_tensor(x, name)
-        check_last_dim(x, self.dim, name)
+        check_last_dim(x, self.features, name)
 
     def _ladj(self, var: torch.Tensor, batch_shape: torch.Size) -> torch.Tensor:
         """Forward (noise -> data) log-det ``sum_i (-gamma_i + 0.5 log(var_i + eps))``, broadcast to the batch."""
@@ -83,8 +87,8 @@ class BatchNormFlow(Bijection):
         """``z`` from ``x`` with batch statistics (train) or running statistics (eval); log-det of x -> z."""
         self._check_context(context)
         self._check(x, "x")
-        if self.training:
-            flat = x.reshape(-1, self.dim)
+        if self.training and x.numel():  # an empty batch has no statistics: use the running ones
+            flat = x.reshape(-1, self.features)
             mean = flat.mean(0)
             var = (flat - mean).pow(2).mean(0)
             with torch.no_grad():
@@ -96,4 +100,4 @@ class BatchNormFlow(Bijection):
         return z, -self._ladj(var, x.shape[:-1])
 
     def extra_repr(self) -> str:
-        return f"dim={self.dim}, momentum={self.momentum}, eps={self.eps}"
+        return f"features={self.features}, momentum={self.momentum}, eps={self.eps}"

@@ -1,8 +1,8 @@
 """Coupling layers: one generic mechanism, any elementwise monotone map, any mask.
 
 With a binary mask splitting the coordinates into a conditioning part ``A`` (mask
-True, copied) and a transformed part ``B`` (seed 002 "coupling flows", seed 003 NICE /
-RealNVP):
+True, copied) and a transformed part ``B`` (Dinh et al. 2015, NICE, sec. 3.2; Dinh et al.
+2017, RealNVP, sec. 3.3; seed 002 "coupling flows", seed 003 NICE / RealNVP):
 
 .. math::
 
@@ -29,7 +29,8 @@ from torch import Tensor, nn
 
 from .._args import check_int
 from ..errors import ParameterError, ShapeError
-from .base import MLP, Bijection, broadcast_context
+from ..nets import MLP, check_hidden
+from .base import Bijection, broadcast_context
 from .elementwise import Additive, Affine, ElementwiseMap, RationalQuadratic
 
 __all__ = [
@@ -78,9 +79,15 @@ def channel_mask(shape: Sequence[int], flip: bool = False) -> Tensor:
 
 
 class ConvNet(nn.Sequential):
-    """Conditioner for image couplings: 3x3 conv, ReLU, 1x1 conv, ReLU, 3x3 conv."""
+    """Conditioner of image couplings: 3x3 conv, ReLU, 1x1 conv, ReLU, 3x3 conv (Kingma & Dhariwal 2018, sec. 3.3).
+
+    Shapes ``(N, in_channels, H, W) -> (N, out_channels, H, W)``.
+    """
 
     def __init__(self, in_channels: int, out_channels: int, hidden: int = 64) -> None:
+        check_int(in_channels, "in_channels")
+        check_int(out_channels, "out_channels")
+        check_int(hidden, "hidden")
         super().__init__(
             nn.Conv2d(in_channels, hidden, 3, padding=1),
             nn.ReLU(),
@@ -92,6 +99,10 @@ class ConvNet(nn.Sequential):
 
 class Coupling(Bijection):
     """Generic coupling layer ``y_A = x_A``, ``y_B = h(x_B; theta(x_A, context))``.
+
+    Dinh et al. (2015), NICE, sec. 3.2 (general coupling); Dinh et al. (2017), RealNVP,
+    sec. 3.3-3.5; Durkan et al. (2019), NSF, sec. 3 (spline couplings).  ``log|det J| = sum_{i in B}
+    log h'(x_i; theta_i)`` (block-triangular Jacobian; exact).
 
     Args:
         transform: the elementwise monotone map ``h`` (:mod:`fokker.flows.elementwise`).
@@ -117,6 +128,9 @@ class Coupling(Bijection):
         conditioner: nn.Module | None = None,
         activation: type[nn.Module] = nn.ReLU,
     ) -> None:
+        if not isinstance(transform, ElementwiseMap):
+            raise ParameterError(f"transform must be an ElementwiseMap (Affine, RationalQuadratic, ...); got {transform!r}")
+        hidden = check_hidden(hidden)
         mask = torch.as_tensor(mask, dtype=torch.bool)
         if mask.dim() not in (1, 3):
             raise ShapeError(f"mask must have shape (d,) or (C, H, W); got shape {tuple(mask.shape)}")
@@ -124,6 +138,7 @@ class Coupling(Bijection):
             raise ParameterError("mask must have both True (conditioning) and False (transformed) entries")
         super().__init__(event_dim=mask.dim(), context_dim=context_dim)
         self.transform = transform
+        self.features = int(mask.shape[0])
         self.event_shape = tuple(mask.shape)
         P = transform.num_params
         self.register_buffer("mask", mask, persistent=False)
@@ -140,7 +155,7 @@ class Coupling(Bijection):
             if context_dim:
                 raise ParameterError("context_dim > 0 is supported for vector couplings only")
             C = mask.shape[0]
-            width = hidden[0] if isinstance(hidden, Sequence) and len(hidden) else 64
+            width = hidden[0] if len(hidden) else 64
             self.conditioner = conditioner or ConvNet(C, C * P, int(width))
 
     # -- conditioner ---------------------------------------------------------------------
@@ -186,45 +201,90 @@ class Coupling(Bijection):
         return f"transform={self.transform!r}, event_shape={self.event_shape}, context_dim={self.context_dim}"
 
 
-class AdditiveCoupling(Coupling):
-    """NICE additive coupling ``y_B = x_B + t(x_A)`` (volume preserving; seed 003)."""
+def _coupling_mask(features: int, mask: Tensor | None) -> Tensor:
+    check_int(features, "features")
+    if mask is None:
+        return half_mask(features)
+    mask = torch.as_tensor(mask, dtype=torch.bool)
+    if mask.dim() not in (1, 3) or mask.shape[0] != features:
+        raise ShapeError(
+            f"mask must have shape ({features},) or ({features}, H, W) for features={features}; got shape {tuple(mask.shape)}"
+        )
+    return mask
 
-    def __init__(self, mask: Tensor, hidden: Sequence[int] = (64, 64), context_dim: int = 0, **kwargs) -> None:
-        super().__init__(Additive(), mask, hidden, context_dim, **kwargs)
+
+class AdditiveCoupling(Coupling):
+    """NICE additive coupling ``y_B = x_B + t(x_A, c)`` (Dinh et al. 2015, sec. 3.2; seed 003): volume preserving.
+
+    Args:
+        features: ``d`` (vectors) or the number of channels ``C`` (images, then ``mask`` is
+            ``(C, H, W)``).
+        hidden: conditioner hidden sizes (images: channel width ``hidden[0]``).
+        context_dim: context size (vectors only).
+        mask: True on the conditioning part; default :func:`half_mask` ``(features)``.
+        conditioner, activation: see :class:`Coupling`.
+    """
+
+    def __init__(
+        self,
+        features: int,
+        hidden: Sequence[int] = (64, 64),
+        context_dim: int = 0,
+        mask: Tensor | None = None,
+        conditioner: nn.Module | None = None,
+        activation: type[nn.Module] = nn.ReLU,
+    ) -> None:
+        super().__init__(Additive(), _coupling_mask(features, mask), hidden, context_dim, conditioner, activation)
 
 
 class AffineCoupling(Coupling):
-    """RealNVP affine coupling: data -> noise ``x_B = y_B exp(s(y_A)) + t(y_A)``, ``s`` soft-clamped (seed 003).
+    """RealNVP affine coupling (Dinh et al. 2017, sec. 3.3-3.5; seed 003).
+
+    Density direction (data -> noise) ``x_B = y_B exp(s(y_A, c)) + t(y_A, c)``, ``s``
+    soft-clamped to ``(-B, B)``; ``log|det dx/dy| = sum_B s`` (exact).
 
     Args:
+        features, hidden, context_dim, mask, conditioner, activation: see :class:`AdditiveCoupling`.
         scale_bound: the log-scale bound ``B`` of :class:`~fokker.flows.elementwise.Affine`.
     """
 
     def __init__(
         self,
-        mask: Tensor,
+        features: int,
         hidden: Sequence[int] = (64, 64),
         context_dim: int = 0,
+        mask: Tensor | None = None,
         scale_bound: float = 7.0,
-        **kwargs,
+        conditioner: nn.Module | None = None,
+        activation: type[nn.Module] = nn.ReLU,
     ) -> None:
-        super().__init__(Affine(scale_bound), mask, hidden, context_dim, **kwargs)
+        super().__init__(
+            Affine(scale_bound), _coupling_mask(features, mask), hidden, context_dim, conditioner, activation
+        )
 
 
 class SplineCoupling(Coupling):
-    """Rational-quadratic spline coupling (Durkan et al. 2019), linear tails outside ``[-B, B]``.
+    """Rational-quadratic spline coupling (Durkan et al. 2019, NSF, sec. 3.1-3.2).
+
+    ``y_B = h(x_B; theta(x_A, c))`` with a monotone rational-quadratic spline on
+    ``[-bound, bound]`` and identity tails; exact log-det.
 
     Args:
+        features, hidden, context_dim, mask, conditioner, activation: see :class:`AdditiveCoupling`.
         bins, bound: see :class:`~fokker.flows.elementwise.RationalQuadratic`.
     """
 
     def __init__(
         self,
-        mask: Tensor,
+        features: int,
         hidden: Sequence[int] = (64, 64),
         context_dim: int = 0,
+        mask: Tensor | None = None,
         bins: int = 8,
         bound: float = 5.0,
-        **kwargs,
+        conditioner: nn.Module | None = None,
+        activation: type[nn.Module] = nn.ReLU,
     ) -> None:
-        super().__init__(RationalQuadratic(bins, bound), mask, hidden, context_dim, **kwargs)
+        super().__init__(
+            RationalQuadratic(bins, bound), _coupling_mask(features, mask), hidden, context_dim, conditioner, activation
+        )

@@ -1,5 +1,6 @@
 """Elementwise monotone maps ``y_i = h(x_i; theta_i)``: the univariate pieces of coupling
-and autoregressive layers (seed 002, "coupling flows" / "autoregressive flows").
+and autoregressive layers (the "transformers" of Papamakarios et al. 2021, sec. 3.1; seed 002,
+"coupling flows" / "autoregressive flows").
 
 Each map is a plain object (no parameters of its own) with
 
@@ -32,7 +33,12 @@ def soft_clamp(x: Tensor, bound: float) -> Tensor:
 
 
 class ElementwiseMap:
-    """Interface of a monotone increasing univariate map with ``num_params`` parameters."""
+    """Interface of a monotone increasing univariate map with ``num_params`` parameters.
+
+    The "transformer" of an autoregressive or coupling flow (Papamakarios et al. 2021, sec. 3.1):
+    ``forward(x, params) -> (h(x), log h'(x))`` and ``inverse(y, params) -> (h^{-1}(y),
+    log (h^{-1})'(y))``, elementwise, ``params`` of shape ``x.shape + (num_params,)``.
+    """
 
     num_params: int = 0
 
@@ -55,7 +61,7 @@ class ElementwiseMap:
 
 
 class Additive(ElementwiseMap):
-    """NICE's additive map ``y = x + t`` (Dinh et al. 2014; seed 003): unit Jacobian."""
+    """NICE's additive map ``y = x + t`` (Dinh et al. 2015, sec. 3.2; seed 003): unit Jacobian."""
 
     num_params = 1
 
@@ -67,7 +73,7 @@ class Additive(ElementwiseMap):
 
 
 class Affine(ElementwiseMap):
-    """RealNVP's affine map (Dinh et al. 2017; seed 003), written in the density direction.
+    """RealNVP's affine map (Dinh et al. 2017, sec. 3.3; seed 003), written in the density direction.
 
     Data ``y`` -> noise ``x`` is ``x = y * exp(s) + t`` (RealNVP's and Glow's coupling
     equation, zuko's convention); the layer direction noise -> data is its inverse

@@ -1,12 +1,12 @@
 """Linear bijections: ActNorm, LU-parameterized invertible linear map and 1x1 convolution.
 
-Seed 000's table of layers (Glow, Kingma & Dhariwal 2018).
+Kingma & Dhariwal (2018), Glow, sec. 3.1-3.2 and table 1; seed 000's table of layers.
 
 * :class:`ActNorm`: ``y = x * exp(s) + b`` per feature (per channel for images),
-  ``log|det J| = sum(s)`` (times ``H W`` for images).  Data-dependent init: the first
-  batch seen in the **density direction** (``inverse``, data -> noise) while training
-  sets ``b = mean(y)`` and ``s = log std(y)``, so that batch comes out with zero mean
-  and unit variance per feature.
+  ``log|det J| = sum(s)`` (times ``H W`` for images).  Data-dependent init at most once:
+  when the layer's very first use is a **density-direction** call (``inverse``, data ->
+  noise) in training mode, that batch sets ``b = mean(y)`` and ``s = log std(y)``, so it
+  comes out with zero mean and unit variance per feature (see :class:`ActNorm`).
 * :class:`InvertibleLinear`: ``y = W x`` with ``W = P L (U + diag(sign * exp(log_s)))``
   (``P`` a fixed permutation, ``L`` unit lower triangular, ``U`` strictly upper):
   ``log|det W| = sum(log_s)`` exactly, inverse by two triangular solves.
@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .._args import check_int
+from .._args import check_int, check_positive
 from ..errors import ParameterError, ShapeError
 from .base import Bijection
 
@@ -35,7 +35,20 @@ def _check_event_dim(event_dim: int) -> int:
 
 
 class ActNorm(Bijection):
-    """Activation normalization with data-dependent initialization (Glow).
+    """Activation normalization (Kingma & Dhariwal 2018, Glow, sec. 3.1 and table 1).
+
+    ``y = x * exp(s) + b`` per feature (vectors ``(..., d)``) or per channel (images
+    ``(..., C, H, W)``); ``log|det dy/dx| = sum(s)`` (times ``H W`` for images), exact.
+
+    Data-dependent initialisation happens **at most once**, and only when the very first
+    use of the layer is a density-direction call (``inverse_and_ladj``, data -> noise) in
+    training mode: that batch sets ``b = mean(y)``, ``s = log(std(y) + eps)`` so it comes
+    out with zero mean and unit variance per feature.  Any earlier forward (sampling)
+    call, an evaluation-mode call, a change of the parameters (an optimizer step or an
+    in-place edit), or ``load_state_dict`` marks the layer initialised instead, so a flow
+    trained by reverse KL (forward calls only) keeps its parameters.  The flag is the
+    ``initialized`` buffer (saved in the state dict); :meth:`initialize` runs the
+    initialisation explicitly.
 
     Args:
         features: number of features (vectors) or channels (images).
@@ -46,23 +59,49 @@ class ActNorm(Bijection):
     def __init__(self, features: int, event_dim: int = 1, eps: float = 1e-6) -> None:
         super().__init__(event_dim=_check_event_dim(event_dim))
         self.features = check_int(features, "features")
+        check_positive(eps, "eps")
         shape = (features,) if event_dim == 1 else (features, 1, 1)
         self.loc = nn.Parameter(torch.zeros(shape))
         self.log_scale = nn.Parameter(torch.zeros(shape))
         self.register_buffer("initialized", torch.tensor(False))
         self._initialized = False  # host mirror of the buffer: no sync in the hot path
-        self.eps = eps
+        self._fresh_versions = self._versions()
+        self.eps = float(eps)
+
+    def _versions(self) -> tuple[int, int]:
+        return (self.loc._version, self.log_scale._version)
+
+    def _untouched(self) -> bool:
+        """Parameters still at construction: same version counters and still the identity."""
+        if self._versions() != self._fresh_versions:
+            return False
+        with torch.no_grad():
+            return not bool(self.loc.any() or self.log_scale.any())
+
+    def _mark_initialized(self) -> None:
+        if not self._initialized:
+            with torch.no_grad():
+                self.initialized.fill_(True)
+            self._initialized = True
+
+    def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> "ActNorm":
+        fresh = not self._initialized and self._versions() == self._fresh_versions
+        out = super()._apply(fn, *args, **kwargs)
+        if fresh:  # .to(dtype / device) is not a change of the parameters
+            self._fresh_versions = self._versions()
+        return out
 
     def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any, **kwargs: Any) -> None:
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-        self._initialized = bool(self.initialized)
+        self._initialized = False
+        self._mark_initialized()
 
-    def _event_shape(self, v: Tensor) -> tuple[int, ...]:
+    def _event_shape(self, v: Tensor, name: str) -> tuple[int, ...]:
         if self._event_dim == 1:
-            self._check_input(v, "input", self.features)
+            self._check_input(v, name, self.features)
             return (self.features,)
         if v.dim() < 3 or v.shape[-3] != self.features:
-            raise ShapeError(f"input must have shape (..., {self.features}, H, W); got shape {tuple(v.shape)}")
+            raise ShapeError(f"{name} must have shape (..., {self.features}, H, W); got shape {tuple(v.shape)}")
         return tuple(v.shape[-3:])
 
     def _factor(self, v: Tensor) -> int:
@@ -70,30 +109,36 @@ class ActNorm(Bijection):
 
     @torch.no_grad()
     def initialize(self, y: Tensor) -> None:
-        """Set ``loc``, ``log_scale`` so that ``inverse(y)`` has zero mean, unit variance."""
+        """Set ``loc``, ``log_scale`` so that the inverse of ``y`` has zero mean, unit variance.
+
+        Needs at least two samples of every feature; marks the layer initialised.
+        """
         c = self.features
         flat = y.reshape(-1, c) if self._event_dim == 1 else y.movedim(-3, -1).reshape(-1, c)
-        if flat.shape[0] < 2:
-            return
-        mean = flat.mean(0)
-        std = flat.std(0, unbiased=False) + self.eps
-        self.loc.copy_(mean.reshape(self.loc.shape))
-        self.log_scale.copy_(torch.log(std).reshape(self.log_scale.shape))
-        self.initialized.fill_(True)
-        self._initialized = True
+        if flat.shape[0] >= 2:
+            mean = flat.mean(0)
+            std = flat.std(0, unbiased=False) + self.eps
+            self.loc.copy_(mean.reshape(self.loc.shape))
+            self.log_scale.copy_(torch.log(std).reshape(self.log_scale.shape))
+        self._mark_initialized()
+        self._fresh_versions = (-1, -1)
 
     def call_and_ladj(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        self._event_shape(x)
+        self._event_shape(x, "x")
         self._check_context(context)
+        self._mark_initialized()
         y = x * torch.exp(self.log_scale) + self.loc
         ladj = (self.log_scale.sum() * self._factor(x)).expand(x.shape[: x.dim() - self._event_dim])
         return y, ladj
 
     def inverse_and_ladj(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        self._event_shape(y)
+        self._event_shape(y, "y")
         self._check_context(context)
-        if not self._initialized and self.training:
-            self.initialize(y)
+        if not self._initialized:
+            if self.training and self._untouched():
+                self.initialize(y)
+            else:
+                self._mark_initialized()
         x = (y - self.loc) * torch.exp(-self.log_scale)
         ladj = (-self.log_scale.sum() * self._factor(y)).expand(y.shape[: y.dim() - self._event_dim])
         return x, ladj
@@ -103,7 +148,8 @@ class ActNorm(Bijection):
 
 
 class InvertibleLinear(Bijection):
-    """LU-parameterized invertible linear map ``y = W x`` (Glow), ``W = P L (U + diag(s))``.
+    """LU-parameterized invertible linear map ``y = W x``, ``W = P L (U + diag(s))``
+    (Kingma & Dhariwal 2018, Glow, sec. 3.2, "LU decomposition").
 
     Initialized at a random rotation.  ``log|det W| = sum log|s|`` (exact).
 
@@ -171,7 +217,8 @@ class InvertibleLinear(Bijection):
 
 
 class InvertibleConv1x1(InvertibleLinear):
-    """Glow's invertible 1x1 convolution on ``(..., C, H, W)`` (LU-parameterized)."""
+    """Invertible 1x1 convolution on ``(..., C, H, W)`` (Kingma & Dhariwal 2018, Glow, sec. 3.2):
+    the LU-parameterized ``W`` mixes the channels of every pixel, ``log|det| = H W sum(log_s)``."""
 
     def __init__(self, channels: int) -> None:
         super().__init__(channels, event_dim=3)

@@ -15,6 +15,10 @@ __all__ = ["Permute", "Reverse"]
 class Permute(Bijection):
     """``y = x[..., perm]`` for a fixed permutation ``perm`` of ``0..d-1`` (vectors).
 
+    The fixed permutations between coupling layers of Dinh et al. (2015, NICE, sec. 3.2) and
+    Kingma & Dhariwal (2018, Glow, sec. 3.2, "reverse" and "shuffle").  Volume preserving:
+    ``log|det J| = 0`` (exact).  Shapes ``(..., d)``.
+
     Args:
         perm: the permutation (a sequence or long tensor of length ``d``).
     """
@@ -52,7 +56,8 @@ class Permute(Bijection):
 
 
 class Reverse(Permute):
-    """``y = x[..., ::-1]``: the order reversal used between coupling / autoregressive layers."""
+    """``y = x[..., ::-1]``: the order reversal between coupling / autoregressive layers
+    (Kingma & Dhariwal 2018, Glow, sec. 3.2); ``log|det J| = 0``."""
 
     def __init__(self, features: int) -> None:
         super().__init__(torch.arange(check_int(features, "features") - 1, -1, -1))

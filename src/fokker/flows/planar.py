@@ -41,7 +41,7 @@ _CHECK_EVERY = 4
 
 
 def solve_tanh_equation(
-    target: torch.Tensor, c: torch.Tensor, b: torch.Tensor, iters: int = _NEWTON_ITERS
+    target: torch.Tensor, c: torch.Tensor, b: torch.Tensor, max_iterations: int = _NEWTON_ITERS
 ) -> torch.Tensor:
     """Root ``a`` of ``a + c tanh(a + b) = target`` for ``c > -1`` (elementwise, broadcasting).
 
@@ -49,7 +49,7 @@ def solve_tanh_equation(
     ``[target - |c|, target + |c|]``.  Safeguarded Newton: a Newton step is taken
     when it stays inside the current bracket, a bisection step otherwise.  Stops when
     every residual is below ``4 eps (|target| + |c| + 1)`` (checked every 4 iterations)
-    or after ``iters`` iterations.  The result carries no autograd graph; callers
+    or after ``max_iterations`` iterations.  The result carries no autograd graph; callers
     re-attach gradients with :func:`newton_refine`.
     """
     with torch.no_grad():
@@ -58,7 +58,7 @@ def solve_tanh_equation(
         lo, hi = target - width, target + width
         tol = 4 * torch.finfo(target.dtype).eps * (target.abs() + width + 1)
         a = target.clone()
-        for it in range(1, iters + 1):
+        for it in range(1, check_int(max_iterations, "max_iterations") + 1):
             t = torch.tanh(a + b)
             g = a + c * t - target
             if it % _CHECK_EVERY == 0 and bool((g.abs() <= tol).all()):
@@ -72,7 +72,9 @@ def solve_tanh_equation(
     return a
 
 
-def newton_refine(a: torch.Tensor, target: torch.Tensor, c: torch.Tensor, b: torch.Tensor, steps: int = 2) -> torch.Tensor:
+def newton_refine(
+    a: torch.Tensor, target: torch.Tensor, c: torch.Tensor, b: torch.Tensor, num_iterations: int = 2
+) -> torch.Tensor:
     """Re-attach autograd to a converged root ``a`` of ``a + c tanh(a + b) = target``.
 
     Each Newton step ``N(a) = a - G(a)/G'(a)`` has ``dN/da = 0`` at the root, so one
@@ -80,7 +82,7 @@ def newton_refine(a: torch.Tensor, target: torch.Tensor, c: torch.Tensor, b: tor
     steps exact second derivatives (implicit function theorem), while the value
     stays the converged root.
     """
-    for _ in range(steps):
+    for _ in range(num_iterations):
         t = torch.tanh(a + b)
         a = a - (a + c * t - target) / (1 + c * (1 - t * t))
     return a
@@ -89,8 +91,11 @@ def newton_refine(a: torch.Tensor, target: torch.Tensor, c: torch.Tensor, b: tor
 class Planar(Bijection):
     """Planar layer ``y = z + u_hat tanh(w^T z + b)`` (noise -> data), exact inverse.
 
+    Rezende & Mohamed (2015), sec. 4.1 (``log|det| = log|1 + h'(w^T z + b) w^T u_hat|``)
+    and appendix A (``u_hat`` so that ``w^T u_hat > -1``).
+
     Args:
-        dim: event size ``D``; inputs have shape ``(..., D)``.
+        features: event size ``D``; inputs have shape ``(..., D)``.
 
     ``log_abs_det_jacobian`` is exact.  The inverse is exact up to floating-point
     rounding (bracketed Newton on a scalar equation), differentiable twice.
@@ -102,16 +107,16 @@ class Planar(Bijection):
         True
     """
 
-    def __init__(self, dim: int) -> None:
+    def __init__(self, features: int) -> None:
         super().__init__(event_dim=1)
-        self.dim = check_int(dim, "dim")
+        self.features = dim = check_int(features, "features")
         self.u = nn.Parameter(torch.empty(dim))
         self.w = nn.Parameter(torch.empty(dim))
         self.bias = nn.Parameter(torch.zeros(()))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        bound = 1.0 / self.dim**0.5
+        bound = 1.0 / self.features**0.5
         nn.init.uniform_(self.u, -bound, bound)
         nn.init.uniform_(self.w, -bound, bound)
         nn.init.zeros_(self.bias)
@@ -124,7 +129,7 @@ class Planar(Bijection):
 
     def _check(self, x: torch.Tensor, name: str) -> None:
         check_tensor(x, name)
-        check_last_dim(x, self.dim, name)
+        check_last_dim(x, self.features, name)
 
     def call_and_ladj(self, z: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``y = z + u_hat tanh(w^T z + b)`` and ``log(1 + (1 - tanh^2) w^T u_hat)`` (exact)."""
@@ -149,4 +154,4 @@ class Planar(Bijection):
         return y - u_hat * t.unsqueeze(-1), -torch.log1p(c * (1 - t * t))
 
     def extra_repr(self) -> str:
-        return f"dim={self.dim}"
+        return f"features={self.features}"

@@ -33,8 +33,11 @@ __all__ = ["Radial"]
 class Radial(Bijection):
     """Radial layer ``y = z + beta (z - z0) / (alpha + ||z - z0||)`` (noise -> data).
 
+    Rezende & Mohamed (2015), sec. 4.1 and appendix A (``beta >= -alpha``); log-det as in the
+    module docstring (seed 002 eq. 10, corrected).
+
     Args:
-        dim: event size ``D``; inputs have shape ``(..., D)``.
+        features: event size ``D``; inputs have shape ``(..., D)``.
 
     Forward, inverse and log-det are closed form (exact).  At ``z == z0`` the norm
     is not differentiable (measure-zero set).
@@ -46,16 +49,16 @@ class Radial(Bijection):
         True
     """
 
-    def __init__(self, dim: int) -> None:
+    def __init__(self, features: int) -> None:
         super().__init__(event_dim=1)
-        self.dim = check_int(dim, "dim")
+        self.features = dim = check_int(features, "features")
         self.z0 = nn.Parameter(torch.empty(dim))
         self.alpha_raw = nn.Parameter(torch.empty(()))
         self.beta_raw = nn.Parameter(torch.empty(()))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        bound = 1.0 / self.dim**0.5
+        bound = 1.0 / self.features**0.5
         nn.init.uniform_(self.z0, -bound, bound)
         nn.init.uniform_(self.alpha_raw, -bound, bound)
         nn.init.uniform_(self.beta_raw, -bound, bound)
@@ -67,12 +70,12 @@ class Radial(Bijection):
 
     def _check(self, x: torch.Tensor, name: str) -> None:
         check_tensor(x, name)
-        check_last_dim(x, self.dim, name)
+        check_last_dim(x, self.features, name)
 
     def _ladj_at(self, r: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
         """``(D-1) log(1 + beta h) + log(1 + beta alpha h^2)``, ``h = 1/(alpha + r)``, ``r = ||z - z0||``."""
         h = 1 / (alpha + r)
-        return (self.dim - 1) * torch.log1p(beta * h) + torch.log1p(beta * alpha * h * h)
+        return (self.features - 1) * torch.log1p(beta * h) + torch.log1p(beta * alpha * h * h)
 
     def call_and_ladj(self, z: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``y = z + beta (z - z0)/(alpha + r)`` and its exact log-det."""
@@ -101,4 +104,4 @@ class Radial(Bijection):
         return z, -self._ladj_at(r.squeeze(-1), alpha, beta)
 
     def extra_repr(self) -> str:
-        return f"dim={self.dim}"
+        return f"features={self.features}"

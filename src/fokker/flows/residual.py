@@ -23,10 +23,10 @@ Log-det estimators (``log_det=``):
 
 * ``"exact"``: ``slogdet(I + J_g)`` from the full autograd Jacobian (``D`` backward
   passes; for small ``D``).  Exact.
-* ``"series"``: the power series truncated after ``n_terms`` terms with Hutchinson's
+* ``"series"``: the power series truncated after ``num_terms`` terms with Hutchinson's
   estimator ``tr(A) = E[v^T A v]``, ``v ~ N(0, I)`` (or Rademacher).  Biased (truncation).
 * ``"roulette"``: the Russian-roulette estimator of Chen et al. (2019, eq. 6):
-  ``N = n_exact_terms + K`` with ``K ~ Geometric(p)`` drawn independently per example
+  ``N = num_exact_terms + K`` with ``K ~ Geometric(p)`` drawn independently per example
   and term ``k`` re-weighted by ``1 / P(N >= k)``::
 
       sum_{k=1}^{N} (-1)^{k+1}/k * v^T J_g^k v / P(N >= k)
@@ -34,7 +34,10 @@ Log-det estimators (``log_det=``):
   Unbiased for ``log det(I + J_g)`` (its gradient is unbiased too; the estimator is
   differentiated directly, not through the Neumann gradient series).  Its variance is
   finite when ``Lip(g)^2 < 1 - p`` (terms shrink like ``Lip(g)^k`` while the weights grow
-  like ``(1 - p)^{-k}``): lower ``geom_p`` or raise ``n_exact_terms`` for ``c`` near 1.
+  like ``(1 - p)^{-k}``): lower ``geom_p`` or raise ``num_exact_terms`` for ``c`` near 1.
+
+The estimators draw a probe ``v`` and (roulette) the truncation ``N``; the layer is then
+``stochastic_log_det`` and its log-det methods take ``generator=``.
 
 All vector-Jacobian products use ``create_graph`` when gradients are on, so second
 derivatives (score matching) flow through every estimator.
@@ -48,8 +51,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .. import _random
 from .._args import check_int, check_last_dim, check_positive, check_tensor
 from ..errors import NotInvertibleError, ParameterError
+from ..nets import check_hidden
 from .base import Bijection
 
 __all__ = ["LipSwish", "SpectralNormLinear", "ResidualFlow"]
@@ -58,7 +63,7 @@ _LOG_DETS = ("exact", "series", "roulette")
 
 
 class LipSwish(nn.Module):
-    """``x sigmoid(beta x) / 1.1`` with ``beta = softplus(.)`` (Chen et al. 2019): 1-Lipschitz, smooth.
+    """``x sigmoid(beta x) / 1.1`` with ``beta = softplus(.)`` (Chen et al. 2019, Residual Flows, sec. 4): 1-Lipschitz, smooth.
 
     ``max_x d/dx [x sigmoid(beta x)] ~ 1.0998`` for every ``beta > 0``, hence the 1.1.
     """
@@ -74,21 +79,28 @@ class LipSwish(nn.Module):
 class SpectralNormLinear(nn.Module):
     """Linear map with weight ``W / max(1, sigma_hat(W) / c)``, ``sigma_hat`` by power iteration.
 
+    Miyato et al. (2018), spectral normalization (algorithm 1), with the coefficient ``c``
+    of Behrmann et al. (2019), i-ResNet, sec. 3.  Shapes ``(..., in) -> (..., out)``.
+
     Args:
         in_features, out_features: sizes.
         coeff: the target bound ``c`` on the spectral norm, ``0 < c < 1``.
-        n_power_iterations: power-iteration steps per call in training mode (the
-            vectors ``u, v`` are buffers, warm-started from the previous call; in eval
-            mode they are frozen so evaluation is deterministic).
+        num_power_iterations: power-iteration steps each time the weight has changed (an
+            optimizer step or an in-place edit), in training mode.  The vectors ``u, v`` are
+            buffers, warm-started from the previous estimate; between weight changes and in
+            eval mode they are frozen, so the layer is one fixed function until its weight
+            moves (its forward map, inverse and log-det then agree call after call).
     """
 
-    def __init__(self, in_features: int, out_features: int, coeff: float = 0.97, n_power_iterations: int = 1) -> None:
+    def __init__(self, in_features: int, out_features: int, coeff: float = 0.97, num_power_iterations: int = 1) -> None:
         super().__init__()
+        check_int(in_features, "in_features")
+        check_int(out_features, "out_features")
         check_positive(coeff, "coeff")
         if coeff >= 1:
             raise ParameterError(f"coeff must lie in (0, 1) for an invertible residual block; got {coeff!r}")
         self.coeff = float(coeff)
-        self.n_power_iterations = check_int(n_power_iterations, "n_power_iterations")
+        self.num_power_iterations = check_int(num_power_iterations, "num_power_iterations")
         self.weight = nn.Parameter(torch.empty(out_features, in_features))
         self.bias = nn.Parameter(torch.zeros(out_features))
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
@@ -96,20 +108,35 @@ class SpectralNormLinear(nn.Module):
         self.register_buffer("v", F.normalize(torch.randn(in_features), dim=0))
         self._power_iteration(50)
 
+    def _weight_key(self) -> tuple[int, int]:
+        return (self.weight._version, self.weight.data_ptr())
+
     @torch.no_grad()
-    def _power_iteration(self, n: int) -> None:
+    def _power_iteration(self, num_iterations: int) -> None:
         w = self.weight.detach()
         u, v = self.u, self.v
-        for _ in range(n):
+        for _ in range(num_iterations):
             v = F.normalize(w.T @ u, dim=0)
             u = F.normalize(w @ v, dim=0)
         self.u.copy_(u)
         self.v.copy_(v)
+        self._seen = self._weight_key()
+
+    def _apply(self, fn, *args, **kwargs):  # type: ignore[no-untyped-def]
+        current = self._weight_key() == self._seen
+        out = super()._apply(fn, *args, **kwargs)
+        if current:  # moving or casting the weight is not a change of it
+            self._seen = self._weight_key()
+        return out
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super()._load_from_state_dict(*args, **kwargs)
+        self._seen = self._weight_key()  # u, v were loaded with the weight: they match it
 
     def normalized_weight(self) -> Tensor:
-        """``W / max(1, sigma_hat / c)`` (runs the power iteration first in training mode)."""
-        if self.training:
-            self._power_iteration(self.n_power_iterations)
+        """``W / max(1, sigma_hat / c)`` (in training mode, first the power iteration if ``W`` changed)."""
+        if self.training and self._weight_key() != self._seen:
+            self._power_iteration(self.num_power_iterations)
         # clones: the buffers are updated in place by later calls, the graph must keep these values
         sigma = self.u.clone() @ self.weight @ self.v.clone()
         return self.weight / torch.clamp(sigma / self.coeff, min=1.0)
@@ -134,14 +161,18 @@ class _ImplicitSolve(torch.autograd.Function):
 class ResidualFlow(Bijection):
     """One invertible residual block ``x -> x + g(x)`` (data -> noise), as a noise -> data layer.
 
+    Behrmann et al. (2019), i-ResNet, sec. 2-3 (fixed-point inverse, power series of the
+    log-det); Chen et al. (2019), Residual Flows, sec. 3 (Russian-roulette estimator) and
+    sec. 4 (LipSwish).  ``log det(I + J_g) = sum_k (-1)^{k+1} tr(J_g^k) / k``.
+
     Args:
-        dim: event size ``D``; inputs ``(..., D)``.
+        features: event size ``D``; inputs ``(..., D)``.
         hidden: hidden widths of ``g``.
         coeff: spectral-norm coefficient ``c < 1`` of every linear map.
-        n_power_iterations: power-iteration steps per training call.
+        num_power_iterations: power-iteration steps per weight change (training mode).
         log_det: ``"exact"``, ``"series"`` or ``"roulette"`` (see the module docstring).
-        n_terms: number of terms of the truncated series (``"series"``).
-        n_exact_terms: terms always computed by the roulette estimator.
+        num_terms: number of terms of the truncated series (``"series"``).
+        num_exact_terms: terms always computed by the roulette estimator.
         geom_p: success probability ``p`` of the roulette's geometric draw.
         atol, rtol: fixed-point tolerance ``|x_{n+1} - x_n| <= atol + rtol (|x_n| + |z|)`` (checked
             every 10 iterations), each floored at ``4 eps`` of the input dtype so float32 can meet it;
@@ -161,13 +192,13 @@ class ResidualFlow(Bijection):
 
     def __init__(
         self,
-        dim: int,
+        features: int,
         hidden: tuple[int, ...] | list[int] = (64, 64),
         coeff: float = 0.9,
-        n_power_iterations: int = 1,
+        num_power_iterations: int = 1,
         log_det: str = "roulette",
-        n_terms: int = 10,
-        n_exact_terms: int = 2,
+        num_terms: int = 10,
+        num_exact_terms: int = 2,
         geom_p: float = 0.5,
         atol: float = 1e-10,
         rtol: float = 1e-8,
@@ -175,15 +206,16 @@ class ResidualFlow(Bijection):
         probe: str = "gaussian",
     ) -> None:
         super().__init__(event_dim=1)
-        self.dim = check_int(dim, "dim")
+        self.features = dim = check_int(features, "features")
+        hidden = check_hidden(hidden)
         if log_det not in _LOG_DETS:
             raise ParameterError(f"log_det must be one of {_LOG_DETS}; got {log_det!r}")
         self.log_det = log_det
         if probe not in ("gaussian", "rademacher"):
             raise ParameterError(f"probe must be 'gaussian' or 'rademacher'; got {probe!r}")
         self.probe = probe
-        self.n_terms = check_int(n_terms, "n_terms")
-        self.n_exact_terms = check_int(n_exact_terms, "n_exact_terms", minimum=0)
+        self.num_terms = check_int(num_terms, "num_terms")
+        self.num_exact_terms = check_int(num_exact_terms, "num_exact_terms", minimum=0)
         check_positive(geom_p, "geom_p")
         if geom_p >= 1:
             raise ParameterError(f"geom_p must lie in (0, 1); got {geom_p!r}")
@@ -192,15 +224,17 @@ class ResidualFlow(Bijection):
         check_positive(rtol, "rtol")
         self.atol, self.rtol = float(atol), float(rtol)
         self.max_iter = check_int(max_iter, "max_iter")
-        sizes = [dim, *[check_int(h, "hidden") for h in hidden], dim]
+        sizes = [dim, *hidden, dim]
         self.linears = nn.ModuleList(
-            SpectralNormLinear(a, b, coeff, n_power_iterations) for a, b in zip(sizes[:-1], sizes[1:])
+            SpectralNormLinear(a, b, coeff, num_power_iterations) for a, b in zip(sizes[:-1], sizes[1:])
         )
         self.activations = nn.ModuleList(LipSwish() for _ in sizes[1:-1])
 
     # -- g as a pure function of (x, weights) ---------------------------------------
+    stochastic_log_det = property(lambda self: self.log_det != "exact")  # type: ignore[assignment]
+
     def _weights(self) -> list[Tensor]:
-        """Normalised weights, computed once per public call (one power-iteration step in training)."""
+        """Normalised weights, computed once per public call (a power-iteration step after a weight change)."""
         return [lin.normalized_weight() for lin in self.linears]
 
     def _g(self, x: Tensor, weights: list[Tensor]) -> Tensor:
@@ -222,18 +256,28 @@ class ResidualFlow(Bijection):
             return torch.stack([torch.linalg.matrix_norm(w, ord=2) for w in ws]).prod()
 
     # -- log det(I + J_g(x)) ----------------------------------------------------------
-    def _roulette_weights(self, batch_shape: torch.Size, device: torch.device, dtype: torch.dtype) -> Tensor:
-        """``(K_max, *batch)`` coefficients ``1{k <= N} / P(N >= k)``, ``N = n_exact + Geometric(p)``."""
-        k_extra = torch.distributions.Geometric(probs=torch.tensor(self.geom_p)).sample(batch_shape)  # CPU
-        n = self.n_exact_terms + k_extra
-        k_max = max(int(n.max()) if n.numel() else 0, 1)
+    def _roulette_weights(
+        self, batch_shape: torch.Size, device: torch.device, dtype: torch.dtype, generator: torch.Generator | None
+    ) -> Tensor:
+        """``(K_max, *batch)`` coefficients ``1{k <= N} / P(N >= k)``, ``N = num_exact_terms + Geometric(p)``."""
+        # K ~ Geometric(p) on {0, 1, ...} by inversion: floor(log U / log(1 - p)), drawn on the CPU
+        u = _random.rand(batch_shape, generator=generator, dtype=torch.float64)
+        k_extra = torch.floor(torch.log1p(-u) / math.log1p(-self.geom_p))
+        total = self.num_exact_terms + k_extra
+        k_max = max(int(total.max()) if total.numel() else 0, 1)
         ks = torch.arange(1, k_max + 1, dtype=torch.float64).reshape(-1, *([1] * len(batch_shape)))
-        surv = torch.clamp(ks - self.n_exact_terms, min=0) * math.log1p(-self.geom_p)  # log P(N >= k)
-        w = torch.where(ks <= n.double(), torch.exp(-surv), torch.zeros(()))
+        surv = torch.clamp(ks - self.num_exact_terms, min=0) * math.log1p(-self.geom_p)  # log P(N >= k)
+        w = torch.where(ks <= total, torch.exp(-surv), torch.zeros((), dtype=torch.float64))
         return w.to(device=device, dtype=dtype)
 
-    def log_det_jacobian(self, x: Tensor, weights: list[Tensor] | None = None) -> tuple[Tensor, Tensor]:
-        """``(g(x), estimate of log det(I + J_g(x)))`` with the configured estimator; shapes ``(..., D)``, ``(...)``."""
+    def log_det_jacobian(
+        self, x: Tensor, weights: list[Tensor] | None = None, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """``(g(x), log det(I + J_g(x)))`` with the configured estimator; shapes ``(..., D)``, ``(...)``.
+
+        Exact with ``log_det="exact"``; otherwise an estimate whose probe (and roulette
+        truncation) are drawn from ``generator``.
+        """
         weights = self._weights() if weights is None else weights
         grad_on = torch.is_grad_enabled()
         with torch.enable_grad():
@@ -242,22 +286,22 @@ class ResidualFlow(Bijection):
             batch = x.shape[:-1]
             if self.log_det == "exact":
                 rows = []
-                for i in range(self.dim):
+                for i in range(self.features):
                     e = torch.zeros_like(gx)
                     e[..., i] = 1
                     (r,) = torch.autograd.grad(gx, xg, e, create_graph=grad_on, retain_graph=True)
                     rows.append(r)
                 jac = torch.stack(rows, dim=-2)  # jac[..., i, :] = d g_i / d x
-                eye = torch.eye(self.dim, dtype=x.dtype, device=x.device)
+                eye = torch.eye(self.features, dtype=x.dtype, device=x.device)
                 ld = torch.linalg.slogdet(eye + jac)[1]
             else:
                 if self.log_det == "series":
-                    coef = torch.ones(self.n_terms, *batch, dtype=x.dtype, device=x.device)
+                    coef = torch.ones(self.num_terms, *batch, dtype=x.dtype, device=x.device)
                 else:
-                    coef = self._roulette_weights(batch, x.device, x.dtype)
-                v = torch.randn_like(x)
+                    coef = self._roulette_weights(batch, x.device, x.dtype, generator)
+                v = _random.randn_like(x, generator)
                 if self.probe == "rademacher":
-                    v = v.sign()
+                    v = torch.where(v >= 0, 1.0, -1.0).to(x.dtype)
                 w = v
                 ld = torch.zeros(batch, dtype=x.dtype, device=x.device)
                 for k in range(1, coef.shape[0] + 1):
@@ -268,26 +312,37 @@ class ResidualFlow(Bijection):
         return gx, ld
 
     # -- the two directions --------------------------------------------------------------
-    def inverse_and_ladj(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def inverse_and_ladj(
+        self, y: Tensor, context: Tensor | None = None, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
         """Density direction ``z = y + g(y)`` and ``log det(I + J_g(y))`` (estimate or exact)."""
         self._check_context(context)
         check_tensor(y, "y")
-        check_last_dim(y, self.dim, "y")
-        gy, ld = self.log_det_jacobian(y)
+        check_last_dim(y, self.features, "y")
+        gy, ld = self.log_det_jacobian(y, generator=generator)
         return y + gy, ld
 
     def ladj(self, x: Tensor, y: Tensor, context: Tensor | None = None) -> Tensor:
         """Forward log-det ``-log det(I + J_g(y))``, evaluated at the data side ``y`` (no solve)."""
         return -self.log_det_jacobian(y)[1]
 
-    def call_and_ladj(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def call(self, z: Tensor, context: Tensor | None = None) -> Tensor:
+        """Sampling direction without the log-det: the fixed point ``x + g(x) = z``."""
+        self._check_context(context)
+        check_tensor(z, "z")
+        check_last_dim(z, self.features, "z")
+        return self._fixed_point(z, self._weights())
+
+    def call_and_ladj(
+        self, z: Tensor, context: Tensor | None = None, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
         """Sampling direction: ``x`` with ``x + g(x) = z`` by fixed-point iteration; ``-log det(I + J_g(x))``."""
         self._check_context(context)
         check_tensor(z, "z")
-        check_last_dim(z, self.dim, "z")
+        check_last_dim(z, self.features, "z")
         weights = self._weights()
         x = self._fixed_point(z, weights)
-        _, ld = self.log_det_jacobian(x, weights)
+        _, ld = self.log_det_jacobian(x, weights, generator)
         return x, -ld
 
     def _tolerances(self, dtype: torch.dtype) -> tuple[float, float]:
@@ -339,4 +394,4 @@ class ResidualFlow(Bijection):
         return _ImplicitSolve.apply(x_out, solve)
 
     def extra_repr(self) -> str:
-        return f"dim={self.dim}, log_det={self.log_det!r}"
+        return f"features={self.features}, log_det={self.log_det!r}"

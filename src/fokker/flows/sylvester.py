@@ -40,26 +40,30 @@ __all__ = ["Sylvester"]
 class Sylvester(Bijection):
     """Orthogonal Sylvester layer ``y = z + Q R_A tanh(R_B Q^T z + b)`` (noise -> data).
 
+    van den Berg et al. (2018), Sylvester normalizing flows, sec. 2-3 (Sylvester's determinant
+    identity; the orthogonal form ``A = Q R_A``, ``B = R_B Q^T``).  Log-det
+    ``sum_i log(1 + tanh'(u_i) (R_B)_ii (R_A)_ii)`` exact; inverse exact up to rounding.
+
     Args:
-        dim: event size ``D``; inputs have shape ``(..., D)``.
-        m: number of hidden units ``M`` (``1 <= M <= D``; default ``D``).
+        features: event size ``D``; inputs have shape ``(..., D)``.
+        hidden: number of hidden units ``M`` (``1 <= M <= D``; default ``D``).
 
     ``Q`` is the Q factor of a free ``D x M`` matrix (``torch.linalg.qr``).
     Log-det exact; inverse exact up to rounding.
 
     Example:
-        >>> t = Sylvester(4, m=2)
+        >>> t = Sylvester(4, hidden=2)
         >>> y = torch.randn(3, 4)
         >>> torch.allclose(t(t.inv(y)), y, atol=1e-5)
         True
     """
 
-    def __init__(self, dim: int, m: int | None = None) -> None:
+    def __init__(self, features: int, hidden: int | None = None) -> None:
         super().__init__(event_dim=1)
-        self.dim = check_int(dim, "dim")
-        m = dim if m is None else check_int(m, "m")
+        self.features = dim = check_int(features, "features")
+        m = dim if hidden is None else check_int(hidden, "hidden")
         if m > dim:
-            raise ParameterError(f"m must be an integer <= dim={dim}; got {m}")
+            raise ParameterError(f"hidden must be an integer <= features={dim}; got {m}")
         self.m = m
         self.q_raw = nn.Parameter(torch.empty(dim, m))
         self.ra_raw = nn.Parameter(torch.empty(m, m))
@@ -88,7 +92,7 @@ class Sylvester(Bijection):
 
     def _check(self, x: torch.Tensor, name: str) -> None:
         check_tensor(x, name)
-        check_last_dim(x, self.dim, name)
+        check_last_dim(x, self.features, name)
 
     @staticmethod
     def _ladj_at(u: torch.Tensor, ra: torch.Tensor, rb: torch.Tensor) -> torch.Tensor:
@@ -132,4 +136,4 @@ class Sylvester(Bijection):
         return y - torch.tanh(u) @ ra.T @ q.T, -self._ladj_at(u, ra, rb)
 
     def extra_repr(self) -> str:
-        return f"dim={self.dim}, m={self.m}"
+        return f"features={self.features}, hidden={self.m}"

@@ -6,19 +6,20 @@
 
 All three share one discrete-time machinery (:class:`DiffusionSampler`): exact
 importance weights of the discretized chain, reverse-KL or log-variance losses,
-``fit`` through :func:`fokker.train.fit`, ``sample(n) -> (x, log_w)`` and
-``log_Z(n) -> LogZResult(elbo, importance, ess, eubo)``.
+``fit`` through :func:`fokker.train.fit`, ``sample(sample_shape) -> (x, log_w)`` and
+``log_Z(num_samples) ->`` :class:`fokker.importance.LogZEstimate` (``log_Z``, ``stderr``, ``ess``,
+``elbo``, ``eubo``).
 
 Example::
 
     from fokker import samplers
     dds = samplers.DDS(target)
     dds.fit(steps=2000)
-    res = dds.log_Z(2000)
-    res.importance, res.elbo, res.ess
+    est = dds.log_Z(2000)
+    est.log_Z, est.stderr, est.ess, est.elbo
 """
 
-from .base import DiffusionSampler, LogZResult, gaussian_log_prob, log_weight_stats
+from .base import DiffusionSampler
 from .dds import DDS
 from .dis import DIS
 from .networks import PISGradNet
@@ -30,9 +31,6 @@ __all__ = [
     "PIS",
     "DIS",
     "DiffusionSampler",
-    "LogZResult",
     "PISGradNet",
     "GaussianOptimalControl",
-    "gaussian_log_prob",
-    "log_weight_stats",
 ]

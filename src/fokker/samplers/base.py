@@ -14,8 +14,9 @@ The importance weight of a generated path is the discrete Radon-Nikodym derivati
 so that ``E_Q[w] = Z`` exactly (for every discretization: the weights are those
 of the discrete chain, not a time-continuous approximation).  Hence
 
-* ``E_Q[log w] = log Z - KL(Q || P*) <= log Z`` (ELBO, seed 001 eqs. 79-83 in
-  discrete time); ``log mean w`` is a consistent estimate of ``log Z`` (IS);
+* ``E_Q[log w] = log Z - KL(Q || P*) <= log Z`` (the ELBO of Vargas, Grathwohl & Doucet 2023,
+  sec. 3, in discrete time; seed 001 eqs. 79-83); ``log mean w`` is a consistent estimate of
+  ``log Z`` (IS);
 * ``E_{P*}[log w] = log Z + KL(P* || Q) >= log Z`` (EUBO) when ``pi`` can be sampled.
 
 Subclasses provide the initial law, the learned kernel mean/std, the target kernel
@@ -31,72 +32,65 @@ Losses (per sample, averaged over a batch of fresh paths):
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
+from collections.abc import Iterable
 from typing import Any
 
 import torch
 from torch import nn
 
-from .._args import check_int
-from ..errors import NoExactSamplesError, NonFiniteError, ParameterError
+from .._args import reference_tensor, check_int
+from .._gaussian import isotropic_normal_log_prob
+from .._progress import progress_bar
+from .._random import randn_like, rng_scope
+from ..errors import DeviceDtypeError, NoExactSamplesError, NonFiniteError, ParameterError
+from ..importance import LogZEstimate
 from ..targets.base import Target, as_target
 
-__all__ = ["DiffusionSampler", "LogZResult", "gaussian_log_prob"]
+__all__ = ["DiffusionSampler", "net_like_target"]
 
 LOSSES = ("kl", "lv")
 
-
-def gaussian_log_prob(y: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """``log N(y; mean, std^2 I)`` summed over the last dim; ``std`` scalar (0-d) tensor."""
-    d = y.shape[-1]
-    r = (y - mean) / std
-    return -0.5 * (r * r).sum(-1) - d * torch.log(std) - 0.5 * d * math.log(2 * math.pi)
+#: paths simulated at once by ``sample`` / ``log_Z`` / ``eubo_log_weights`` (memory bound)
+DEFAULT_BATCH_SIZE = 4096
 
 
-@dataclass
-class LogZResult:
-    """Estimates of ``log Z`` from ``n`` generated paths.
-
-    Attributes:
-        elbo: ``mean(log w)``, a lower bound on ``log Z`` in expectation.
-        importance: ``log mean(w)`` (IS estimate; biased low for finite ``n`` by
-            Jensen, consistent as ``n -> infinity``).
-        ess: normalized effective sample size ``(sum w)^2 / (n sum w^2)`` in ``(0, 1]``.
-        eubo: ``mean(log w)`` over paths of the target path measure (upper bound in
-            expectation); ``None`` when the target has no exact sampler.
-        elbo_se: Monte-Carlo standard error of ``elbo``.
-        n: number of paths.
-        num_target_evals: target ``log_prob``/``score`` evaluations spent on the estimate.
-    """
-
-    elbo: float
-    importance: float
-    ess: float
-    eubo: float | None
-    elbo_se: float
-    n: int
-    num_target_evals: int
+def net_like_target(net: nn.Module, target: Target) -> nn.Module:
+    """``net`` moved to the dtype and device of ``target`` (a default network follows its target)."""
+    ref = target.reference_tensor()
+    return net if ref is None else net.to(dtype=ref.dtype, device=ref.device)
 
 
-def log_weight_stats(log_w: torch.Tensor) -> tuple[float, float, float, float]:
-    """``(elbo, importance, ess, elbo_se)`` of a vector of log weights."""
-    n = log_w.numel()
-    lw = log_w.double()
-    lse = torch.logsumexp(lw, 0)
-    elbo = lw.mean()
-    ess = torch.exp(2 * lse - torch.logsumexp(2 * lw, 0)) / n
-    se = lw.std() / math.sqrt(n) if n > 1 else torch.tensor(float("nan"))
-    return float(elbo), float(lse - math.log(n)), float(ess), float(se)
+def _check_net_like_target(net: nn.Module, target: Target) -> None:
+    if not isinstance(net, nn.Module):
+        raise ParameterError(f"net must be a torch.nn.Module (the control network); got {type(net).__name__}")
+    ref, own = target.reference_tensor(), reference_tensor(net)
+    if ref is None or own is None:
+        return
+    if own.dtype != ref.dtype or own.device != ref.device:
+        raise DeviceDtypeError(
+            f"net has dtype {own.dtype} on {own.device} but target {target.name!r} has dtype {ref.dtype} on "
+            f"{ref.device}; the sampler's states are the network's, so both must agree: pass "
+            f"net.to({ref.dtype}) or move the target with target.to(...)"
+        )
 
 
 class DiffusionSampler(nn.Module):
-    """Base class of the learned diffusion samplers (see the module docstring).
+    """Base class of the learned diffusion samplers :class:`~fokker.samplers.DDS`,
+    :class:`~fokker.samplers.PIS` and :class:`~fokker.samplers.DIS` (see the module docstring).
+
+    The discrete-time importance weight and its bounds follow Vargas, Grathwohl & Doucet
+    (2023, *Denoising diffusion samplers*, sec. 3) and Berner, Richter & Ullrich (2024, *An
+    optimal control perspective on diffusion-based generative modeling*, sec. 3); the
+    log-variance loss is that of Richter & Berner (2024, *Improved sampling via learned
+    diffusions*, sec. 3).  No equation of these papers is used beyond the Radon-Nikodym
+    derivative written in the module docstring.
 
     Args:
         target: a :class:`fokker.targets.Target` (or a log-density callable, with ``dim``).
-        times: float64 grid ``(K + 1,)`` from :mod:`fokker.samplers.grids`.
-        net: control network ``net(x, t_normalized, feature) -> (n, dim)``.
+        times: float64 grid ``(K + 1,)`` from :func:`fokker.sde.time_grid`.
+        net: control network ``net(x, t_normalized, feature) -> (num_samples, dim)``; it must
+            have the dtype and device of the target (:class:`~fokker.errors.DeviceDtypeError`
+            otherwise): the sampler's states are the network's.
         loss: ``"kl"`` or ``"lv"``.
     """
 
@@ -104,7 +98,9 @@ class DiffusionSampler(nn.Module):
         super().__init__()
         if loss not in LOSSES:
             raise ParameterError(f"loss must be one of {LOSSES}; got {loss!r}")
-        object.__setattr__(self, "target", as_target(target))  # not a submodule: never trained
+        target = as_target(target)
+        _check_net_like_target(net, target)
+        object.__setattr__(self, "target", target)  # not a submodule: never trained
         self.dim = self.target.dim
         self.net = net
         self.loss_type = loss
@@ -120,50 +116,57 @@ class DiffusionSampler(nn.Module):
         self.target._apply(fn)
         return self
 
-    def _param_like(self) -> torch.Tensor:
-        """A tensor with the sampler's device and dtype (network parameters, buffers, else the target's)."""
-        for p in self.net.parameters():
-            return p
-        for b in self.net.buffers():
-            if b.is_floating_point():
-                return b
-        return torch.zeros((), dtype=self.target.dtype, device=self.target.device)
+    def reference_tensor(self) -> torch.Tensor:
+        """A tensor with the sampler's dtype and device: the network's (checked against the
+        target's, which raises :class:`~fokker.errors.DeviceDtypeError` on a mismatch), else the target's."""
+        _check_net_like_target(self.net, self.target)
+        own = reference_tensor(self.net)
+        if own is not None:
+            return own
+        ref = self.target.reference_tensor()
+        return ref if ref is not None else torch.zeros((), dtype=torch.get_default_dtype())
 
     def coefficient_tables(self) -> dict[str, torch.Tensor]:
         """Float64 per-step coefficients (subclasses): each value shape ``(K,)`` or ``(K + 1,)``."""
         raise NotImplementedError
 
-    def _table(self, like: torch.Tensor) -> dict[str, torch.Tensor]:
+    def tables_like(self, like: torch.Tensor) -> dict[str, torch.Tensor]:
+        """:meth:`coefficient_tables` cast to the dtype and device of ``like`` (cached per dtype/device):
+        the ``tab`` argument of the kernel hooks."""
         key = (like.device, like.dtype)
         if key not in self._tables:
             self._tables[key] = {k: v.to(device=like.device, dtype=like.dtype) for k, v in self.coefficient_tables().items()}
         return self._tables[key]
 
     # ----------------------------------------------------------------- hooks
-    def init_sample(self, n: int, like: torch.Tensor) -> torch.Tensor:
-        """``y_0`` ``(n, dim)`` from the initial law."""
+    def init_sample(
+        self, num_samples: int, like: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """``y_0`` ``(num_samples, dim)`` from the initial law."""
         raise NotImplementedError
 
     def init_log_weight(self, y0: torch.Tensor) -> torch.Tensor:
-        """Initial factor of ``log w`` (e.g. ``-log p_0(y_0)``); ``(n,)``."""
+        """Initial factor of ``log w`` (e.g. ``-log p_0(y_0)``); ``(num_samples,)``."""
         raise NotImplementedError
 
     def model_kernel(self, k: int, y: torch.Tensor, tab: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean ``(n, dim)`` and 0-d std of the learned kernel ``q_k(. | y_k)``."""
+        """Mean ``(num_samples, dim)`` and 0-d std of the learned kernel ``q_k(. | y_k)``."""
         raise NotImplementedError
 
     def target_kernel_log_prob(
         self, k: int, y: torch.Tensor, y_next: torch.Tensor, tab: dict[str, torch.Tensor]
     ) -> torch.Tensor:
-        """Log-density of the target-side kernel for step ``k`` (``B_k`` or the reference kernel); ``(n,)``."""
+        """Log-density of the target-side kernel for step ``k`` (``B_k`` or the reference kernel); ``(num_samples,)``."""
         raise NotImplementedError
 
-    def target_kernel_sample(self, k: int, y_next: torch.Tensor, tab: dict[str, torch.Tensor]) -> torch.Tensor:
+    def target_kernel_sample(
+        self, k: int, y_next: torch.Tensor, tab: dict[str, torch.Tensor], generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """Sample ``y_k`` given ``y_{k+1}`` under the target path measure (for the EUBO)."""
         raise NotImplementedError
 
     def terminal_log_weight(self, yK: torch.Tensor, log_gamma: torch.Tensor) -> torch.Tensor:
-        """Terminal factor of ``log w`` given ``log gamma(y_K)``; ``(n,)``."""
+        """Terminal factor of ``log w`` given ``log gamma(y_K)``; ``(num_samples,)``."""
         raise NotImplementedError
 
     def feature(self, k: int, y: torch.Tensor, score: torch.Tensor) -> torch.Tensor:
@@ -175,31 +178,37 @@ class DiffusionSampler(nn.Module):
         return self.target.score_unchecked(y.detach())
 
     def control(self, k: int, y: torch.Tensor) -> torch.Tensor:
-        """Network output ``f_theta(y, t_k)`` at step ``k``; ``(n, dim)``."""
-        tab = self._table(y)
+        """Network output ``f_theta(y, t_k)`` at step ``k``; ``(num_samples, dim)``."""
+        tab = self.tables_like(y)
         feat = self.feature(k, y, self._score(y))
         return self.net(y, tab["t_norm"][k], feat)
 
     def rollout(
-        self, n: int, detach: bool = False, return_path: bool = False
+        self,
+        num_samples: int,
+        *,
+        detach: bool = False,
+        return_path: bool = False,
+        generator: torch.Generator | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor] | tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Simulate ``n`` generative paths; return ``(y_K, log w)`` of shapes ``(n, dim)``, ``(n,)``.
+        """Simulate ``num_samples`` generative paths; return ``(y_K, log w)`` of shapes
+        ``(num_samples, dim)``, ``(num_samples,)``.
 
         ``detach=True`` stops gradients through the states (log-variance loss): only
         the learned kernel densities carry gradients then.  ``return_path=True`` also
-        returns the whole path ``(K + 1, n, dim)``.
+        returns the whole path ``(K + 1, num_samples, dim)``.
         """
-        like = self._param_like()
-        tab = self._table(like)
-        y = self.init_sample(n, like)
+        like = self.reference_tensor()
+        tab = self.tables_like(like)
+        y = self.init_sample(num_samples, like, generator)
         path = [y] if return_path else None
         log_w = self.init_log_weight(y)
         for k in range(self.num_steps):
             mean, std = self.model_kernel(k, y, tab)
-            y_next = mean + std * torch.randn_like(mean)
+            y_next = mean + std * randn_like(mean, generator)
             if detach:
                 y_next = y_next.detach()
-            log_w = log_w + self.target_kernel_log_prob(k, y, y_next, tab) - gaussian_log_prob(y_next, mean, std)
+            log_w = log_w + self.target_kernel_log_prob(k, y, y_next, tab) - isotropic_normal_log_prob(y_next, mean, std)
             y = y_next
             if path is not None:
                 path.append(y)
@@ -208,50 +217,53 @@ class DiffusionSampler(nn.Module):
             return y, log_w, torch.stack(path)
         return y, log_w
 
-    def target_path_log_weights(self, x: torch.Tensor) -> torch.Tensor:
+    def target_path_log_weights(self, x: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
         """``log w`` along paths of the target path measure started from exact samples ``x = y_K``."""
-        tab = self._table(x)
+        tab = self.tables_like(x)
         y_next = x
         log_w = self.terminal_log_weight(x, self.target.log_prob_unchecked(x))
         for k in reversed(range(self.num_steps)):
-            y = self.target_kernel_sample(k, y_next, tab)
+            y = self.target_kernel_sample(k, y_next, tab, generator)
             mean, std = self.model_kernel(k, y, tab)
-            log_w = log_w + self.target_kernel_log_prob(k, y, y_next, tab) - gaussian_log_prob(y_next, mean, std)
+            log_w = log_w + self.target_kernel_log_prob(k, y, y_next, tab) - isotropic_normal_log_prob(y_next, mean, std)
             y_next = y
         return log_w + self.init_log_weight(y_next)
 
     # ---------------------------------------------------------------- losses
     def loss(self, batch: int | torch.Tensor) -> torch.Tensor:
-        """Training loss on ``batch`` fresh paths (``fokker.train.fit`` passes the batch size)."""
-        n = int(batch) if not isinstance(batch, torch.Tensor) or batch.dim() == 0 else batch.shape[0]
+        """Training loss on ``batch`` fresh paths (``fokker.train.fit`` passes the batch size).
+
+        Draws from the global RNG (``fit`` controls it)."""
+        num_samples = int(batch) if not isinstance(batch, torch.Tensor) or batch.dim() == 0 else batch.shape[0]
         if not self._checked:
             self.check_target()
         if self.loss_type == "kl":
-            _, log_w = self.rollout(n)
+            _, log_w = self.rollout(num_samples)
             return -log_w.mean()
-        _, log_w = self.rollout(n, detach=True)
+        _, log_w = self.rollout(num_samples, detach=True)
         return log_w.var()
 
-    def check_target(self, n: int = 64) -> None:
+    def check_target(self, num_samples: int = 64, *, generator: torch.Generator | None = None) -> None:
         """Raise :class:`NonFiniteError` if ``log gamma`` or its score is NaN/inf where training starts.
 
         Evaluated at the initial states ``y_0`` (when not a point mass) and at the end points
-        ``y_K`` of ``n`` paths of the current (untrained) sampler.
+        ``y_K`` of ``num_samples`` paths of the current (untrained) sampler.
         """
+        check_int(num_samples, "num_samples")
         with torch.no_grad():
-            like = self._param_like()
-            y0 = self.init_sample(n, like)
+            like = self.reference_tensor()
+            y0 = self.init_sample(num_samples, like, generator)
             points = [] if float(y0.abs().max()) == 0 else [("initial", y0)]
-            _, _, path = self.rollout(n, return_path=True)
+            _, _, path = self.rollout(num_samples, return_path=True, generator=generator)
             points.append(("terminal", path[-1]))
             for where, y in points:
                 lp, sc = self.target.log_prob_and_score(y)
                 for name, val in (("log_prob", lp), ("score", sc)):
-                    bad = ~torch.isfinite(val.reshape(n, -1)).all(-1)
+                    bad = ~torch.isfinite(val.reshape(num_samples, -1)).all(-1)
                     if bad.any():
                         raise NonFiniteError(
                             f"target {self.target.name!r}: {name} is NaN/inf at {float(bad.float().mean()):.0%} of "
-                            f"{n} {where} samples of the untrained sampler (e.g. x = {y[bad][0].tolist()}); "
+                            f"{num_samples} {where} samples of the untrained sampler (e.g. x = {y[bad][0].tolist()}); "
                             "check the target's support and parameters"
                         )
         self._checked = True
@@ -262,56 +274,105 @@ class DiffusionSampler(nn.Module):
         batch_size: int = 300,
         lr: float = 5e-3,
         grad_clip: float | None = 1.0,
+        *,
+        generator: torch.Generator | None = None,
+        seed: int | None = None,
+        progress: bool | None = None,
         **kwargs: Any,
     ):
         """Train with :func:`fokker.train.fit` (data-free: ``loss(batch_size)``); returns its ``FitResult``.
 
         Defaults follow DDS / sde_sampler (Adam, lr ``5e-3``, batch 300, gradient-norm
-        clip 1).  Extra keyword arguments (``checkpoint``, ``ema``, ``progress``,
-        ``scheduler``, ``seed``, ...) go to ``fit``.
+        clip 1).  ``generator`` / ``seed`` / ``progress`` and the other keyword arguments
+        (``checkpoint``, ``ema``, ``scheduler``, ...) go to ``fit``.
         """
-        from ..train import fit as _fit
+        from ..train import fit as train_fit
 
         self.check_target()
-        return _fit(self, None, steps=steps, batch_size=batch_size, lr=lr, grad_clip=grad_clip, **kwargs)
+        passed = {"generator": generator, "seed": seed, "progress": progress}
+        kwargs.update({k: v for k, v in passed.items() if v is not None})
+        return train_fit(self, None, steps=steps, batch_size=batch_size, lr=lr, grad_clip=grad_clip, **kwargs)
 
     # -------------------------------------------------------------- sampling
+    def _chunks(self, num_samples: int, batch_size: int, progress: bool | None, desc: str) -> Iterable[int]:
+        check_int(batch_size, "batch_size")
+        sizes = [min(batch_size, num_samples - start) for start in range(0, num_samples, batch_size)]
+        return progress_bar(sizes, progress=progress, desc=desc)
+
     @torch.no_grad()
-    def sample(self, n: int, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
-        """``n`` samples ``(n, dim)`` and their log importance weights ``(n,)`` (unnormalized: ``E w = Z``)."""
-        check_int(n, "n")
+    def sample(
+        self,
+        sample_shape: int | tuple[int, ...] | torch.Size = (),
+        *,
+        generator: torch.Generator | None = None,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        progress: bool | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Samples ``(*sample_shape, dim)`` and their log importance weights ``sample_shape``.
+
+        The weights are unnormalized, ``E w = Z`` exactly for the discrete chain.  Paths are
+        simulated ``batch_size`` at a time.
+        """
+        shape = torch.Size((sample_shape,) if isinstance(sample_shape, int) else sample_shape)
+        num_samples = shape.numel()
+        check_int(num_samples, "the number of samples (sample_shape)")
         xs, lws = [], []
-        for start in range(0, n, chunk):
-            x, lw = self.rollout(min(chunk, n - start))
+        for size in self._chunks(num_samples, batch_size, progress, f"{type(self).__name__}.sample"):
+            x, lw = self.rollout(size, generator=generator)
             xs.append(x)
             lws.append(lw)
-        return torch.cat(xs), torch.cat(lws)
+        return torch.cat(xs).reshape(*shape, self.dim), torch.cat(lws).reshape(shape)
 
     @torch.no_grad()
-    def eubo_log_weights(self, n: int, chunk: int = 4096) -> torch.Tensor:
-        """``log w`` on ``n`` target paths (requires exact target samples)."""
-        check_int(n, "n")
+    def eubo_log_weights(
+        self,
+        num_samples: int,
+        *,
+        generator: torch.Generator | None = None,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        progress: bool | None = None,
+    ) -> torch.Tensor:
+        """``log w`` ``(num_samples,)`` on paths of the target path measure (requires exact target samples)."""
+        check_int(num_samples, "num_samples")
         if not self.target.has_exact_samples:
             raise NoExactSamplesError(f"target {self.target.name!r} has no exact sampler: the EUBO is undefined")
+        like = self.reference_tensor()
         out = []
-        for start in range(0, n, chunk):
-            x = self.target.sample((min(chunk, n - start),)).to(self._param_like().dtype)
-            out.append(self.target_path_log_weights(x))
+        for size in self._chunks(num_samples, batch_size, progress, f"{type(self).__name__}.eubo"):
+            with rng_scope(generator, devices=(like.device,)):  # Target.sample takes no generator
+                x = self.target.sample((size,)).to(like)
+            out.append(self.target_path_log_weights(x, generator=generator))
         return torch.cat(out)
 
-    def log_Z(self, n: int = 2000, eubo: bool | None = None) -> LogZResult:
-        """ELBO, IS estimate, normalized ESS (and EUBO when exact samples exist) from ``n`` paths."""
-        _, lw = self.sample(n)
-        if not bool(torch.isfinite(lw).all()):
-            raise NonFiniteError(
-                f"{int((~torch.isfinite(lw)).sum())} of {n} log importance weights are NaN/inf; "
-                "the sampler or the target produced non-finite values"
-            )
-        elbo, imp, ess, se = log_weight_stats(lw)
-        want_eubo = self.target.has_exact_samples if eubo is None else eubo
-        eu = float(self.eubo_log_weights(n).double().mean()) if want_eubo else None
-        evals = n * (self.num_steps + 1) * (2 if want_eubo else 1)
-        return LogZResult(elbo=elbo, importance=imp, ess=ess, eubo=eu, elbo_se=se, n=n, num_target_evals=evals)
+    def log_Z(
+        self,
+        num_samples: int = 2000,
+        *,
+        eubo: bool | None = None,
+        generator: torch.Generator | None = None,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        progress: bool | None = None,
+    ) -> LogZEstimate:
+        """Importance-sampling estimate of ``log Z`` from ``num_samples`` paths, with its diagnostics.
+
+        Returns a :class:`fokker.importance.LogZEstimate`: ``log_Z`` (``log mean w``), ``stderr``,
+        ``ess`` (normalized, in ``(0, 1]``), ``elbo`` / ``elbo_stderr`` and, with ``eubo`` (default:
+        when the target has exact samples), ``eubo`` from as many paths of the target path measure
+        (its standard error in ``details["eubo_stderr"]``).  ``samples`` holds the ``(num_samples, dim)``
+        generated points.  ``num_target_evals = num_samples (K + 1)``, twice with the EUBO.
+        """
+        x, lw = self.sample(num_samples, generator=generator, batch_size=batch_size, progress=progress)
+        want_eubo = self.target.has_exact_samples if eubo is None else bool(eubo)
+        eubo_w = None
+        details: dict[str, Any] = {}
+        if want_eubo:
+            eubo_w = self.eubo_log_weights(num_samples, generator=generator, batch_size=batch_size, progress=progress)
+            if num_samples > 1:
+                details["eubo_stderr"] = float(eubo_w.double().std()) / num_samples**0.5
+        evals = num_samples * (self.num_steps + 1) * (2 if want_eubo else 1)
+        return LogZEstimate.from_log_weights(
+            lw, samples=x, eubo_log_weights=eubo_w, num_target_evals=evals, details=details
+        )
 
     def extra_repr(self) -> str:
         return f"target={self.target.name}, dim={self.dim}, num_steps={self.num_steps}, T={self.T:g}, loss={self.loss_type!r}"

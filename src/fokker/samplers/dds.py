@@ -1,6 +1,6 @@
 """Denoising Diffusion Sampler (Vargas, Grathwohl & Doucet, ICLR 2023).
 
-Reference (seed 001 eqs. 76-78): the Ornstein-Uhlenbeck process
+Reference (Vargas, Grathwohl & Doucet 2023, sec. 3; seed 001 eqs. 76-78): the Ornstein-Uhlenbeck process
 ``dX_t = -beta X_t dt + sigma sqrt(2 beta) dW_t`` started at its invariant law
 ``N(0, sigma^2 I)``.  Over a step ``[t_k, t_{k+1}]`` its exact transition is
 
@@ -38,16 +38,21 @@ import torch
 from torch import nn
 
 from .._args import check_positive
-from ..targets.base import Target, as_target
-from .base import DiffusionSampler, gaussian_log_prob
+from .._gaussian import isotropic_normal_log_prob
+from .._random import randn, randn_like
 from ..sde import OrnsteinUhlenbeck, time_grid
+from ..targets.base import Target, as_target
+from .base import DiffusionSampler, net_like_target
 from .networks import PISGradNet
 
 __all__ = ["DDS"]
 
 
 class DDS(DiffusionSampler):
-    """Denoising Diffusion Sampler; see the module docstring for the math.
+    """Denoising Diffusion Sampler (Vargas, Grathwohl & Doucet 2023, *Denoising diffusion
+    samplers*, ICLR; the OU reference and its exponential integrator, sec. 3).
+
+    See the module docstring for the discrete chain and its exact importance weight.
 
     Args:
         target: the unnormalized target.
@@ -77,7 +82,7 @@ class DDS(DiffusionSampler):
         check_positive(beta, "beta")
         target = as_target(target)
         times = time_grid(num_steps, 0.0, T, spacing)
-        super().__init__(target, times, net if net is not None else PISGradNet(target.dim, width, num_layers), loss)
+        super().__init__(target, times, net if net is not None else net_like_target(PISGradNet(target.dim, width, num_layers), target), loss)
         self.sigma, self.beta = float(sigma), float(beta)
         #: the reference process: OU with rate beta whose invariant law is N(0, sigma^2 I)
         self.reference = OrnsteinUhlenbeck(theta=self.beta, sigma=self.sigma * (2.0 * self.beta) ** 0.5, T=float(T))
@@ -93,8 +98,8 @@ class DDS(DiffusionSampler):
             "sigma": torch.tensor(self.sigma, dtype=torch.float64),
         }
 
-    def init_sample(self, n: int, like: torch.Tensor) -> torch.Tensor:
-        return self.sigma * torch.randn(n, self.dim, dtype=like.dtype, device=like.device)
+    def init_sample(self, num_samples: int, like: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        return self.sigma * randn((num_samples, self.dim), generator=generator, dtype=like.dtype, device=like.device)
 
     def init_log_weight(self, y0: torch.Tensor) -> torch.Tensor:
         return y0.new_zeros(y0.shape[:-1])  # p_0 equals the reference's initial law
@@ -109,15 +114,15 @@ class DDS(DiffusionSampler):
 
     def target_kernel_log_prob(self, k, y, y_next, tab):
         mean_ref, std = self.reference_kernel(k, y, tab)
-        return gaussian_log_prob(y_next, mean_ref, std)
+        return isotropic_normal_log_prob(y_next, mean_ref, std)
 
-    def target_kernel_sample(self, k, y_next, tab):
+    def target_kernel_sample(self, k, y_next, tab, generator=None):
         # the OU transition is reversible w.r.t. N(0, sigma^2 I): the backward kernel is the same
         mean_ref, std = self.reference_kernel(k, y_next, tab)
-        return mean_ref + std * torch.randn_like(y_next)
+        return mean_ref + std * randn_like(y_next, generator)
 
     def terminal_log_weight(self, yK, log_gamma):
-        return log_gamma - gaussian_log_prob(yK, torch.zeros_like(yK), self._table(yK)["sigma"])
+        return log_gamma - isotropic_normal_log_prob(yK, None, self.tables_like(yK)["sigma"])
 
     def marginal_variance(self) -> float:
         """Reference marginal variance per coordinate (``sigma^2`` at every step)."""

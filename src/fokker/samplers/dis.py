@@ -6,7 +6,7 @@ Noising process (forward time ``tau``): the VP SDE started at the target,
 linear schedule ``beta(tau) = beta_min + (beta_max - beta_min) tau / T``; its law
 at ``T`` is close to ``N(0, sigma^2 I)``, the sampler's initial law.  The sampler
 learns the score of the noised target and runs the time reversal (generative time
-``s = T - tau``, Euler-Maruyama, seed 001 eqs. 72-73):
+``s = T - tau``, Euler-Maruyama; Berner, Richter & Ullrich 2024, sec. 3; seed 001 eqs. 72-73):
 
 .. math:: y_{k+1} = y_k + h_k[\\tfrac12\\beta_k y_k + \\sigma^2\\beta_k s_\\theta(y_k, s_k)]
           + \\sigma\\sqrt{\\beta_k h_k}\\,\\varepsilon_k, \\qquad \\beta_k = \\beta(T - s_k).
@@ -35,17 +35,23 @@ import torch
 from torch import nn
 
 from .._args import check_positive
+from .._gaussian import isotropic_normal_log_prob
+from .._random import randn, randn_like
 from ..errors import ParameterError
-from ..targets.base import Target, as_target
-from .base import DiffusionSampler, gaussian_log_prob
 from ..sde import VPSDE, time_grid
+from ..targets.base import Target, as_target
+from .base import DiffusionSampler, net_like_target
 from .networks import PISGradNet
 
 __all__ = ["DIS"]
 
 
 class DIS(DiffusionSampler):
-    """Time-reversed diffusion sampler; see the module docstring.
+    """Time-reversed diffusion sampler (Berner, Richter & Ullrich 2024, *An optimal control
+    perspective on diffusion-based generative modeling*, TMLR, sec. 3), trained with the reverse
+    KL or the log-variance loss of Richter & Berner (2024).
+
+    See the module docstring for the discrete chain and its exact importance weight.
 
     Args:
         target: the unnormalized target.
@@ -78,7 +84,7 @@ class DIS(DiffusionSampler):
         target = as_target(target)
         times = time_grid(num_steps, 0.0, T, spacing)
         if net is None:
-            net = PISGradNet(target.dim, width, num_layers, feature_bias_init=1.0)
+            net = net_like_target(PISGradNet(target.dim, width, num_layers, feature_bias_init=1.0), target)
         super().__init__(target, times, net, loss)
         self.beta_min, self.beta_max, self.sigma = float(beta_min), float(beta_max), float(sigma)
         #: the noising process (unit scale; the sampler scales its noise by sigma): VP with linear beta
@@ -102,24 +108,24 @@ class DIS(DiffusionSampler):
         }
 
     def feature(self, k: int, y: torch.Tensor, score: torch.Tensor) -> torch.Tensor:
-        lam = self._table(y)["t_norm"][k]
+        lam = self.tables_like(y)["t_norm"][k]
         return lam * score - (1.0 - lam) * y / self.sigma**2
 
-    def init_sample(self, n: int, like: torch.Tensor) -> torch.Tensor:
-        return self.sigma * torch.randn(n, self.dim, dtype=like.dtype, device=like.device)
+    def init_sample(self, num_samples: int, like: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        return self.sigma * randn((num_samples, self.dim), generator=generator, dtype=like.dtype, device=like.device)
 
     def init_log_weight(self, y0: torch.Tensor) -> torch.Tensor:
-        return -gaussian_log_prob(y0, torch.zeros_like(y0), self._table(y0)["sigma"])
+        return -isotropic_normal_log_prob(y0, None, self.tables_like(y0)["sigma"])
 
     def model_kernel(self, k, y, tab):
         mean = y + tab["h_half_beta"][k] * y + tab["h_beta_s2"][k] * self.control(k, y)
         return mean, tab["std"][k]
 
     def target_kernel_log_prob(self, k, y, y_next, tab):
-        return gaussian_log_prob(y, tab["back_a"][k] * y_next, tab["back_std"][k])
+        return isotropic_normal_log_prob(y, tab["back_a"][k] * y_next, tab["back_std"][k])
 
-    def target_kernel_sample(self, k, y_next, tab):
-        return tab["back_a"][k] * y_next + tab["back_std"][k] * torch.randn_like(y_next)
+    def target_kernel_sample(self, k, y_next, tab, generator=None):
+        return tab["back_a"][k] * y_next + tab["back_std"][k] * randn_like(y_next, generator)
 
     def terminal_log_weight(self, yK, log_gamma):
         return log_gamma

@@ -29,7 +29,9 @@ __all__ = ["PISGradNet"]
 
 
 class PISGradNet(nn.Module):
-    """``f(x, t, feature) -> (..., dim)``; see the module docstring for the formula."""
+    """``f(x, t, feature) -> (..., dim)``: the "PIS-grad" control network of Zhang & Chen (2022,
+    *Path integral sampler*, sec. 4) as used by Vargas, Grathwohl & Doucet (2023); see the module
+    docstring for the formula."""
 
     def __init__(
         self,

@@ -8,7 +8,8 @@ compared with.  Formulas (``t`` is the sampler's generative time):
 
 * DDS: the target path measure has marginals ``p*_t = N(c mu, c^2 v + (1 - c^2) sigma^2)``,
   ``c = exp(-beta (T - t))`` (exact at the grid points), and the optimal network output
-  is ``f* = grad log p*_t(x) + x / sigma^2`` (seed 001 eq. 82 divided by ``g``).
+  is ``f* = grad log p*_t(x) + x / sigma^2`` (the optimal control of Vargas, Grathwohl & Doucet
+  2023, sec. 3, divided by ``g``; seed 001 eq. 82).
 * PIS: ``f* = grad log h_t`` with ``h_t(x) = E[pi(X_T) / N(X_T; 0, sigma^2 T) | X_t = x]``:
   ``f*(x) = [x (v / T^2 - sigma^2 / T) / sigma^2 + mu / T] / w(t)``,
   ``w(t) = t v / T^2 + sigma^2 (T - t) / T`` (finite at ``t = 0``).
@@ -31,7 +32,13 @@ __all__ = ["GaussianOptimalControl"]
 
 
 class GaussianOptimalControl(nn.Module):
-    """Optimal ``f*(x, t/T)`` of ``sampler`` for the target ``N(mean, diag(var))`` (ignores the feature)."""
+    """Optimal ``f*(x, t/T)`` of ``sampler`` for the target ``N(mean, diag(var))`` (ignores the feature).
+
+    The optimal controls of DDS (Vargas, Grathwohl & Doucet 2023, sec. 3), PIS (Zhang & Chen 2022,
+    sec. 3: ``grad log h_t``, the Föllmer drift of a Gaussian target) and DIS (Berner, Richter &
+    Ullrich 2024, sec. 3: the score of the noised target) in closed form for a diagonal Gaussian
+    target; the formulas are in the module docstring.
+    """
 
     def __init__(self, sampler: DiffusionSampler, mean: torch.Tensor, var: torch.Tensor) -> None:
         super().__init__()

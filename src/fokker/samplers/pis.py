@@ -28,16 +28,21 @@ import torch
 from torch import nn
 
 from .._args import check_positive
-from ..targets.base import Target, as_target
-from .base import DiffusionSampler, gaussian_log_prob
+from .._gaussian import isotropic_normal_log_prob
+from .._random import randn_like
 from ..sde import BrownianMotion, time_grid
+from ..targets.base import Target, as_target
+from .base import DiffusionSampler, net_like_target
 from .networks import PISGradNet
 
 __all__ = ["PIS"]
 
 
 class PIS(DiffusionSampler):
-    """Path Integral Sampler; see the module docstring.
+    """Path Integral Sampler (Zhang & Chen 2022, *Path integral sampler: a stochastic control
+    approach for sampling*, ICLR; the Brownian reference and its control objective, sec. 3).
+
+    See the module docstring for the discrete chain and its exact importance weight.
 
     Args:
         target: the unnormalized target.
@@ -62,7 +67,7 @@ class PIS(DiffusionSampler):
         check_positive(sigma, "sigma")
         target = as_target(target)
         times = time_grid(num_steps, 0.0, T, spacing)
-        super().__init__(target, times, net if net is not None else PISGradNet(target.dim, width, num_layers), loss)
+        super().__init__(target, times, net if net is not None else net_like_target(PISGradNet(target.dim, width, num_layers), target), loss)
         self.sigma = float(sigma)
         #: the reference process: scaled Brownian motion dX = sigma dW from X_0 = 0
         self.reference = BrownianMotion(sigma=self.sigma, T=float(T))
@@ -82,8 +87,8 @@ class PIS(DiffusionSampler):
             "terminal_std": var[-1].sqrt(),
         }
 
-    def init_sample(self, n: int, like: torch.Tensor) -> torch.Tensor:
-        return torch.zeros(n, self.dim, dtype=like.dtype, device=like.device)
+    def init_sample(self, num_samples: int, like: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        return torch.zeros(num_samples, self.dim, dtype=like.dtype, device=like.device)
 
     def init_log_weight(self, y0: torch.Tensor) -> torch.Tensor:
         return y0.new_zeros(y0.shape[:-1])
@@ -92,11 +97,11 @@ class PIS(DiffusionSampler):
         return y + tab["gain"][k] * self.control(k, y), tab["std"][k]
 
     def target_kernel_log_prob(self, k, y, y_next, tab):
-        return gaussian_log_prob(y_next, y, tab["std"][k])
+        return isotropic_normal_log_prob(y_next, y, tab["std"][k])
 
-    def target_kernel_sample(self, k, y_next, tab):
-        return tab["bridge_ratio"][k] * y_next + tab["bridge_std"][k] * torch.randn_like(y_next)
+    def target_kernel_sample(self, k, y_next, tab, generator=None):
+        return tab["bridge_ratio"][k] * y_next + tab["bridge_std"][k] * randn_like(y_next, generator)
 
     def terminal_log_weight(self, yK, log_gamma):
-        tab = self._table(yK)
-        return log_gamma - gaussian_log_prob(yK, torch.zeros_like(yK), tab["terminal_std"])
+        tab = self.tables_like(yK)
+        return log_gamma - isotropic_normal_log_prob(yK, None, tab["terminal_std"])

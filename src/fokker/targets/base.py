@@ -29,7 +29,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from .._args import argument_checks_enabled, check_finite, check_last_dim, check_like, check_tensor
+from .._args import reference_tensor as _reference_tensor, argument_checks_enabled, check_finite, check_last_dim, check_like, check_tensor
 from .._random import rng_scope
 from ..errors import DeviceDtypeError, NoExactSamplesError, NonFiniteError, ParameterError, ShapeError
 
@@ -123,13 +123,7 @@ class Target(nn.Module):
     def reference_tensor(self) -> torch.Tensor | None:
         """A floating tensor the target holds (buffer or parameter), whose dtype and device its inputs
         must share; ``None`` for a target that holds no tensors (it then follows its input)."""
-        for b in self.buffers():
-            if b.is_floating_point():
-                return b
-        for p in self.parameters():
-            if p.is_floating_point():
-                return p
-        return None
+        return _reference_tensor(self)
 
     @property
     def dtype(self) -> torch.dtype:

@@ -68,6 +68,14 @@ def rbm_ais_log_z(ctx: Context) -> list[CheckResult]:
             details += f"; exact train log-lik {ll:.3f} nats/image"
         # a non-finite stderr makes the tolerance NaN: the row fails instead of passing vacuously
         rows.append(CheckResult.compare(f"log Z {name}", res.log_Z, exact, Z_SCORE * res.stderr + 0.01, details=details))
+    # control: AIS of an RBM whose weights are 3% larger, against the exact log Z of the original
+    name, rbm, _ = cases[0]
+    wrong = _random_rbm(20, 10, 0.5, ctx.seed)
+    with torch.no_grad():
+        wrong.W.mul_(1.03)
+    res = wrong.ais(num_chains=num_chains, num_steps=num_steps, seed=ctx.seed, progress=False)
+    rows.append(CheckResult.compare(f"log Z {name}, AIS of weights x 1.03", res.log_Z, rbm.log_Z,
+                                    Z_SCORE * res.stderr + 0.01, control=True))
     return rows
 
 
@@ -88,7 +96,7 @@ def gaussian_fit(ctx: Context) -> list[CheckResult]:
     dim = 4
     data = _gaussian_problem(dim, 4000 if ctx.quick else 20_000, ctx.seed)
     m_hat, S_hat = data.mean(0), torch.cov(data.T)
-    steps = 400 if ctx.quick else 3000
+    steps = 1000 if ctx.quick else 3000
     sigma = 0.2
     noise = torch.distributions.MultivariateNormal(m_hat, 2 * S_hat)
     objectives = {
@@ -119,6 +127,12 @@ def gaussian_fit(ctx: Context) -> list[CheckResult]:
             rows.append(
                 CheckResult.compare(f"{name}: learned log Z vs closed form", float(obj.log_Z.detach()), g.log_Z, 0.05)
             )
+    # control: the same bounds on an untrained energy (the initial N(0, I)) reject it
+    g = ebm.GaussianEnergy(dim, dtype=torch.float64)
+    with torch.no_grad():
+        err_m, err_S = float((g.loc - m_hat).norm()), float((g.covariance - S_hat).norm() / S_hat.norm())
+    rows.append(CheckResult.bound("untrained energy: |mu - mean(data)|", err_m, 0.1, control=True))
+    rows.append(CheckResult.bound("untrained energy: |Sigma - cov(data)|_F / |cov|_F", err_S, 0.1, control=True))
     return rows
 
 
@@ -152,4 +166,11 @@ def neural_nce_log_z(ctx: Context) -> list[CheckResult]:
         edge = float(torch.logsumexp(torch.cat([lp[0], lp[-1], lp[:, 0], lp[:, -1]]), 0) - torch.logsumexp(lp.flatten(), 0))
         nll = float(-(model.log_prob(two_moons(2000, seed=ctx.seed + 1, dtype=dt)) - log_Z).mean())
     details = f"{steps} steps, width {width}; boundary/total mass {math.exp(edge):.1e}; held-out NLL {nll:.3f} nats"
-    return [CheckResult.compare("two moons: NCE log Z vs quadrature", float(obj.log_Z.detach()), log_Z, 0.05, details=details)]
+    rows = [CheckResult.compare("two moons: NCE log Z vs quadrature", float(obj.log_Z.detach()), log_Z, 0.05, details=details)]
+    # control: the learned log Z against the quadrature of the energy scaled by 1.1 (a mis-scaled model)
+    with torch.no_grad():
+        lp_wrong = 1.1 * model.log_prob(pts)  # -1.1 E: the energy scaled by 1.1
+        log_Z_wrong = float(torch.logsumexp(lp_wrong, 0)) + 2 * math.log((hi - lo) / (n - 1))
+    rows.append(CheckResult.compare("two moons: NCE log Z vs quadrature of 1.1 x the energy",
+                                    float(obj.log_Z.detach()), log_Z_wrong, 0.05, control=True))
+    return rows

@@ -10,6 +10,8 @@ import math
 
 import torch
 
+from .._random import make_generator, rand
+from ..tolerances import Z_SCORE
 from . import CheckResult, Context, register
 
 
@@ -48,7 +50,23 @@ def marginal(ctx: Context) -> list[CheckResult]:
         res = check_marginal(obj, x0, t_end, num_samples=num_samples, num_steps=num_steps, t0=0.05 * obj.T, generator=gen)
         rows.append(CheckResult.bound(f"{name} max z (EM vs closed form)", res.error, res.tolerance,
                                       details=repr(res)))
+    # control: a VP whose closed-form variance belongs to 1.3x the integrated rate (the simulated drift is right)
+    wrong = _WrongVarianceVP()
+    res = check_marginal(wrong, x0, 0.4, num_samples=num_samples, num_steps=num_steps, t0=0.05,
+                         generator=torch.Generator().manual_seed(ctx.seed))
+    rows.append(CheckResult.bound("VP with a wrong closed-form variance: max z", res.error, res.tolerance,
+                                  details=repr(res), control=True))
     return rows
+
+
+def _WrongVarianceVP():
+    from .. import sde
+
+    class WrongVarianceVP(sde.VPSDE):
+        def _sigma2(self, t: torch.Tensor) -> torch.Tensor:
+            return -torch.expm1(-1.3 * self._B(t))
+
+    return WrongVarianceVP()
 
 
 @register("sde.fokker_planck", group="sde")
@@ -60,13 +78,21 @@ def fokker_planck(ctx: Context) -> list[CheckResult]:
 
     n = 16 if ctx.quick else 256
     rows = []
+    gen = make_generator(seed=ctx.seed)
     objs = {**_sdes(), "cld": sde.CriticallyDampedLangevin()}
     for name, obj in objs.items():
         oracle = DiffusedGaussianMixture(_gmm(), obj)
-        t = torch.rand(n, dtype=torch.float64) * 0.9 * obj.T + 0.05 * obj.T
-        x = oracle.sample((n,), t)
+        t = rand((n,), generator=gen, dtype=torch.float64) * 0.9 * obj.T + 0.05 * obj.T
+        x = oracle.sample((n,), t, generator=gen)
         res = check_fokker_planck(obj, oracle.log_prob, x, t)
         rows.append(CheckResult.bound(f"{name} relative residual", res.error, res.tolerance, details=repr(res)))
+    # control: the exact density of the VE SDE's marginals checked against the VP SDE's equation
+    vp, ve_oracle = sde.VPSDE(), DiffusedGaussianMixture(_gmm(), sde.VESDE(sigma_min=0.01, sigma_max=10.0))
+    t = rand((n,), generator=gen, dtype=torch.float64) * 0.9 + 0.05
+    x = ve_oracle.sample((n,), t, generator=gen)
+    res = check_fokker_planck(vp, ve_oracle.log_prob, x, t)
+    rows.append(CheckResult.bound("VE density under the VP equation: relative residual", res.error, res.tolerance,
+                                  details=repr(res), control=True))
     return rows
 
 
@@ -78,14 +104,37 @@ def tweedie(ctx: Context) -> list[CheckResult]:
 
     n = 64 if ctx.quick else 4096
     rows = []
+    gen = make_generator(seed=ctx.seed)
     for name, obj in _sdes().items():
         oracle = DiffusedGaussianMixture(_gmm(), obj)
         for t in (0.05, 0.5, 0.95):
             tt = t * getattr(obj, "t_star", obj.T)
-            x = oracle.sample((n,), tt)
+            x = oracle.sample((n,), tt, generator=gen)
             res = check_tweedie(oracle, x, tt)
             rows.append(CheckResult.bound(f"{name} t={tt:.3g} relative error", res.error, res.tolerance, details=repr(res)))
+    # control: a denoiser off by 1e-3 (the size of a small bug in a conversion)
+    oracle = DiffusedGaussianMixture(_gmm(), _sdes()["vp"])
+    x = oracle.sample((n,), 0.5, generator=gen)
+    res = check_tweedie(_ShiftedDenoiser(oracle, 1e-3), x, 0.5)
+    rows.append(CheckResult.bound("VP denoiser shifted by 1e-3: relative error", res.error, res.tolerance,
+                                  details=repr(res), control=True))
     return rows
+
+
+class _ShiftedDenoiser:
+    """An oracle whose denoiser is off by a constant (a deliberately wrong model for the Tweedie control)."""
+
+    def __init__(self, oracle, shift: float) -> None:
+        self.oracle, self.sde, self.shift = oracle, oracle.sde, shift
+
+    def score(self, x, t):
+        return self.oracle.score(x, t)
+
+    def eps(self, x, t):
+        return self.oracle.eps(x, t)
+
+    def denoise(self, x, t):
+        return self.oracle.denoise(x, t) + self.shift
 
 
 def _moment_z(x: torch.Tensor, ref_mean: torch.Tensor, ref_second: torch.Tensor) -> float:
@@ -98,7 +147,7 @@ def _moment_z(x: torch.Tensor, ref_mean: torch.Tensor, ref_second: torch.Tensor)
 @register("sde.reverse_sampling", group="sde")
 def reverse_sampling(ctx: Context) -> list[CheckResult]:
     """Reverse SDE (EM) and PF-ODE (Heun) with the exact score, from exact p_T samples, reproduce
-    the GMM's mean and second moments at t = 0 (max z-score over 5 moments; limit 4 SE)."""
+    the GMM's mean and second moments at t = 0 (max z-score over 5 moments; limit Z_SCORE SE)."""
     from .. import sde
     from ..analytic import DiffusedGaussianMixture
 
@@ -110,11 +159,22 @@ def reverse_sampling(ctx: Context) -> list[CheckResult]:
     for name, obj in {"vp": sde.VPSDE(), "ve": sde.VESDE(sigma_min=0.01, sigma_max=10.0), "subvp": sde.SubVPSDE()}.items():
         oracle = DiffusedGaussianMixture(gm, obj)
         gen = torch.Generator().manual_seed(ctx.seed)
-        xT = oracle.sample((n,), obj.T)
+        xT = oracle.sample((n,), obj.T, generator=gen)
         rev = obj.reverse(oracle.score_fn)
         x_em = sde.solve(rev, xT, torch.linspace(0.0, rev.T, em_steps + 1, dtype=torch.float64), generator=gen)
         ode = obj.probability_flow(oracle.score_fn)
         x_pf = sde.solve(ode, xT, torch.linspace(obj.T, 0.0, ode_steps + 1, dtype=torch.float64), method="heun")
-        rows.append(CheckResult.bound(f"{name} reverse EM ({em_steps} steps) moment z", _moment_z(x_em, m, second), 4.0))
-        rows.append(CheckResult.bound(f"{name} PF-ODE Heun ({ode_steps} steps) moment z", _moment_z(x_pf, m, second), 4.0))
+        rows.append(CheckResult.bound(f"{name} reverse EM ({em_steps} steps) moment z", _moment_z(x_em, m, second),
+                                      Z_SCORE))
+        rows.append(CheckResult.bound(f"{name} PF-ODE Heun ({ode_steps} steps) moment z", _moment_z(x_pf, m, second),
+                                      Z_SCORE))
+    # control: the VP reverse SDE with a score too weak by 20% (a mis-scaled network output)
+    obj = sde.VPSDE()
+    oracle = DiffusedGaussianMixture(gm, obj)
+    gen = torch.Generator().manual_seed(ctx.seed)
+    xT = oracle.sample((n,), obj.T, generator=gen)
+    rev = obj.reverse(lambda x, t: 0.8 * oracle.score_fn(x, t))
+    x_bad = sde.solve(rev, xT, torch.linspace(0.0, rev.T, em_steps + 1, dtype=torch.float64), generator=gen)
+    rows.append(CheckResult.bound("VP reverse EM with 0.8 x the score: moment z", _moment_z(x_bad, m, second), Z_SCORE,
+                                  control=True))
     return rows

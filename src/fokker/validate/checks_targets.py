@@ -79,7 +79,22 @@ def log_z_quadrature(ctx: Context) -> list[CheckResult]:
         dens_b, -9 * s, 9 * s, lambda x1: -b * (x1**2 - s**2) - 10, lambda x1: -b * (x1**2 - s**2) + 10, epsabs=1e-10
     )
     rows.append(CheckResult.compare("Banana(b=0.1) log Z (dblquad)", math.log(Z), float(ban.log_Z), tol=1e-6))
+    # control: a density off by a factor exp(1e-4) (a normalizer bug 100x the tolerance) is caught
+    rings = Rings().double()
+    est = _grid_log_Z(_Shifted(rings, 1e-4), -6.0, 6.0, 1201 * f)
+    rows.append(CheckResult.compare("Rings with log_prob + 1e-4: log Z (2-D trapezoid)", est, float(rings.log_Z),
+                                    tol=1e-6, control=True))
     return rows
+
+
+class _Shifted:
+    """``log_prob + c``: a target with a deliberately wrong normalizer (for the control rows)."""
+
+    def __init__(self, target, c: float) -> None:
+        self.target, self.c = target, c
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        return self.target.log_prob(x) + self.c
 
 
 @register("targets.manywell_log_z", group="targets")
@@ -88,12 +103,17 @@ def manywell_log_z(ctx: Context) -> list[CheckResult]:
 
     from ..targets import ManyWell
 
-    zx, _ = integrate.quad(lambda x: math.exp(-(x**4) + 6 * x**2 + 0.5 * x), -np.inf, np.inf, epsrel=1e-13)
-    quad = 16 * (math.log(zx) + 0.5 * math.log(2 * math.pi))
+    def quad_log_Z(tilt: float) -> float:
+        zx, _ = integrate.quad(lambda x: math.exp(-(x**4) + 6 * x**2 + tilt * x), -np.inf, np.inf, epsrel=1e-13)
+        return 16 * (math.log(zx) + 0.5 * math.log(2 * math.pi))
+
     lz = float(ManyWell(32).log_Z)
     return [
         CheckResult.compare("ManyWell(32) log Z vs published", lz, 164.695675, tol=1e-5),
-        CheckResult.compare("ManyWell(32) log Z vs scipy quad", lz, quad, tol=1e-8),
+        CheckResult.compare("ManyWell(32) log Z vs scipy quad", lz, quad_log_Z(0.5), tol=1e-8),
+        # control: the quadrature of a well with a 1% different tilt does not match the published value
+        CheckResult.compare("ManyWell(32) with tilt 0.505: quad vs published", quad_log_Z(0.505), 164.695675, tol=1e-5,
+                            control=True),
     ]
 
 
@@ -118,6 +138,15 @@ def mog40_construction(ctx: Context) -> list[CheckResult]:
     se = torch.sqrt(torch.diagonal(t64.covariance()) / n)
     z = float(((x.mean(0) - t64.mean()) / se).abs().max())
     rows.append(CheckResult.bound("sample mean error (max |z|, exact samples)", z, Z_SCORE))
+    # control: a sampler that drops 4 of the 40 modes (mode dropping, the typical failure) is rejected
+    from ..targets import GaussianMixture
+
+    w = t64.weights.clone()
+    w[:4] = 0.0
+    dropped = GaussianMixture(t64.loc, t64.scale_tril, w / w.sum())
+    xm = dropped.sample((n,), generator=torch.Generator().manual_seed(ctx.seed + 1))
+    zm = float(((xm.mean(0) - t64.mean()) / se).abs().max())
+    rows.append(CheckResult.bound("4 of 40 modes dropped: sample mean error (max |z|)", zm, Z_SCORE, control=True))
     if not ctx.quick:
         _plot_mog40(t64, x[:2000], ctx)
     return rows
@@ -180,7 +209,12 @@ def exact_samples(ctx: Context) -> list[CheckResult]:
     s2 = 2 * ri.sigma**2
     cdf_r = _ks_cdf(lambda p: np.log(np.maximum(p, 1e-300)) + np.log(np.exp(-((p[:, None] - radii) ** 2) / s2).sum(1) + 1e-300), 0, 7)
     rows.append(("Rings radius", stats.kstest(rr, cdf_r).pvalue))
-    return [CheckResult.bound(f"KS p-value: {name}", float(p), _KS_ALPHA, upper=False) for name, p in rows]
+    out = [CheckResult.bound(f"KS p-value: {name}", float(p), _KS_ALPHA, upper=False) for name, p in rows]
+    # control: ManyWell samples stretched by 2% fail the same KS test
+    p_bad = stats.kstest(1.02 * mw[:, 0].numpy(), cdf).pvalue
+    out.append(CheckResult.bound("KS p-value: ManyWell x_0 stretched by 2%", float(p_bad), _KS_ALPHA, upper=False,
+                                 control=True))
+    return out
 
 
 @register("targets.logistic_data", group="targets", needs_data=True)
@@ -198,4 +232,7 @@ def logistic_data(ctx: Context) -> list[CheckResult]:
     lg = LGCP("pines127", grid=40)
     rows.append(CheckResult.compare("LGCP(pines127) d", lg.dim, 1600, tol=0))
     rows.append(CheckResult.compare("LGCP(pines127) points counted", float(lg.counts.sum()), 127, tol=0))
+    # control: a loader that drops the last data row is caught by the same comparison
+    t = ionosphere(dtype=torch.float64)
+    rows.append(CheckResult.compare("ionosphere with its last row dropped: N", t.num_data - 1, 351, tol=0, control=True))
     return rows
