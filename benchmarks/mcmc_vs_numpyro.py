@@ -1,7 +1,8 @@
 """Min bulk ESS per second: fokker.mcmc (many chains) vs NumPyro NUTS (4 chains, and 64 vectorized chains).
 
-Run:  python benchmarks/mcmc_vs_numpyro.py [--quick] [--only NAME] [--kernels default,HMC,NUTS,ChEESHMC]
-                                           [--chains 64] [--skip-numpyro]
+Run:  python benchmarks/mcmc_vs_numpyro.py [--quick] [--only NAME,NAME] [--kernels default,HMC,NUTS,ChEESHMC]
+                                           [--chains 64] [--warmup 1000] [--draws 1000] [--skip-numpyro]
+                                           [--threads 1]
 
 Posteriors (the same model in both libraries, float64):
 * eight schools, non-centred: fokker samples the Pyro model through ``from_pyro`` and the
@@ -230,12 +231,22 @@ def _numpyro_noncentered(model):
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="200 warm-up + 200 draws (for development)")
-    p.add_argument("--only", default=None, help="substring of the posterior names to run")
+    p.add_argument("--only", default=None, help="comma-separated substrings of the posterior names to run")
     p.add_argument("--kernels", default="default", help="comma-separated fokker kernels (default = sample()'s)")
     p.add_argument("--chains", type=int, default=64)
+    p.add_argument("--warmup", type=int, default=None, help="warm-up iterations (default 1000, --quick 200)")
+    p.add_argument("--draws", type=int, default=None, help="draws per chain (default 1000, --quick 200)")
     p.add_argument("--skip-numpyro", action="store_true")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for torch and XLA (default: as the environment says; 1 on a shared machine)")
     a = p.parse_args()
     warmup = draws = 200 if a.quick else 1000
+    warmup = warmup if a.warmup is None else a.warmup
+    draws = draws if a.draws is None else a.draws
+    if a.threads is not None:
+        torch.set_num_threads(a.threads)
+        if a.threads == 1:
+            os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false").strip()
 
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     import numpyro
@@ -244,7 +255,7 @@ def main() -> None:
     numpyro.set_platform("cpu")
     rows = []
     for case in cases(a.quick):
-        if a.only and a.only not in case["name"]:
+        if a.only and not any(o in case["name"] for o in a.only.split(",")):
             continue
         np_rows = {}
         if not a.skip_numpyro:
