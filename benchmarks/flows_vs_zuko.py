@@ -1,7 +1,10 @@
 """fokker flows vs zuko: train-step and sampling time, same architecture, one run.
 
 Rows: MAF and NSF (autoregressive spline, zuko's default NSF; plus the coupling NSF),
-5 transforms, hidden (128, 128), d = 8 and 32, batch 4096.
+5 transforms, hidden (128, 128), d = 8 and 32, batch 4096.  ``--kinds NAF UNAF SOSPF`` adds the
+neural autoregressive flows (same MADE; the univariate maps differ: fokker's NAF is Huang et al.'s
+deep sigmoid map, zuko's a monotonic MLP; both UNAFs integrate a 16-signal (64, 64) network, fokker
+with 16 Gauss-Legendre nodes, zuko with 32; sampling: fokker safeguarded Newton, zuko bisection).
 
 * train step: ``log_prob(x).mean()`` + ``backward`` (+ zeroing grads), minimum over
   ``--repeat`` interleaved rounds;
@@ -59,6 +62,15 @@ def pair(kind: str, d: int):
             flows.nsf(d, T, HIDDEN, kind="autoregressive"),
             zuko.flows.NSF(d, transforms=T, hidden_features=HIDDEN),
         )
+    if kind == "NAF":
+        return flows.naf(d, T, HIDDEN), zuko.flows.NAF(d, transforms=T, hidden_features=HIDDEN)
+    if kind == "UNAF":
+        return (
+            flows.unaf(d, T, HIDDEN, num_nodes=16),
+            zuko.flows.UNAF(d, transforms=T, hidden_features=HIDDEN),
+        )
+    if kind == "SOSPF":
+        return flows.sospf(d, T, HIDDEN), zuko.flows.SOSPF(d, transforms=T, hidden_features=HIDDEN)
     if kind == "NSF-coupling":
         return (
             flows.nsf(d, T, HIDDEN, kind="coupling"),

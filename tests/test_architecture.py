@@ -30,7 +30,7 @@ LAYERS: dict[str, int] = {
     ),
     **dict.fromkeys(["targets", "sde", "flows", "train", "datasets"], 1),
     **dict.fromkeys(["analytic", "checks", "mcmc", "symbolic"], 2),
-    **dict.fromkeys(["diffusion", "ebm"], 3),
+    **dict.fromkeys(["diffusion", "ebm", "neural_sde"], 3),
     **dict.fromkeys(["samplers", "vae", "gan"], 4),
     "validate": 5,
     "cli": 6,

@@ -181,3 +181,15 @@ def test_lecture_note_pointers_sit_beside_a_citation() -> None:
             if doc and re.search(r"seeds? 00\d", doc) and not year.search(doc):
                 bad.append(q)
     assert not bad, "a 'seed 00x' pointer needs a paper citation beside it: " + ", ".join(sorted(bad))
+
+
+def test_sources_hold_no_control_characters() -> None:
+    """A docstring with ``\\t``, ``\\a`` or ``\\f`` in a non-raw string turns ``\\tilde``,
+    ``\\alpha`` and ``\\frac`` into a tab, a bell and a form feed: the rendered formula is garbage."""
+    from pathlib import Path
+
+    ctrl = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+    root = Path(fokker.__file__).parent
+    bad = [f"{p.relative_to(root)}:{i}" for p in sorted(root.rglob("*.py"))
+           for i, line in enumerate(p.read_text().splitlines(), 1) if ctrl.search(line)]
+    assert not bad, "control characters (a LaTeX escape in a non-raw string?) at " + ", ".join(bad)

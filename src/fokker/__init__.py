@@ -24,6 +24,7 @@ _SUBMODULES = (
     "flows",
     "mcmc",
     "metrics",
+    "neural_sde",
     "samplers",
     "sde",
     "symbolic",

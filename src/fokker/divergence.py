@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import torch
 
+from ._random import randint
+
 __all__ = ["divergence_exact", "divergence_hutchinson", "rademacher"]
 
 
@@ -42,5 +44,5 @@ def divergence_hutchinson(
 
 def rademacher(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """Independent random signs of ``x``'s shape, dtype and device."""
-    r = torch.randint(0, 2, x.shape, device=x.device, generator=generator)
+    r = randint(2, x.shape, generator=generator, device=x.device)  # a CPU generator may drive CUDA draws
     return (2 * r - 1).to(x.dtype)

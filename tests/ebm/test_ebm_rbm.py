@@ -31,8 +31,8 @@ def _rbm(nv=5, nh=3, scale=1.0, seed=0, dtype=torch.float64, device="cpu", **kw)
 
 def _joint_table(rbm):
     """log p(v, h) over all states, shape (2^nv, 2^nh), by explicit energies."""
-    V = enumerate_binary(rbm.num_visible, rbm.W.dtype)
-    H = enumerate_binary(rbm.num_hidden, rbm.W.dtype)
+    V = enumerate_binary(rbm.num_visible, rbm.W.dtype, rbm.W.device)
+    H = enumerate_binary(rbm.num_hidden, rbm.W.dtype, rbm.W.device)
     neg_e = V @ rbm.W @ H.T + (V @ rbm.b)[:, None] + (H @ rbm.c)[None, :]
     return V, H, (neg_e - torch.logsumexp(neg_e.flatten(), 0)).detach()
 

@@ -84,6 +84,11 @@ def test_hidden_sizes_are_validated_everywhere(hidden: object) -> None:
         lambda: flows.MAF(2, hidden), lambda: flows.AffineCoupling(2, hidden), lambda: flows.MADE(2, 2, hidden),
         lambda: flows.ResidualFlow(2, hidden), lambda: flows.ContinuousFlow(2, hidden=hidden),
         lambda: flows.TimeMLP(2, hidden), lambda: flows.MLP(2, 2, hidden),
+        lambda: flows.naf(2, hidden=hidden), lambda: flows.unaf(2, hidden=hidden), lambda: flows.sospf(2, hidden=hidden),
+        lambda: flows.bnaf(2, hidden=hidden), lambda: flows.BlockAutoregressive(2, hidden),
+        lambda: flows.UnconstrainedMonotone(hidden=hidden), lambda: flows.ElementwiseSpline(2, context_dim=1, hidden=hidden),
+        lambda: flows.Householder(2, context_dim=1, hidden=hidden), lambda: flows.MatrixExponential(2, hidden=hidden),
+        lambda: flows.InvertibleLinear(2, context_dim=1, hidden=hidden),
     ):
         with pytest.raises(ParameterError, match=msg):
             make()
@@ -110,6 +115,21 @@ def test_counts_and_sizes_are_validated() -> None:
         (lambda: flows.RationalQuadratic(bins=0), "bins must be an integer"),
         (lambda: flows.Affine(scale_bound=-1.0), "scale_bound must be a positive"),
         (lambda: flows.MAF(2, activation=torch.relu), "activation must be an nn.Module class"),  # type: ignore[arg-type]
+        (lambda: flows.naf(2, num_units=0), r"num_units must be an integer >= 1; got 0"),
+        (lambda: flows.sospf(2, degree=-1), r"degree must be an integer >= 0; got -1"),
+        (lambda: flows.sospf(2, slope=0.0), r"slope must be a positive"),
+        (lambda: flows.unaf(2, num_nodes=0), r"num_nodes must be an integer >= 1; got 0"),
+        (lambda: flows.unaf(2, integrand_hidden=(0,)), r"integrand_hidden must be a sequence of positive integers"),
+        (lambda: flows.bnaf(2, hidden=()), r"hidden must hold at least one layer size"),
+        (lambda: flows.bnaf(2, transforms=0), r"transforms must be an integer >= 1; got 0"),
+        (lambda: flows.Householder(3, num_reflections=0), r"num_reflections must be an integer >= 1"),
+        (lambda: flows.EmergingConv(2, kernel_size=2), r"kernel_size must be odd; got 2"),
+        (lambda: flows.LeakyReLU(0.0), r"negative_slope must be a positive"),
+        (lambda: flows.SoftClip(-1.0), r"bound must be a positive"),
+        (lambda: flows.Tanh(event_dim=-1), r"event_dim must be an integer >= 0"),
+        (lambda: flows.glow((1, 4, 4), conv="3x3"), r"conv must be '1x1' or 'emerging'; got '3x3'"),
+        (lambda: flows.InvertibleLinear(2, event_dim=3, context_dim=2), r"context_dim > 0 is supported for vectors"),
+        (lambda: flows.Elementwise("affine", 2), "transform must be an ElementwiseMap"),  # type: ignore[arg-type]
     ]
     for make, msg in cases:
         with pytest.raises(ParameterError, match=msg):

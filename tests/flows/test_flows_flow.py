@@ -124,7 +124,7 @@ def test_conditional_flow_per_context(device: torch.device) -> None:
     flow = perturb(flows.nsf(2, 2, (8,), context_dim=2, bins=4, bound=3.0), scale=0.1).to(device=device, dtype=F64)
     c1 = torch.tensor([1.0, -2.0], dtype=F64, device=device)
     c2 = torch.tensor([-1.5, 0.5], dtype=F64, device=device)
-    res = check_normalized(_AtContext(flow, c2), ((-10.0, 10.0), (-10.0, 10.0)), num_points=601)
+    res = check_normalized(_AtContext(flow, c2), ((-10.0, 10.0), (-10.0, 10.0)), num_points=601, device=device)
     assert res.passed, res
     # the context matters: the two densities differ by far more than the tolerance
     pts = torch.randn(64, 2, dtype=F64, device=device)

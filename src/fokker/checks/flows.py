@@ -317,6 +317,7 @@ def check_normalized(
     num_points: int | None = None,
     tol: float | None = None,
     dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
 ) -> CheckOutcome:
     """``int_box exp(dist.log_prob(x)) dx`` by the trapezoidal rule; passes when ``|mass - 1|`` is small.
 
@@ -331,6 +332,8 @@ def check_normalized(
             ``max(|I_h - I_{2h}|, |I_{2h} - I_{4h}| / 4)``.
         dtype: dtype of the grid; default the dtype of ``dist``'s parameters (an ``nn.Module``)
             or float64.
+        device: device of the grid; default the device of ``dist``'s parameters (an
+            ``nn.Module``) or the CPU.  Pass it for a plain object wrapping a model on a GPU.
     """
     dtype = _model_dtype(dist) if dtype is None else dtype
     b = torch.as_tensor(bounds, dtype=torch.float64)
@@ -345,8 +348,7 @@ def check_normalized(
     check_int(num_points, "num_points", minimum=5)
     if num_points % 2 == 0:
         raise ParameterError(f"num_points must be odd (the coarse grid takes every other point); got {num_points}")
-    device = None
-    if isinstance(dist, torch.nn.Module):
+    if device is None and isinstance(dist, torch.nn.Module):
         device = next((t.device for t in (*dist.parameters(), *dist.buffers())), None)
     axes = [torch.linspace(float(lo), float(hi), num_points, dtype=dtype, device=device) for lo, hi in b]
     scalar = tuple(getattr(dist, "event_shape", (d,))) == ()

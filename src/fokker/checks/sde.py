@@ -25,6 +25,7 @@ from collections.abc import Callable
 import torch
 
 from .._args import check_int, check_tensor
+from .._random import randn
 from ..errors import ParameterError, ShapeError
 from ..sde.times import TimeLike, align_time, as_time64
 from ..sde.base import SDE
@@ -81,7 +82,7 @@ def check_marginal(
     al_t, v_t = float(ct.alpha), float(ct.sigma) ** 2
 
     xs = x0.expand(num_samples, *x0.shape)
-    eps = torch.randn(xs.shape, generator=generator, dtype=xs.dtype, device=xs.device)
+    eps = randn(xs.shape, generator=generator, dtype=xs.dtype, device=xs.device)
     start, _ = sde.sample_marginal(xs, t0, noise=eps)
     xT = solve(sde, start, grid.to(x0.device), method="euler", generator=generator)
     x0d = x0.to(torch.float64)

@@ -85,8 +85,8 @@ class LogSNRTimeSampler:
 
 class LogNormalTimeSampler(LogSNRTimeSampler):
     r"""EDM's noise distribution (Karras, Aittala, Aila & Laine 2022, *Elucidating the design space of
-    diffusion-based generative models*, table 1): :math:`\ln	ilde\sigma \sim N(P_{mean}, P_{std}^2)` with
-    :math:`	ilde\sigma = \sigma/lpha`, mapped to ``t`` through the log-SNR :math:`\lambda = -2\ln	ilde\sigma`
+    diffusion-based generative models*, table 1): :math:`\ln\tilde\sigma \sim N(P_{mean}, P_{std}^2)` with
+    :math:`\tilde\sigma = \sigma/\alpha`, mapped to ``t`` through the log-SNR :math:`\lambda = -2\ln\tilde\sigma`
     (levels beyond the SDE's domain clip to ``t_min`` or ``T``)."""
 
     def __init__(self, sde: object, t_min: float, T: float, p_mean: float = -1.2, p_std: float = 1.2,
@@ -109,14 +109,14 @@ class LogNormalTimeSampler(LogSNRTimeSampler):
 
 
 def edm_coefficients(sigma_tilde: torch.Tensor, sigma_data: float) -> tuple[torch.Tensor, ...]:
-    r"""EDM's preconditioning (Karras et al. 2022, table 1) at the noise level :math:`	ilde\sigma = \sigma/lpha`:
+    r"""EDM's preconditioning (Karras et al. 2022, table 1) at the noise level :math:`\tilde\sigma = \sigma/\alpha`:
 
     .. math::
 
-        c_{skip} = rac{\sigma_d^2}{	ilde\sigma^2 + \sigma_d^2}, \quad
-        c_{out} = rac{	ilde\sigma \sigma_d}{\sqrt{	ilde\sigma^2 + \sigma_d^2}}, \quad
-        c_{in} = rac{1}{\sqrt{	ilde\sigma^2 + \sigma_d^2}}, \quad
-        \lambda = rac{	ilde\sigma^2 + \sigma_d^2}{(	ilde\sigma \sigma_d)^2}
+        c_{skip} = \frac{\sigma_d^2}{\tilde\sigma^2 + \sigma_d^2}, \quad
+        c_{out} = \frac{\tilde\sigma \sigma_d}{\sqrt{\tilde\sigma^2 + \sigma_d^2}}, \quad
+        c_{in} = \frac{1}{\sqrt{\tilde\sigma^2 + \sigma_d^2}}, \quad
+        \lambda = \frac{\tilde\sigma^2 + \sigma_d^2}{(\tilde\sigma \sigma_d)^2}
 
     so that the network's input and its regression target have unit variance at every level and
     the loss weight ``lambda`` makes the effective weight on the denoiser's error uniform.

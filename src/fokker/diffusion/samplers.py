@@ -349,9 +349,9 @@ def annealed_langevin(
     :func:`fokker.mcmc.annealed_langevin` with the grid's times :math:`t_1, \dots, t_N` as levels
     (the first entry, the prior time, is skipped): ``num_steps`` unadjusted Langevin steps target
     each :math:`p_{t_i}` with :math:`\epsilon_i = \mathrm{step\_ratio}\cdot\sigma_i^2`, i.e. NCSN's
-    :math:`lpha_i = \epsilon\,\sigma_i^2/\sigma_L^2` written with ``step_ratio = epsilon / sigma_L^2``
-    (here :math:`\epsilon_i = lpha_i/2`).  Before the steps of level ``i`` the samples are rescaled
-    by :math:`lpha_i/lpha_{i-1}` (the mean map of the forward transition; identity for VE, where
+    :math:`\alpha_i = \epsilon\,\sigma_i^2/\sigma_L^2` written with ``step_ratio = epsilon / sigma_L^2``
+    (here :math:`\epsilon_i = \alpha_i/2`).  Before the steps of level ``i`` the samples are rescaled
+    by :math:`\alpha_i/\alpha_{i-1}` (the mean map of the forward transition; identity for VE, where
     this is exactly NCSN): without it a VP chain would have to diffuse the whole data scale outwards
     with steps of size :math:`\sigma_i`.  Each level keeps a bias of order ``step_ratio``.
     NFE = N * num_steps.

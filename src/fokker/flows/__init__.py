@@ -10,10 +10,21 @@ See ``docs/flows.md`` and ``docs/flows_more.md``.
 
 from __future__ import annotations
 
-from .autoregressive import IAF, MADE, MAF, MaskedAutoregressive, MaskedLinear, SplineAutoregressive
+from .autoregressive import (
+    IAF,
+    MADE,
+    MAF,
+    MaskedAutoregressive,
+    MaskedLinear,
+    NeuralAutoregressive,
+    SplineAutoregressive,
+    SumOfSquaresAutoregressive,
+    UnconstrainedNeuralAutoregressive,
+)
 from .base import Bijection, ConditionedBijection
 from .batchnorm import BatchNormFlow
-from .builders import ffjord, glow, iaf, maf, nice, nsf, planar_flow, realnvp, residual_flow
+from .block import BlockAutoregressive
+from .builders import bnaf, ffjord, glow, iaf, maf, naf, nice, nsf, planar_flow, realnvp, residual_flow, sospf, unaf
 from .continuous import ContinuousFlow, TimeMLP
 from .coupling import (
     AdditiveCoupling,
@@ -27,10 +38,14 @@ from .coupling import (
     half_mask,
 )
 from .elementwise import Additive, Affine, ElementwiseMap, RationalQuadratic, soft_clamp
+from .emerging import EmergingConv
 from .flow import Flow, FlowDistribution
 from .glow import Multiscale, Squeeze, squeeze, unsqueeze
+from .matrix import Householder, MatrixExponential, Orthogonal
+from .monotone import DeepSigmoid, MonotoneMap, SumOfSquares, UnconstrainedMonotone, solve_monotone
 from .linear import ActNorm, InvertibleConv1x1, InvertibleLinear
 from .permute import Permute, Reverse
+from .pointwise import Elementwise, ElementwiseSpline, LeakyReLU, SoftClip, Softplus, Tanh
 from .planar import Planar, solve_tanh_equation
 from .radial import Radial
 from .residual import LipSwish, ResidualFlow, SpectralNormLinear
@@ -65,6 +80,19 @@ __all__ = [
     "Affine",
     "RationalQuadratic",
     "soft_clamp",
+    # monotone maps with a root-finding inverse
+    "MonotoneMap",
+    "DeepSigmoid",
+    "UnconstrainedMonotone",
+    "SumOfSquares",
+    "solve_monotone",
+    # elementwise layers, learned and fixed
+    "Elementwise",
+    "ElementwiseSpline",
+    "LeakyReLU",
+    "Softplus",
+    "Tanh",
+    "SoftClip",
     # coupling
     "Coupling",
     "AdditiveCoupling",
@@ -82,10 +110,18 @@ __all__ = [
     "MAF",
     "IAF",
     "SplineAutoregressive",
+    "NeuralAutoregressive",
+    "UnconstrainedNeuralAutoregressive",
+    "SumOfSquaresAutoregressive",
+    "BlockAutoregressive",
     # linear, permutations, multiscale
     "ActNorm",
     "InvertibleLinear",
     "InvertibleConv1x1",
+    "EmergingConv",
+    "Householder",
+    "MatrixExponential",
+    "Orthogonal",
     "Permute",
     "Reverse",
     "Squeeze",
@@ -120,6 +156,10 @@ __all__ = [
     "maf",
     "iaf",
     "nsf",
+    "naf",
+    "unaf",
+    "sospf",
+    "bnaf",
     "glow",
     "planar_flow",
     "residual_flow",

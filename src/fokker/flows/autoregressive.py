@@ -31,6 +31,7 @@ from ..errors import ParameterError
 from ..nets import check_hidden, make_activation
 from .base import Bijection, broadcast_context
 from .elementwise import Affine, ElementwiseMap, RationalQuadratic
+from .monotone import DeepSigmoid, SumOfSquares, UnconstrainedMonotone
 
 __all__ = [
     "MaskedLinear",
@@ -39,6 +40,9 @@ __all__ = [
     "MAF",
     "IAF",
     "SplineAutoregressive",
+    "NeuralAutoregressive",
+    "UnconstrainedNeuralAutoregressive",
+    "SumOfSquaresAutoregressive",
 ]
 
 
@@ -263,3 +267,66 @@ class SplineAutoregressive(MaskedAutoregressive):
                  rank: Tensor | None = None, bins: int = 8, bound: float = 5.0,
                  one_pass: str = "inverse", activation: type[nn.Module] = nn.ReLU) -> None:
         super().__init__(RationalQuadratic(bins, bound), features, hidden, context_dim, rank, one_pass, activation)
+
+
+class NeuralAutoregressive(MaskedAutoregressive):
+    """Neural autoregressive flow layer (Huang et al. 2018, sec. 3.1, deep sigmoidal flow).
+
+    Density direction (data ``y`` -> noise ``x``) ``x_i = g(y_i; theta(y_{<i}, c))`` with ``g``
+    the monotone :class:`~fokker.flows.monotone.DeepSigmoid` map, ``theta`` from a MADE: training
+    is one network pass; the log-det is exact.  Sampling is sequential (``d`` MADE passes), each
+    inverting ``g`` by safeguarded Newton in an exact bracket (zuko's NAF bisects on ``[-10, 10]``;
+    here any finite input inverts).
+
+    Args:
+        features, hidden, context_dim, rank, activation: as :class:`MAF`.
+        num_units: sigmoid units ``K`` of the map.
+    """
+
+    def __init__(self, features: int, hidden: Sequence[int] = (64, 64), context_dim: int = 0,
+                 rank: Tensor | None = None, num_units: int = 8,
+                 activation: type[nn.Module] = nn.ReLU) -> None:
+        super().__init__(DeepSigmoid(num_units), features, hidden, context_dim, rank, "inverse", activation)
+
+
+class UnconstrainedNeuralAutoregressive(MaskedAutoregressive):
+    """Unconstrained neural autoregressive flow layer (Wehenkel & Louppe 2019, sec. 3, UMNN-MAF).
+
+    Density direction ``x_i = beta_i + int_0^{y_i} f(t; h_i) dt`` with ``(h_i, beta_i)`` from a MADE
+    of ``y_{<i}`` (and the context) and one positive integrand network ``f`` shared by the
+    coordinates (:class:`~fokker.flows.monotone.UnconstrainedMonotone`): the integral is a
+    Gauss-Legendre quadrature, the log-det ``sum_i log f(y_i; h_i)`` is exact for the integral.
+    Sampling is sequential, each coordinate inverted by safeguarded Newton.
+
+    Args:
+        features, hidden, context_dim, rank, activation: as :class:`MAF` (``hidden`` is the MADE's).
+        signal: embedding size per coordinate.
+        integrand_hidden: hidden sizes of the integrand network.
+        num_nodes: quadrature nodes.
+        bound: the map is linear outside ``[-bound, bound]``.
+    """
+
+    def __init__(self, features: int, hidden: Sequence[int] = (64, 64), context_dim: int = 0,
+                 rank: Tensor | None = None, signal: int = 16, integrand_hidden: Sequence[int] = (64, 64),
+                 num_nodes: int = 32, bound: float = 10.0, activation: type[nn.Module] = nn.ReLU) -> None:
+        transform = UnconstrainedMonotone(signal, integrand_hidden, num_nodes, bound)
+        super().__init__(transform, features, hidden, context_dim, rank, "inverse", activation)
+
+
+class SumOfSquaresAutoregressive(MaskedAutoregressive):
+    """Sum-of-squares polynomial flow layer (Jaini et al. 2019, sec. 3, SOS flow).
+
+    Density direction ``x_i = g(y_i; theta(y_{<i}, c))`` with ``g`` the integral of a sum of squared
+    polynomials (:class:`~fokker.flows.monotone.SumOfSquares`, closed form, exact log-det);
+    sampling is sequential with a safeguarded-Newton inverse.
+
+    Args:
+        features, hidden, context_dim, rank, activation: as :class:`MAF`.
+        degree, num_polynomials, bound, slope: see :class:`~fokker.flows.monotone.SumOfSquares`.
+    """
+
+    def __init__(self, features: int, hidden: Sequence[int] = (64, 64), context_dim: int = 0,
+                 rank: Tensor | None = None, degree: int = 4, num_polynomials: int = 3, bound: float = 10.0,
+                 slope: float = 1e-3, activation: type[nn.Module] = nn.ReLU) -> None:
+        transform = SumOfSquares(degree, num_polynomials, bound, slope)
+        super().__init__(transform, features, hidden, context_dim, rank, "inverse", activation)

@@ -11,6 +11,11 @@ specialises its ``MAF``, a builder is only a loop over a layer class):
   ascending / descending (Papamakarios et al. 2017; Kingma et al. 2016);
 * :func:`nsf` — :class:`SplineCoupling` or :class:`SplineAutoregressive` layers
   (Durkan et al. 2019);
+* :func:`naf` / :func:`unaf` / :func:`sospf` — :class:`NeuralAutoregressive`,
+  :class:`UnconstrainedNeuralAutoregressive`, :class:`SumOfSquaresAutoregressive` layers (Huang
+  et al. 2018; Wehenkel & Louppe 2019; Jaini et al. 2019), orders alternating as in :func:`maf`;
+* :func:`bnaf` — :class:`BlockAutoregressive` layers with order reversals between them (De Cao
+  et al. 2019);
 * :func:`glow` — the multiscale image architecture: per level squeeze, ``depth`` x
   (ActNorm, invertible 1x1 conv, affine coupling), split (Kingma & Dhariwal 2018);
 * :func:`planar_flow` — planar (Rezende & Mohamed 2015), radial or Sylvester (van den Berg
@@ -36,19 +41,32 @@ from torch import nn
 from .._args import check_int, check_positive
 from ..errors import ParameterError
 from ..nets import check_hidden
-from .autoregressive import IAF, MAF, SplineAutoregressive
+from .autoregressive import (
+    IAF,
+    MAF,
+    NeuralAutoregressive,
+    SplineAutoregressive,
+    SumOfSquaresAutoregressive,
+    UnconstrainedNeuralAutoregressive,
+)
 from .base import Bijection
+from .block import BlockAutoregressive
 from .continuous import EXACT_TRACE_MAX_DIM, ContinuousFlow
 from .coupling import AdditiveCoupling, AffineCoupling, SplineCoupling, alternating_mask, channel_mask, checkerboard_mask, half_mask
+from .emerging import EmergingConv
 from .flow import Flow
 from .glow import Multiscale
 from .linear import ActNorm, InvertibleConv1x1
+from .permute import Reverse
 from .planar import Planar
 from .radial import Radial
 from .residual import ResidualFlow
 from .sylvester import Sylvester
 
-__all__ = ["nice", "realnvp", "maf", "iaf", "nsf", "glow", "planar_flow", "residual_flow", "ffjord", "BUILDERS"]
+__all__ = [
+    "nice", "realnvp", "maf", "iaf", "nsf", "naf", "unaf", "sospf", "bnaf", "glow", "planar_flow", "residual_flow", "ffjord",
+    "BUILDERS",
+]
 
 #: name -> builder, for :func:`fokker.flows.load`
 BUILDERS: dict[str, Callable[..., Flow]] = {}
@@ -186,10 +204,95 @@ def nsf(
                                      activation=activation))
 
 
+def _monotone_autoregressive(
+    name: str, make: Callable[[torch.Tensor], Bijection], features: int, transforms: int, hidden: Sequence[int],
+    context_dim: int, kwargs: dict[str, Any],
+) -> Flow:
+    _check_vector(features, transforms, hidden)
+    flow = Flow([make(r) for r in _ranks(features, transforms)], features, context_dim=context_dim)
+    return _finish(flow, name, dict(features=features, transforms=transforms, hidden=tuple(hidden),
+                                    context_dim=context_dim, **kwargs))
+
+
+@_builder
+def naf(
+    features: int, transforms: int = 3, hidden: Sequence[int] = (64, 64), context_dim: int = 0,
+    num_units: int = 8, activation: type[nn.Module] = nn.ReLU,
+) -> Flow:
+    """Neural autoregressive flow (Huang et al. 2018): deep sigmoidal maps, density in one pass per layer.
+
+    ``transforms`` :class:`NeuralAutoregressive` layers with ``num_units`` sigmoid units per
+    coordinate; sampling inverts each map by safeguarded Newton (sequential over coordinates).
+    """
+    return _monotone_autoregressive(
+        "naf", lambda r: NeuralAutoregressive(features, hidden, context_dim, r, num_units, activation),
+        features, transforms, hidden, context_dim, dict(num_units=num_units, activation=activation),
+    )
+
+
+@_builder
+def unaf(
+    features: int, transforms: int = 3, hidden: Sequence[int] = (64, 64), context_dim: int = 0,
+    signal: int = 16, integrand_hidden: Sequence[int] = (64, 64), num_nodes: int = 32, bound: float = 10.0,
+    activation: type[nn.Module] = nn.ReLU,
+) -> Flow:
+    """Unconstrained neural autoregressive flow (Wehenkel & Louppe 2019): integrals of positive networks.
+
+    ``transforms`` :class:`UnconstrainedNeuralAutoregressive` layers; ``integrand_hidden`` sizes the
+    integrand network of each layer, ``num_nodes`` its Gauss-Legendre rule.
+    """
+    integrand_hidden = check_hidden(integrand_hidden, "integrand_hidden")
+    return _monotone_autoregressive(
+        "unaf",
+        lambda r: UnconstrainedNeuralAutoregressive(features, hidden, context_dim, r, signal, integrand_hidden,
+                                                    num_nodes, bound, activation),
+        features, transforms, hidden, context_dim,
+        dict(signal=signal, integrand_hidden=integrand_hidden, num_nodes=num_nodes, bound=bound, activation=activation),
+    )
+
+
+@_builder
+def sospf(
+    features: int, transforms: int = 3, hidden: Sequence[int] = (64, 64), context_dim: int = 0,
+    degree: int = 4, num_polynomials: int = 3, bound: float = 10.0, slope: float = 1e-3,
+    activation: type[nn.Module] = nn.ReLU,
+) -> Flow:
+    """Sum-of-squares polynomial flow (Jaini et al. 2019): ``transforms`` :class:`SumOfSquaresAutoregressive` layers."""
+    return _monotone_autoregressive(
+        "sospf",
+        lambda r: SumOfSquaresAutoregressive(features, hidden, context_dim, r, degree, num_polynomials, bound, slope,
+                                             activation),
+        features, transforms, hidden, context_dim,
+        dict(degree=degree, num_polynomials=num_polynomials, bound=bound, slope=slope, activation=activation),
+    )
+
+
+@_builder
+def bnaf(
+    features: int, transforms: int = 2, hidden: Sequence[int] = (16, 16), context_dim: int = 0,
+    scale_bound: float = 7.0,
+) -> Flow:
+    """Block neural autoregressive flow (De Cao et al. 2019): ``transforms`` :class:`BlockAutoregressive`
+    layers (``hidden``: units per feature of each hidden layer) with a :class:`Reverse` between two
+    of them.  Density in one network pass per layer; sampling solves each layer coordinate by coordinate.
+    """
+    check_int(features, "features")
+    check_int(transforms, "transforms")
+    hidden = check_hidden(hidden, allow_empty=False)
+    layers: list[Bijection] = []
+    for i in range(transforms):
+        if i:
+            layers.append(Reverse(features))
+        layers.append(BlockAutoregressive(features, hidden, context_dim, scale_bound))
+    flow = Flow(layers, features, context_dim=context_dim)
+    return _finish(flow, "bnaf", dict(features=features, transforms=transforms, hidden=tuple(hidden),
+                                      context_dim=context_dim, scale_bound=scale_bound))
+
+
 @_builder
 def glow(
     shape: Sequence[int], levels: int = 2, depth: int = 4, hidden: int = 64, mask: str = "channel",
-    scale_bound: float = 7.0,
+    scale_bound: float = 7.0, conv: str = "1x1",
 ) -> Flow:
     """Glow-style multiscale flow on ``(C, H, W)`` images (Kingma & Dhariwal 2018, figure 2).
 
@@ -201,6 +304,8 @@ def glow(
         hidden: channel width of the coupling conditioners.
         mask: ``"channel"`` (Glow) or ``"checkerboard"`` (RealNVP) coupling masks (a level
             whose squeezed image is 1x1 uses channel masks).
+        conv: ``"1x1"`` (Glow) or ``"emerging"``: an :class:`EmergingConv` (3x3, Hoogeboom et al.
+            2019) next to every 1x1 convolution (data side: ActNorm, emerging, 1x1, coupling).
     """
     if len(tuple(shape)) != 3:
         raise ParameterError(f"shape must be (C, H, W); got {tuple(shape)!r}")
@@ -213,6 +318,8 @@ def glow(
         raise ParameterError(f"height and width must be divisible by 2**levels={2**levels}; got shape {tuple(shape)}")
     if mask not in ("channel", "checkerboard"):
         raise ParameterError(f"mask must be 'channel' or 'checkerboard'; got {mask!r}")
+    if conv not in ("1x1", "emerging"):
+        raise ParameterError(f"conv must be '1x1' or 'emerging'; got {conv!r}")
     shapes = []
     c, h, w = C, H, W
     for _ in range(levels):
@@ -226,16 +333,15 @@ def glow(
             # a 1x1 image has no checkerboard: the coarsest level falls back to channel masks
             board = mask == "checkerboard" and sq[1] * sq[2] > 1
             m = checkerboard_mask(sq, flip=k % 2 == 1) if board else channel_mask(sq, flip=k % 2 == 1)
-            layers += [
-                AffineCoupling(sq[0], (hidden,), mask=m, scale_bound=scale_bound),
-                InvertibleConv1x1(sq[0]),
-                ActNorm(sq[0], event_dim=3),
-            ]
+            layers += [AffineCoupling(sq[0], (hidden,), mask=m, scale_bound=scale_bound), InvertibleConv1x1(sq[0])]
+            if conv == "emerging":
+                layers.append(EmergingConv(sq[0]))
+            layers.append(ActNorm(sq[0], event_dim=3))
         level = Multiscale((c, h, w), layers, next=level if i < levels - 1 else None)
     assert level is not None
     flow = Flow([level], (C, H, W))
     return _finish(flow, "glow", dict(shape=(C, H, W), levels=levels, depth=depth, hidden=hidden, mask=mask,
-                                      scale_bound=scale_bound))
+                                      scale_bound=scale_bound, conv=conv))
 
 
 _KINDS = ("planar", "radial", "sylvester")

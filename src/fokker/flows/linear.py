@@ -16,6 +16,7 @@ Kingma & Dhariwal (2018), Glow, sec. 3.1-3.2 and table 1; seed 000's table of la
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -23,6 +24,7 @@ from torch import Tensor, nn
 
 from .._args import check_int, check_positive
 from ..errors import ParameterError, ShapeError
+from ..nets import MLP, check_hidden
 from .base import Bijection
 
 __all__ = ["ActNorm", "InvertibleLinear", "InvertibleConv1x1"]
@@ -153,13 +155,24 @@ class InvertibleLinear(Bijection):
 
     Initialized at a random rotation.  ``log|det W| = sum log|s|`` (exact).
 
+    Conditional (vectors, ``context_dim > 0``): the free entries of ``L``, ``U`` and ``log|s|``
+    are shifted by ``MLP(c)`` (one ``d x d`` output: strictly lower, strictly upper, diagonal;
+    last layer zero at construction), so ``W(c) = P L(c) U(c)`` per context, with the same exact
+    log-det and triangular-solve inverse (the conditional linear layers of Winkler et al. 2019).
+
     Args:
         features: ``d`` (vectors) or the number of channels ``C`` (``event_dim=3``).
         event_dim: 1 for vectors, 3 for images (acts on the channel dim of every pixel).
+        context_dim: context size (vectors only; 0: unconditional).
+        hidden, activation: the context network.
     """
 
-    def __init__(self, features: int, event_dim: int = 1) -> None:
-        super().__init__(event_dim=_check_event_dim(event_dim))
+    def __init__(self, features: int, event_dim: int = 1, context_dim: int = 0,
+                 hidden: Sequence[int] = (64, 64), activation: type[nn.Module] = nn.ReLU) -> None:
+        hidden = check_hidden(hidden)
+        super().__init__(event_dim=_check_event_dim(event_dim), context_dim=context_dim)
+        if context_dim and event_dim != 1:
+            raise ParameterError("context_dim > 0 is supported for vectors (event_dim=1) only")
         d = self.features = check_int(features, "features")
         q = torch.linalg.qr(torch.randn(d, d, dtype=torch.float64))[0]
         P, L, U = torch.linalg.lu(q)
@@ -170,27 +183,43 @@ class InvertibleLinear(Bijection):
         self.lower = nn.Parameter(L.to(torch.get_default_dtype()))
         self.upper = nn.Parameter(torch.triu(U, 1).to(torch.get_default_dtype()))
         self.log_s = nn.Parameter(torch.log(torch.abs(s)).to(torch.get_default_dtype()))
+        if context_dim:
+            self.net = MLP(context_dim, d * d, hidden, activation, zero_output=True)
 
-    def _factors(self) -> tuple[Tensor, Tensor]:
+    def _free(self, context: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+        """``lower``, ``upper`` (full ``d x d``, masked later) and ``log_s``, shifted by the context network."""
+        if not self.context_dim:
+            return self.lower, self.upper, self.log_s
+        assert context is not None
+        delta = self.net(context).unflatten(-1, (self.features, self.features))
+        return self.lower + delta, self.upper + delta, self.log_s + torch.diagonal(delta, dim1=-2, dim2=-1)
+
+    def _factors(self, context: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        lower, upper, log_s = self._free(context)
         eye = torch.eye(self.features, dtype=self.lower.dtype, device=self.lower.device)
-        L = self.lower * self.lower_mask + eye
-        U = self.upper * self.lower_mask.T + torch.diag(self.diag_sign * torch.exp(self.log_s))
-        return L, U
+        L = lower * self.lower_mask + eye
+        U = upper * self.lower_mask.T + torch.diag_embed(self.diag_sign * torch.exp(log_s))
+        return L, U, log_s
 
-    def weight(self) -> Tensor:
-        """The matrix ``W = P L U``."""
-        L, U = self._factors()
+    def weight(self, context: Tensor | None = None) -> Tensor:
+        """The matrix ``W = P L U`` (``(*cbatch, d, d)`` for a conditional layer)."""
+        self._check_context(context)
+        L, U, _ = self._factors(context)
         return self.perm @ L @ U
 
-    def inverse_weight(self) -> Tensor:
+    def inverse_weight(self, context: Tensor | None = None) -> Tensor:
         """``W^{-1} = U^{-1} L^{-1} P^T`` by two triangular solves."""
-        L, U = self._factors()
-        z = torch.linalg.solve_triangular(L, self.perm.T, upper=False, unitriangular=True)
+        self._check_context(context)
+        L, U, _ = self._factors(context)
+        return self._solve(L, U)
+
+    def _solve(self, L: Tensor, U: Tensor) -> Tensor:
+        z = torch.linalg.solve_triangular(L, self.perm.T.expand_as(L), upper=False, unitriangular=True)
         return torch.linalg.solve_triangular(U, z, upper=True)
 
     def _mix(self, W: Tensor, v: Tensor) -> Tensor:
         if self._event_dim == 1:
-            return v @ W.T
+            return (W @ v[..., None])[..., 0] if W.dim() > 2 else v @ W.T
         return torch.einsum("ij,...jhw->...ihw", W, v)
 
     def _check(self, v: Tensor, name: str, context: Tensor | None) -> None:
@@ -200,20 +229,23 @@ class InvertibleLinear(Bijection):
         elif v.dim() < 3 or v.shape[-3] != self.features:
             raise ShapeError(f"{name} must have shape (..., {self.features}, H, W); got shape {tuple(v.shape)}")
 
-    def _ladj(self, v: Tensor) -> Tensor:
+    def _ladj(self, v: Tensor, log_s: Tensor) -> Tensor:
         factor = 1 if self._event_dim == 1 else v.shape[-1] * v.shape[-2]
-        return (self.log_s.sum() * factor).expand(v.shape[: v.dim() - self._event_dim])
+        batch = torch.broadcast_shapes(v.shape[: v.dim() - self._event_dim], log_s.shape[:-1])
+        return (log_s.sum(-1) * factor).expand(batch)
 
     def call_and_ladj(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         self._check(x, "x", context)
-        return self._mix(self.weight(), x), self._ladj(x)
+        L, U, log_s = self._factors(context)
+        return self._mix(self.perm @ L @ U, x), self._ladj(x, log_s)
 
     def inverse_and_ladj(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         self._check(y, "y", context)
-        return self._mix(self.inverse_weight(), y), -self._ladj(y)
+        L, U, log_s = self._factors(context)
+        return self._mix(self._solve(L, U), y), -self._ladj(y, log_s)
 
     def extra_repr(self) -> str:
-        return f"features={self.features}, event_dim={self._event_dim}"
+        return f"features={self.features}, event_dim={self._event_dim}, context_dim={self.context_dim}"
 
 
 class InvertibleConv1x1(InvertibleLinear):

@@ -11,7 +11,8 @@
 * :func:`solve` -- lean fixed-grid Euler-Maruyama / Heun; other methods via torchsde/torchdiffeq.
 * :class:`Schedule` -- the protocol (``alpha, sigma, f, g2, log_snr, coefficients``) that diffusion
   models, samplers and checkers use; :func:`time_grid` -- the one grid builder.
-* :func:`kl_path` -- Girsanov KL between the path measures of two SDEs with the same diffusion.
+* :func:`kl_path` -- Girsanov KL between the path measures of two SDEs with the same diffusion;
+  :func:`girsanov_integrand` -- its rate ``0.5 |(f_p - f_q)/g|^2`` (also used by ``fokker.neural_sde``).
 """
 
 from .base import SDE, ScoreFn
@@ -21,7 +22,7 @@ from .linear import LinearSDE, ScheduleSDE
 from .ou import BrownianMotion, OrnsteinUhlenbeck
 from .reverse import ProbabilityFlowODE, ReverseSDE
 from .grid import SPACINGS, time_grid
-from .path_kl import PathKL, kl_path
+from .path_kl import PathKL, girsanov_integrand, kl_path
 from .schedule import Coefficients, Schedule
 from .solve import solve
 from .ve import VESDE
@@ -50,4 +51,5 @@ __all__ = [
     "SPACINGS",
     "kl_path",
     "PathKL",
+    "girsanov_integrand",
 ]

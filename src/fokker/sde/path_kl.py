@@ -36,7 +36,7 @@ from .._args import check_finite, check_tensor
 from .._random import randn
 from ..errors import ParameterError, ShapeError
 
-__all__ = ["PathKL", "kl_path"]
+__all__ = ["PathKL", "kl_path", "girsanov_integrand"]
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,29 @@ class PathKL:
 
     def __float__(self) -> float:
         return float(self.kl)
+
+
+def girsanov_integrand(f_p: torch.Tensor, f_q: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """The Girsanov rate ``0.5 |(f_p - f_q) / g|^2`` of ``KL(P || Q)`` per unit time (Li et al. 2020, eq. 5).
+
+    The one place the path KL's integrand is written: :func:`kl_path` sums it along Euler paths,
+    and the latent SDE of :mod:`fokker.neural_sde` integrates it as an extra state coordinate.
+    Over one Euler step of length ``h`` from a common state, ``h`` times it is exactly
+    ``KL(N(x + h f_p, g^2 h) || N(x + h f_q, g^2 h))``.
+
+    Args:
+        f_p, f_q: drifts ``(..., d)`` of the two SDEs at the same state and time.
+        g: their common diagonal diffusion, broadcastable to ``(..., d)``.
+
+    Returns:
+        ``(...)``: the sum over the last dimension.  A coordinate with ``g = 0`` contributes 0 where
+        the drifts agree and ``inf`` where they differ.  Differentiable where ``g != 0``.
+    """
+    g = g.expand_as(f_p)
+    df = f_p - f_q
+    nonzero = g != 0
+    u = torch.where(nonzero, df / torch.where(nonzero, g, torch.ones_like(g)), torch.where(df == 0, 0.0, math.inf))
+    return 0.5 * (u * u).sum(-1)
 
 
 def _protocol(obj: Any, name: str) -> None:
@@ -126,9 +149,7 @@ def kl_path(
             if fp.shape != x.shape or fq.shape != x.shape:
                 raise ShapeError(f"drifts must have the shape of the state {tuple(x.shape)}; got {tuple(fp.shape)}, {tuple(fq.shape)}")
             mismatch = torch.maximum(mismatch, ((gp - gq).abs() / (gp.abs() + gq.abs()).clamp_min(1e-300)).max())
-            df = fp - fq
-            u = torch.where(gp != 0, df / torch.where(gp != 0, gp, 1.0), torch.where(df == 0, 0.0, math.inf))
-            total = total + 0.5 * hk * (u * u).sum(-1)
+            total = total + hk * girsanov_integrand(fp, fq, gp)
             x = x + hk * fp + gp * math.sqrt(hk) * randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
     if float(mismatch) > rtol:
         raise ParameterError(
