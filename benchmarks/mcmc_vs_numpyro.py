@@ -2,7 +2,7 @@
 
 Run:  python benchmarks/mcmc_vs_numpyro.py [--quick] [--only NAME,NAME] [--kernels default,HMC,NUTS,ChEESHMC]
                                            [--chains 64] [--warmup 1000] [--draws 1000] [--skip-numpyro]
-                                           [--threads 1]
+                                           [--threads 1] [--fokker-targets LABEL,LABEL]
 
 Posteriors (the same model in both libraries, float64):
 * eight schools, non-centred: fokker samples the Pyro model through ``from_pyro`` and the
@@ -245,6 +245,8 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=None, help="warm-up iterations (default 1000, --quick 200)")
     p.add_argument("--draws", type=int, default=None, help="draws per chain (default 1000, --quick 200)")
     p.add_argument("--skip-numpyro", action="store_true")
+    p.add_argument("--fokker-targets", default=None,
+                   help="comma-separated substrings of the fokker rows' target labels to run (default: all)")
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads for torch and XLA (default: as the environment says; 1 on a shared machine)")
     a = p.parse_args()
@@ -275,6 +277,8 @@ def main() -> None:
                 print(rows[-1], flush=True)
         ref = np_rows.get("NumPyro NUTS 64 chains")
         for label, make in case["fokker"].items():
+            if a.fokker_targets and not any(t in label for t in a.fokker_targets.split(",")):
+                continue
             for kname in a.kernels.split(","):
                 target = make()
                 latent = case["latent"] if hasattr(target, "constrain") and label != "EightSchools" else None
