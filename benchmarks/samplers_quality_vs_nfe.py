@@ -1,74 +1,305 @@
-"""Sample quality vs NFE for every diffusion sampler, with the exact score of mog40 under a VP SDE,
-and the sampler overhead ratio (wall time / bare network time).
+"""Sample quality vs NFE: fokker's default samplers against the peers' defaults (diffusers, k-diffusion) on
+the exact diffused-mixture oracle, and the sampler overhead ratio.
 
-Usage:  python benchmarks/samplers_quality_vs_nfe.py [--n 2000] [--nfe 10 20 50 100 1000] [--device cpu]
+Usage:
+    python benchmarks/samplers_quality_vs_nfe.py [--n 2000] [--nfe 10 20 50] [--search] [--skip-overhead]
 
-Part 1: data = the 40-mode 2-D mixture of Midgley et al. (``fokker.targets.mog40``) pushed through
-``VPSDE(0.1, 20)``; score = the closed form (``fokker.analytic.DiffusedGaussianMixture``).  Every
-sampler starts from the *same* exact draws of p_T (no prior mismatch) and ends at t_min = 1e-3; the
-table gives the energy distance (``fokker.metrics``, U-statistic) to exact samples of p_{t_min} at
-each NFE budget, and the spread of exact-vs-exact values (the estimator's noise level: with 40
-far-apart modes, multinomial mode counts make it ~0.025 at n = 2000).
+Part 1 (``quality``): for each mixture (tight, wide, anisotropic, d = 2 and d = 64) and SDE (VP, VE, sub-VP,
+cosine VP), every sampler starts from the *same* exact draws of p_T (float64, exact score of
+``fokker.analytic.DiffusedGaussianMixture``) and is given an NFE budget; each method runs the largest
+configuration within the budget, counting every score evaluation (fokker: the grid plus the final Tweedie
+denoising at the grid's end; diffusers: ``num_inference_steps`` with its own final step to sigma = 0;
+k-diffusion: Karras levels from sigma/alpha at t_min to that at T, then 0).  Metrics:
 
-Part 2: the overhead ratio of each sampler with a real network (``ResidualTimeMLP(2, 128, 3)``, batch 1024):
-(wall time of the sampler) / (wall time of NFE bare ``net(x, t)`` calls), measured back to back and
-reported as the median over repetitions (the machine may be shared).  Target <= 1.10.
+* path error (deterministic samplers): RMS over samples and coordinates of the output minus the
+  converged PF-ODE map of the same draw (dopri5 at rtol = atol = 1e-9 down to t_min, then the denoiser);
+* energy distance (every sampler) to exact samples of the data mixture (``fokker.metrics``).
+
+diffusers drives VP-type SDEs only (VP, cosine); k-diffusion any linear SDE (its EDM variables).  The peers
+are run through ``benchmarks/peers.py`` (``pip install diffusers k-diffusion``; absent peers are skipped).
+
+``--search`` prints, per sampler, the candidate defaults (grid spacing, lower-order final step) with their
+error relative to the best peer default, worst case and geometric mean over all (mixture, SDE, NFE): the
+measurement behind ``fokker.diffusion.samplers.DEFAULT_SPACING`` and ``DEFAULT_FINAL_STEP``.
+
+Part 2 (``overhead``): wall time of each sampler with a real network (``ResidualTimeMLP(2, 128, 3)``,
+batch 1024) over the time of the same number of bare ``net(x, t)`` calls, median of repetitions.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import math
 import time
 
 import torch
 
+import peers
 from fokker.analytic import DiffusedGaussianMixture
 from fokker.diffusion import DiffusionModel, ResidualTimeMLP
-from fokker.sde import time_grid
-from fokker.diffusion.samplers import DEFAULT_SPACING, SAMPLERS
+from fokker.diffusion.samplers import DEFAULT_SPACING, FINAL_STEPS, SAMPLERS, check_final_step
 from fokker.metrics import energy_distance
-from fokker.sde import VPSDE
-from fokker.targets import mog40
+from fokker.sde import SPACINGS, VESDE, VPSDE, SubVPSDE, time_grid
+from fokker.targets import GaussianMixture
 
 print = functools.partial(print, flush=True)  # noqa: A001  (tables appear as they are computed)
 
-PER_STEP = {"euler_maruyama": 1, "predictor_corrector": 2, "ode_euler": 1, "heun": 2, "ddim": 1,
-            "dpm_solver": 1, "annealed_langevin": 5}
-ADAPTIVE_TOL = {10: 1e-1, 20: 3e-2, 50: 1e-3, 100: 1e-4, 1000: 1e-7}
+F64 = torch.float64
+#: score evaluations per grid step
+PER_STEP = {"heun": 2, "dpm_solver_2s": 2, "predictor_corrector": 2, "annealed_langevin": 5}
+DETERMINISTIC = ("heun", "ddim", "dpm_solver", "dpm_solver_3m", "dpm_solver_2s", "unipc", "deis")
 
 
-def quality(n: int, nfes: list[int], device: str) -> None:
-    torch.manual_seed(0)
+# ------------------------------------------------------------------------------------------ problems
+def _pentagon(scale: float) -> GaussianMixture:
+    ang = torch.arange(5, dtype=F64) * 2 * math.pi / 5
+    loc = 2.0 * torch.stack([ang.cos(), ang.sin()], -1)
+    w = torch.tensor([0.3, 0.25, 0.2, 0.15, 0.1], dtype=F64)
+    return GaussianMixture(loc, scale * torch.eye(2, dtype=F64).expand(5, 2, 2), w)
+
+
+def tight3() -> GaussianMixture:
+    """Three tight components with unequal weights (the acceptance mixture of ``DiffusionModel.sample``)."""
+    loc = torch.tensor([[-1.5, 0.0], [1.5, 0.5], [0.0, 1.8]], dtype=F64)
+    return GaussianMixture(loc, 0.05 * torch.eye(2, dtype=F64).expand(3, 2, 2), torch.tensor([0.5, 0.3, 0.2], dtype=F64))
+
+
+def _anisotropic() -> GaussianMixture:
+    loc = torch.tensor([[-2.0, 0.0], [2.0, 0.0], [0.0, 2.0]], dtype=F64)
+    tril = []
+    for a in (0.3, 1.2, 2.4):
+        rot = torch.tensor([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]], dtype=F64)
+        cov = rot @ torch.diag(torch.tensor([0.8**2, 0.05**2], dtype=F64)) @ rot.T
+        tril.append(torch.linalg.cholesky(cov))
+    return GaussianMixture(loc, torch.stack(tril), torch.tensor([0.4, 0.35, 0.25], dtype=F64))
+
+
+def _d64() -> GaussianMixture:
+    g = torch.Generator().manual_seed(0)
+    loc = 0.5 * torch.randn(4, 64, generator=g, dtype=F64)
+    return GaussianMixture(loc, 0.2 * torch.eye(64, dtype=F64).expand(4, 64, 64), torch.full((4,), 0.25, dtype=F64))
+
+
+MIXTURES = {"wide5": lambda: _pentagon(0.3), "tight5": lambda: _pentagon(0.06), "tight3": tight3,
+            "aniso": _anisotropic, "d64": _d64}
+SDES = {"vp": VPSDE, "cosine": VPSDE.cosine, "subvp": SubVPSDE, "ve": lambda: VESDE(sigma_min=0.01, sigma_max=50.0)}
+VP_TYPE = ("vp", "cosine")
+
+
+class Problem:
+    """One (mixture, SDE): the oracle, the shared prior draw, exact data samples and the PF-ODE reference."""
+
+    def __init__(self, mix: str, sde_name: str, n: int) -> None:
+        self.name = f"{mix}/{sde_name}"
+        self.sde = SDES[sde_name]()
+        self.vp_type = sde_name in VP_TYPE
+        gm = MIXTURES[mix]()
+        self.oracle = DiffusedGaussianMixture(gm, self.sde)
+        self.t_min = self.sde.score_domain()[0]
+        g = torch.Generator().manual_seed(0)
+        self.x_T = self.oracle.sample((n,), self.sde.T, generator=g)
+        self.data = DiffusedGaussianMixture(gm, VPSDE()).sample((n,), 0.0, generator=g)
+        grid = time_grid(1, self.sde.T, self.t_min, sde=self.sde)
+        ref, _ = SAMPLERS["ode_adaptive"](self.oracle.score_fn, self.sde, self.x_T.clone(), grid, rtol=1e-9, atol=1e-9)
+        self.reference = self.denoise(ref, self.t_min)
+        null = [float(energy_distance(DiffusedGaussianMixture(gm, VPSDE()).sample((n,), 0.0, generator=g), self.data))
+                for _ in range(4)]
+        #: the energy distance estimator's noise: sd of exact-vs-exact values
+        self.ed_noise = float(torch.tensor(null).std())
+
+    def denoise(self, x: torch.Tensor, t: float) -> torch.Tensor:
+        return self.oracle.denoise(x, torch.full((x.shape[0],), float(t), dtype=F64))
+
+    def scores(self, out: torch.Tensor) -> tuple[float, float]:
+        """(path error, energy distance) of samples from the shared draw."""
+        if not bool(torch.isfinite(out).all()):
+            return math.nan, math.nan
+        path = float((out - self.reference).pow(2).mean().sqrt())
+        return path, float(energy_distance(out, self.data))
+
+
+# ------------------------------------------------------------------------------------------ runners
+def fokker_run(p: Problem, name: str, budget: int, spacing: str | None = None, final_step: str | None = None,
+               **opts) -> tuple[torch.Tensor, int]:
+    """fokker's sampler within ``budget`` score evaluations, its final denoising step included, as
+    ``DiffusionModel.sample`` runs it.  ``final_step`` (default: the library's, ``DEFAULT_FINAL_STEP``):
+    ``"sampler"``: the grid ends at ``t_min``, then the denoiser; ``"denoise"``: the grid is spaced for one
+    more interval and the denoiser replaces its last one (as diffusers' final step to 0)."""
+    per = PER_STEP.get(name, 1)
+    num_steps = max(1, (budget - 1) // per)
+    jump = check_final_step(final_step, name) == "denoise"
+    grid = time_grid(num_steps + jump, p.sde.T, p.t_min, spacing or DEFAULT_SPACING[name], sde=p.sde)
+    if jump:
+        grid = grid[:-1]
+    end_t = float(grid[-1])
+    out, nfe = SAMPLERS[name](p.oracle.score_fn, p.sde, p.x_T.clone(), grid,
+                              generator=torch.Generator().manual_seed(1), **opts)
+    return p.denoise(out, end_t), nfe + 1
+
+
+#: the peers' default for each fokker sampler: (label, library, scheduler or function, options)
+PEERS = {
+    "heun": [("diffusers Heun", "diffusers", "HeunDiscreteScheduler", {}),
+             ("k-diffusion heun", "k-diffusion", "sample_heun", {})],
+    # the peers' "Euler" integrates the PF-ODE in sigma/alpha with the denoiser: that is DDIM (eta = 0), not
+    # fokker's ode_euler (Euler in t, which has no peer)
+    "ddim": [("diffusers DDIM", "diffusers", "DDIMScheduler", {}),
+             ("diffusers Euler", "diffusers", "EulerDiscreteScheduler", {}),
+             ("k-diffusion euler", "k-diffusion", "sample_euler", {})],
+    "dpm_solver": [("diffusers DPM++2M", "diffusers", "DPMSolverMultistepScheduler", {}),
+                   ("k-diffusion dpmpp_2m", "k-diffusion", "sample_dpmpp_2m", {})],
+    "dpm_solver_3m": [("diffusers DPM++3M", "diffusers", "DPMSolverMultistepScheduler", {"solver_order": 3})],
+    "dpm_solver_2s": [("diffusers DPM++2S", "diffusers", "DPMSolverSinglestepScheduler", {}),
+                      ("k-diffusion dpmpp_2s", "k-diffusion", "sample_dpmpp_2s_ancestral", {"eta": 0.0})],
+    "unipc": [("diffusers UniPC", "diffusers", "UniPCMultistepScheduler", {})],
+    "deis": [("diffusers DEIS", "diffusers", "DEISMultistepScheduler", {})],
+    "dpm_solver_sde": [("diffusers SDE-DPM++2M", "diffusers", "DPMSolverMultistepScheduler",
+                        {"algorithm_type": "sde-dpmsolver++"}),
+                       ("k-diffusion dpmpp_2m_sde", "k-diffusion", "sample_dpmpp_2m_sde", {})],
+    "euler_ancestral": [("diffusers EulerAncestral", "diffusers", "EulerAncestralDiscreteScheduler", {}),
+                        ("k-diffusion euler_ancestral", "k-diffusion", "sample_euler_ancestral", {})],
+}
+
+
+def peer_run(p: Problem, lib: str, fn: str, opts: dict, budget: int, kd) -> tuple[torch.Tensor, int] | None:
+    two = fn in ("HeunDiscreteScheduler", "sample_heun", "sample_dpmpp_2s_ancestral", "DPMSolverSinglestepScheduler")
+    if lib == "diffusers":
+        if not p.vp_type or not _has_diffusers():
+            return None
+        sched = peers.diffusers_scheduler(fn, p.sde, **opts)
+        steps = budget if not two or fn == "DPMSolverSinglestepScheduler" else (budget + 1) // 2
+        return peers.diffusers_run(sched, p.oracle, p.sde, p.x_T, steps, generator=torch.Generator().manual_seed(1))
+    if kd is None:
+        return None
+    levels = (budget + 1) // 2 if two else budget
+    sigmas = peers.k_diffusion_sigmas(kd, p.sde, levels, p.t_min)
+    return peers.k_diffusion_run(kd, fn, p.oracle, p.sde, p.x_T, sigmas, generator=torch.Generator().manual_seed(1),
+                                 **opts)
+
+
+@functools.cache
+def _has_diffusers() -> bool:
+    try:
+        import diffusers  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _cell(path: float, ed: float, nfe: int, budget: int, deterministic: bool) -> str:
+    s = (f"{path:.4f} / " if deterministic else "") + f"{ed:.4f}"
+    return s + ("" if nfe == budget else f" ({nfe})")
+
+
+# ------------------------------------------------------------------------------------------ tables
+def quality(problems: list[Problem], nfes: list[int], kd) -> dict:
+    """Print fokker's default vs each peer default; return the comparison per sampler."""
+    wins: dict[str, list[tuple[str, int, str, float, float]]] = {}
+    for name, plist in PEERS.items():
+        det = name in DETERMINISTIC
+        metric = "path error / energy distance" if det else "energy distance"
+        print(f"\n### {name} ({metric}; parenthesized: the NFE used when below the budget)\n")
+        print("| problem | method | " + " | ".join(f"NFE {k}" for k in nfes) + " |")
+        print("|---|---|" + "---|" * len(nfes))
+        for p in problems:
+            rows = {"fokker (default)": [fokker_run(p, name, b) for b in nfes]}
+            for label, lib, fn, opts in plist:
+                runs = [peer_run(p, lib, fn, opts, b, kd) for b in nfes]
+                if runs[0] is not None:
+                    rows[label] = runs
+            scored = {k: [p.scores(out) + (nfe,) for out, nfe in v] for k, v in rows.items()}
+            for label, cells in scored.items():
+                print(f"| {p.name} | {label} | " + " | ".join(_cell(a, e, n, b, det) for (a, e, n), b in zip(cells, nfes)) + " |")
+            for j, b in enumerate(nfes):
+                ours = scored["fokker (default)"][j]
+                for label, cells in scored.items():
+                    if label != "fokker (default)":
+                        wins.setdefault(name, []).append((p.name, b, label, ours[0] / cells[j][0] if det else math.nan,
+                                                          (ours[1] - cells[j][1]) / p.ed_noise))
+    print("\n### fokker default against the best peer default\n")
+    print("path error: ratio fokker / best peer (<= 1: fokker at least as good); energy distance: (fokker - best "
+          "peer) / the estimator's noise sd (<= 2: not worse beyond noise)\n")
+    print("| sampler | path error: worst ratio (where) | path error: geometric mean | energy distance: worst excess (where) |")
+    print("|---|---|---|---|")
+    for name, rows in wins.items():
+        best: dict[tuple[str, int], tuple[float, float]] = {}
+        for prob, b, _, rp, re in rows:
+            cur = best.get((prob, b), (-math.inf, -math.inf))
+            best[(prob, b)] = (max(cur[0], rp), max(cur[1], re))
+        rp = {k: v[0] for k, v in best.items() if math.isfinite(v[0]) and v[0] > 0}
+        re = {k: v[1] for k, v in best.items() if math.isfinite(v[1])}
+        wp = max(rp, key=rp.get) if rp else None
+        we = max(re, key=re.get)
+        gm = math.exp(sum(math.log(v) for v in rp.values()) / len(rp)) if rp else math.nan
+        path = f"{rp[wp]:.3f} ({wp[0]}, NFE {wp[1]})" if wp else "-"
+        print(f"| {name} | {path} | {gm:.3f} | {re[we]:.2f} ({we[0]}, NFE {we[1]}) |")
+    return wins
+
+
+def search(problems: list[Problem], nfes: list[int], kd) -> None:
+    """Candidate defaults per sampler, scored against the best peer default over every problem and NFE."""
+    lof = ("dpm_solver", "dpm_solver_3m", "unipc", "deis", "dpm_solver_sde")
+    for name, plist in PEERS.items():
+        det = name in DETERMINISTIC
+        candidates = [(sp, {"final_step": e}) for sp in SPACINGS for e in FINAL_STEPS]
+        if name in lof:
+            candidates = [(sp, {**o, "lower_order_final": f}) for sp, o in candidates for f in (True, False)]
+        ratios: dict[int, list[tuple[str, int, float]]] = {i: [] for i in range(len(candidates))}
+        for p in problems:
+            for b in nfes:
+                peer_err = []
+                for _, lib, fn, opts in plist:
+                    r = peer_run(p, lib, fn, opts, b, kd)
+                    if r is not None:
+                        peer_err.append(p.scores(r[0])[0 if det else 1])
+                if not peer_err:
+                    continue
+                best = min(peer_err)
+                for i, (sp, opts) in enumerate(candidates):
+                    err = p.scores(fokker_run(p, name, b, spacing=sp, **opts)[0])[0 if det else 1]
+                    # path error: the ratio; energy distance: the excess in units of the estimator's noise
+                    v = (err / best if det else (err - best) / p.ed_noise) if math.isfinite(err) else math.inf
+                    ratios[i].append((p.name, b, v))
+        what = "path error / best peer's" if det else "(energy distance - best peer's) / noise sd"
+        print(f"\n### {name}: candidate defaults, {what}\n")
+        print("| spacing | options | worst | mean | worse than the best peer | worst cases |")
+        print("|---|---|---|---|---|---|")
+        for i, (sp, opts) in enumerate(candidates):
+            r = [v for *_, v in ratios[i]]
+            finite = all(math.isfinite(v) and v > 0 for v in r)
+            mean = (math.exp(sum(math.log(v) for v in r) / len(r)) if finite else math.inf) if det else sum(r) / len(r)
+            bad = sum(v > (1.0 if det else 2.0) for v in r)
+            worst = "; ".join(f"{a} {k}: {v:.2f}" for a, k, v in sorted(ratios[i], key=lambda e: -e[2])[:3])
+            print(f"| {sp} | {opts} | {max(r):.3f} | {mean:.3f} | {bad}/{len(r)} | {worst} |")
+
+
+def acceptance(n: int) -> None:
+    """``DiffusionModel.sample`` with its default sampler at 10 steps on ``tight3`` under VP: mixture weights and
+    within-component standard deviations (components assigned by responsibility under the data mixture)."""
+    gm = tight3()
     sde = VPSDE()
-    oracle = DiffusedGaussianMixture(mog40(dtype=torch.float64, device=device), sde)
-    t_min = 1e-3
-    ref = oracle.sample((n,), t_min)
-    # the estimator's noise level: energy distance of 8 further exact samples to the same reference
-    null = torch.tensor([float(energy_distance(oracle.sample((n,), t_min), ref)) for _ in range(8)])
-    x_T = oracle.sample((n,), sde.T)
-    header = "| sampler | " + " | ".join(f"NFE {k}" for k in nfes) + " |"
-    print(f"\n## Energy distance to exact samples (mog40, VP SDE, n={n}; exact vs exact over 8 draws: "
-          f"mean {null.mean():.4f}, sd {null.std():.4f}, max {null.max():.4f})\n")
-    print(header)
-    print("|" + "---|" * (len(nfes) + 1))
-    for name in list(PER_STEP) + ["ode_adaptive"]:
-        cells = []
-        for nfe in nfes:
-            if name == "ode_adaptive":
-                tol = ADAPTIVE_TOL.get(nfe, 1e-4)
-                out, used = SAMPLERS[name](oracle.score_fn, sde, x_T.clone(), time_grid(1, sde.T, t_min, sde=sde), rtol=tol, atol=tol)
-            else:
-                steps = max(1, nfe // PER_STEP[name])
-                grid = time_grid(steps, sde.T, t_min, DEFAULT_SPACING[name], sde=sde)
-                out, used = SAMPLERS[name](oracle.score_fn, sde, x_T.clone(), grid,
-                                           generator=torch.Generator(device).manual_seed(1))
-            ed = float(energy_distance(out, ref)) if bool(torch.isfinite(out).all()) else float("nan")
-            cells.append(f"{ed:.4f}" + ("" if used == nfe else f" ({used})"))
-        print(f"| {name} | " + " | ".join(cells) + " |")
-    print("\n(parenthesized: the NFE actually used when it differs from the budget; ode_adaptive's NFE is set by its tolerance)")
+    oracle = DiffusedGaussianMixture(gm, sde)
+
+    class Exact(torch.nn.Module):
+        dim = 2
+
+        def forward(self, x, t):
+            return oracle.score_fn(x, t)
+
+    model = DiffusionModel(sde, Exact(), "score")
+    x, nfe = model.sample((n,), num_steps=10, generator=torch.Generator().manual_seed(0), return_nfe=True,
+                          dtype=torch.float64)
+    data = DiffusedGaussianMixture(gm, VPSDE())
+    k = data.responsibilities(x, 0.0).argmax(-1)
+    w = torch.bincount(k, minlength=3).double() / n
+    sd = torch.stack([(x[k == j] - gm.loc[j]).pow(2).mean().sqrt() for j in range(3)])
+    print(f"\n### DiffusionModel.sample default sampler, num_steps=10 (NFE {nfe}), tight3 under VP, n={n}\n")
+    print(f"weights {w.tolist()} (true {gm.weights.tolist()}): max error {float((w - gm.weights).abs().max()):.4f}")
+    print(f"within-component sd / true: {(sd / 0.05).tolist()}: max error {float((sd / 0.05 - 1).abs().max()):.3%}")
 
 
+# ------------------------------------------------------------------------------------------ overhead
 def overhead(device: str, batch: int = 1024, steps: int = 20, reps: int = 5) -> None:
     torch.manual_seed(0)
     sde = VPSDE()
@@ -94,12 +325,10 @@ def overhead(device: str, batch: int = 1024, steps: int = 20, reps: int = 5) -> 
         print(f"\n## Overhead ratio (ResidualTimeMLP(2, 128, 3), batch {batch}, {steps} steps, {device})\n")
         print("| sampler | NFE | sampler wall (ms) | NFE x bare net (ms) | ratio (median of reps) |")
         print("|---|---|---|---|---|")
-        for name in list(PER_STEP) + ["ode_adaptive"]:
+        for name in SAMPLERS:
             grid = time_grid(steps, sde.T, model.t_min, DEFAULT_SPACING[name], sde=sde)
             ratios, walls, bares = [], [], []
             for _ in range(reps):
-                # back-to-back: the sampler, then the same number of bare network calls, so that the
-                # load of other processes on a shared machine affects both alike
                 wall, (_, nfe) = timed(lambda: SAMPLERS[name](model.score_fn(), sde, x.clone(), grid))
                 bare, _ = timed(lambda: [net(x, t) for _ in range(nfe)])
                 ratios.append(wall / bare)
@@ -112,13 +341,22 @@ def overhead(device: str, batch: int = 1024, steps: int = 20, reps: int = 5) -> 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=2000)
-    p.add_argument("--nfe", type=int, nargs="+", default=[10, 20, 50, 100, 1000])
+    p.add_argument("--nfe", type=int, nargs="+", default=[10, 20, 50])
+    p.add_argument("--mixtures", nargs="+", default=list(MIXTURES))
+    p.add_argument("--sdes", nargs="+", default=list(SDES))
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--search", action="store_true", help="score candidate defaults instead of printing the tables")
     p.add_argument("--skip-quality", action="store_true")
+    p.add_argument("--skip-overhead", action="store_true")
     a = p.parse_args()
+    kd = peers.load_k_diffusion_sampling()
     if not a.skip_quality:
-        quality(a.n, a.nfe, a.device)
-    overhead(a.device)
+        problems = [Problem(m, s, a.n) for m in a.mixtures for s in a.sdes]
+        search(problems, a.nfe, kd) if a.search else quality(problems, a.nfe, kd)
+        if not a.search:
+            acceptance(20_000)
+    if not a.skip_overhead:
+        overhead(a.device)
 
 
 if __name__ == "__main__":

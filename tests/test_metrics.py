@@ -269,3 +269,23 @@ def test_classifier_two_sample_test() -> None:
     assert abs(shifted.statistic - bayes) < 0.05 and shifted.rejects()
     again = metrics.classifier_two_sample_test(x, y + 1.0, hidden=(32,), steps=150, generator=torch.Generator().manual_seed(1))
     assert again.statistic == shifted.statistic
+
+
+# ---------------------------------------------------------------------------------------------- auroc
+@given(st.lists(st.integers(-3, 3), min_size=1, max_size=12), st.lists(st.integers(-3, 3), min_size=1, max_size=12))
+@settings(max_examples=60, deadline=None)
+def test_auroc_equals_the_pair_count(normal, anomalous):
+    """AUROC against the count over all pairs (ties 1/2); integer scores make ties frequent."""
+    pairs = sum(1.0 if a > b else 0.5 if a == b else 0.0 for a in anomalous for b in normal)
+    got = metrics.auroc(torch.tensor(normal, dtype=torch.float64), torch.tensor(anomalous, dtype=torch.float64))
+    expected = pairs / (len(normal) * len(anomalous))
+    assert_close(torch.tensor(got, dtype=torch.float64), torch.tensor(expected, dtype=torch.float64))
+
+
+def test_auroc_rejects_bad_scores():
+    with pytest.raises(ShapeError, match="normal"):
+        metrics.auroc(torch.zeros(2, 2), torch.zeros(3))
+    with pytest.raises(ParameterError, match="anomalous"):
+        metrics.auroc(torch.zeros(2), torch.tensor([0.0, math.nan]))
+    with pytest.raises(DeviceDtypeError):
+        metrics.auroc(torch.zeros(2), torch.zeros(2, dtype=torch.float64))

@@ -22,14 +22,17 @@ _SUBMODULES = (
     "errors",
     "importance",
     "flows",
+    "gan",
     "mcmc",
     "metrics",
+    "nets",
     "neural_sde",
     "samplers",
     "sde",
     "symbolic",
     "targets",
     "train",
+    "vae",
     "validate",
 )
 

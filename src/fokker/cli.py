@@ -17,7 +17,9 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         for c in checks:
             print(f"{c.name.ljust(w)}  {'needs shared/validation data' if c.needs_data else ''}".rstrip())
         return 0
-    _, ok = run_checks(quick=args.quick, only=args.only, out=args.out, progress=False if args.no_progress else None)
+    _, ok = run_checks(
+        quick=args.quick, only=args.only, out=args.out, progress=False if args.no_progress else None, jobs=args.jobs
+    )
     print(f"report written to {args.out}/report.md")
     return 0 if ok else 1
 
@@ -56,6 +58,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     v.add_argument("--only", default=None, help="glob or substring of check names to run")
     v.add_argument("--out", default="fokker-report", help="folder for report.md and plots")
     v.add_argument("--no-progress", action="store_true", help="no progress bar")
+    v.add_argument("--jobs", type=int, default=None,
+                   help="worker processes running checks side by side (default: one per core, at most 4)")
     v.add_argument("--list", action="store_true", help="list the check names (for --only) and exit")
     v.set_defaults(func=_cmd_validate)
     t = sub.add_parser("targets", help="list the benchmark targets with dim and log Z")

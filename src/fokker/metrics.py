@@ -27,6 +27,12 @@ clusters pass them):
   (narrow) bandwidth (Gretton et al. 2012, sec. 5).
 * :func:`classifier_two_sample_test` -- a classifier trained to tell the two samples apart;
   held-out accuracy near 1/2 means it cannot (Lopez-Paz & Oquab 2017).
+
+Scores of a detector:
+
+* :func:`auroc` -- the area under the ROC curve of anomaly scores, exactly the Mann-Whitney
+  statistic ``P(score of an anomaly > score of a normal point)`` (ties count 1/2; Hanley &
+  McNeil 1982, eq. 1).
 """
 
 from __future__ import annotations
@@ -53,6 +59,7 @@ __all__ = [
     "low_density_fraction",
     "mmd_test",
     "classifier_two_sample_test",
+    "auroc",
 ]
 
 
@@ -446,3 +453,36 @@ def classifier_two_sample_test(
     zscore = (acc - 0.5) / math.sqrt(0.25 / n_test)
     p = 0.5 * math.erfc(zscore / math.sqrt(2))
     return TwoSampleTest(acc, p, f"classifier two-sample test (held-out accuracy, n_test={n_test})")
+
+
+def auroc(normal: torch.Tensor, anomalous: torch.Tensor) -> float:
+    """Area under the ROC curve of scores where larger means "more anomalous" (Hanley & McNeil 1982,
+    *The meaning and use of the area under a ROC curve*, eq. 1: the Mann-Whitney statistic).
+
+    ``normal`` ``(n,)`` and ``anomalous`` ``(m,)`` hold the scores of the two groups; the value is the
+    fraction of the ``n m`` pairs where the anomaly scores higher, ties counting 1/2 (midranks), exact.
+    1 separates perfectly, 1/2 is chance, 0 ranks every anomaly below every normal point.
+    """
+    for v, name in ((normal, "normal"), (anomalous, "anomalous")):
+        check_tensor(v, name)
+        if v.dim() != 1 or v.numel() == 0:
+            raise ShapeError(f"{name} must be a non-empty 1-D tensor of scores; got shape {tuple(v.shape)}")
+        if not bool(torch.isfinite(v).all()):
+            raise ParameterError(f"{name} must hold finite scores")
+    if normal.dtype != anomalous.dtype or normal.device != anomalous.device:
+        raise DeviceDtypeError(
+            f"normal and anomalous must share dtype and device; got {normal.dtype}/{normal.device} and "
+            f"{anomalous.dtype}/{anomalous.device}"
+        )
+    n, m = normal.numel(), anomalous.numel()
+    z = torch.cat([normal, anomalous]).double()
+    order = torch.argsort(z)
+    sz = z[order]
+    ranks = torch.empty_like(z)
+    # midranks: every member of a run of equal values gets the run's mean rank (1-based)
+    _, inverse, counts = torch.unique_consecutive(sz, return_inverse=True, return_counts=True)
+    ends = torch.cumsum(counts, 0).double()
+    mid = ends - (counts.double() - 1) / 2
+    ranks[order] = mid[inverse]
+    u = float(ranks[n:].sum()) - m * (m + 1) / 2
+    return u / (n * m)

@@ -38,7 +38,7 @@ def test_runner_table_report_and_status(fake_registry: dict, tmp_path: Path, cap
     def needs(ctx):
         raise DataNotFoundError("no data here")
 
-    rows, ok = run_checks(quick=True, out=tmp_path, progress=False)
+    rows, ok = run_checks(quick=True, out=tmp_path, progress=False, jobs=1)
     assert ok and [r.status for r in rows] == ["skipped: data not found", "pass", "rejected"]
     report = (tmp_path / "report.md").read_text()
     assert "demo.good: value" in report and "skipped: data not found" in report
@@ -48,7 +48,7 @@ def test_runner_table_report_and_status(fake_registry: dict, tmp_path: Path, cap
     def bad(ctx):
         raise RuntimeError("boom")
 
-    rows, ok = run_checks(quick=True, only="demo.b*", out=tmp_path, progress=False)
+    rows, ok = run_checks(quick=True, only="demo.b*", out=tmp_path, progress=False, jobs=1)
     assert not ok and len(rows) == 1 and rows[0].status == "FAIL" and "boom" in rows[0].details
 
 
@@ -76,7 +76,7 @@ def test_a_family_without_control_fails(fake_registry: dict, tmp_path: Path) -> 
     def lonely(ctx):
         return CheckResult.compare("value", 1.0, 1.0, tol=0.1)
 
-    rows, ok = run_checks(quick=True, out=tmp_path, progress=False)
+    rows, ok = run_checks(quick=True, out=tmp_path, progress=False, jobs=1)
     assert not ok
     assert rows[-1].name == "demo.lonely: negative control" and rows[-1].status == "FAIL"
 
@@ -89,7 +89,7 @@ def test_report_summary_figures_and_list(fake_registry: dict, tmp_path: Path, ca
         return [CheckResult.bound("metric", 0.1, 0.5), CheckResult.bound("metric of a wrong model", 0.9, 0.5, control=True),
                 CheckResult.bound("a failing control", 0.1, 0.5, control=True)]
 
-    rows, ok = run_checks(quick=True, out=tmp_path, progress=False)
+    rows, ok = run_checks(quick=True, out=tmp_path, progress=False, jobs=1)
     assert not ok and rows[-1].status.startswith("FAIL (accepted")
     report = (tmp_path / "report.md").read_text()
     summary = report.index("## Summary")
@@ -112,7 +112,17 @@ def test_runner_leaves_the_global_rng_alone(fake_registry: dict, tmp_path: Path)
 
     torch.manual_seed(123)
     before = torch.get_rng_state()
-    rows1, _ = run_checks(quick=True, out=tmp_path, progress=False)
+    rows1, _ = run_checks(quick=True, out=tmp_path, progress=False, jobs=1)
     assert torch.equal(before, torch.get_rng_state())
-    rows2, _ = run_checks(quick=True, out=tmp_path, progress=False)
+    rows2, _ = run_checks(quick=True, out=tmp_path, progress=False, jobs=1)
     assert rows1[0].measured == rows2[0].measured  # each check starts from the same seed
+
+
+def test_worker_processes_give_the_rows_of_one_process(tmp_path: Path) -> None:
+    # two real checks: each starts from the same seed on a forked RNG, so the rows (measured values
+    # included) and the figures do not depend on how many processes run them
+    rows1, ok1 = run_checks(quick=True, only="targets.m*", out=tmp_path / "one", progress=False, jobs=1)
+    rows2, ok2 = run_checks(quick=True, only="targets.m*", out=tmp_path / "two", progress=False, jobs=2)
+    assert len(rows1) >= 4 and ok1 and ok2
+    assert [(r.name, r.measured, r.status) for r in rows1] == [(r.name, r.measured, r.status) for r in rows2]
+    assert "2 worker processes" in (tmp_path / "two" / "report.md").read_text()

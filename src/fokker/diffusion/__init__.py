@@ -3,8 +3,9 @@ flow matching, guidance, posterior sampling and latent diffusion (see ``docs/dif
 
 from __future__ import annotations
 
-from . import likelihood, nets, parameterization, samplers
+from . import anomaly, likelihood, nets, parameterization, samplers
 from .posterior import dps, posterior_score
+from .anomaly import anomaly_score, partial_diffusion
 from .flow_matching import FlowMatching, ot_pairing
 from .guidance import classifier_free_guidance, classifier_guidance
 from .latent import LatentDiffusion
@@ -40,6 +41,9 @@ __all__ = [
     "dps",
     "posterior_score",
     "ot_pairing",
+    "anomaly_score",
+    "partial_diffusion",
+    "anomaly",
     "likelihood",
     "nets",
     "parameterization",

@@ -29,13 +29,14 @@ from .._gaussian import isotropic_normal_log_prob
 from .._progress import progress_bar
 from .._random import rand, randn, randn_like, rng_scope
 from ..errors import DeviceDtypeError, ParameterError, ShapeError
-from ..sde import Schedule, time_grid
+from ..sde import CriticallyDampedLangevin, Schedule, time_grid
+from .cld import CLDFamily
 from .likelihood import LikelihoodResult, cnf_log_prob
 from .losses import LogNormalTimeSampler, LogSNRTimeSampler, check_weighting, dsm_loss, edm_coefficients
 from .parameterization import check_parameterization, convert, expand_like
-from .samplers import DEFAULT_SPACING, get_sampler
+from .samplers import DEFAULT_SAMPLER, DEFAULT_SPACING, check_final_step, get_sampler
 
-__all__ = ["DiffusionModel"]
+__all__ = ["DiffusionModel", "LinearFamily", "family_for"]
 
 
 def _check_schedule_sde(sde: object, owner: str) -> None:
@@ -92,6 +93,87 @@ def _resolve_device_dtype(
             "move the model with .to(device) or leave device=None"
         )
     return ref.device, ref.dtype
+
+
+class LinearFamily:
+    """What a :class:`DiffusionModel` does with a linear SDE (scalar ``alpha(t)``, ``sigma(t)``; every
+    :class:`fokker.sde.LinearSDE`): denoising score matching on ``x_t = alpha x0 + sigma eps``, the samplers of
+    :mod:`fokker.diffusion.samplers` from the prior ``N(0, sigma(T)^2 I)`` with a final Tweedie denoising step,
+    and the PF-ODE likelihood (Song, Sohl-Dickstein, Kingma, Kumar, Ermon & Poole 2021, eqs. 5-7 and 13).  (One
+    strategy object per SDE family; :class:`fokker.diffusion.cld.CLDFamily` is the phase-space one.)"""
+
+    phase_space = False
+    default_sampler = DEFAULT_SAMPLER
+
+    def __init__(self, sde: Schedule, owner: str) -> None:
+        _check_schedule_sde(sde, owner)
+        self.sde = sde
+
+    def time_domain(self) -> tuple[float, float]:
+        return self.sde.score_domain()
+
+    def data_shape(self, state_shape: tuple[int, ...] | None) -> tuple[int, ...] | None:
+        return state_shape
+
+    def loss(self, model: "DiffusionModel", x0: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        t = model.sample_t(x0.shape[0], x0.device, x0.dtype)
+        eps = randn_like(x0)
+        a, s = model._ab(t, x0)
+        xt = a * x0 + s * eps
+        pred = model._net(xt, t, y)
+        iw = model._t_sampler.Z if (model.importance_sampling and model._t_sampler is not None) else None
+        return dsm_loss(
+            pred, model._kind, x0, xt, eps, t, self.sde, model.weighting, (model.t_min, model.T), iw, model.sigma_data
+        ).mean()
+
+    def generate(
+        self, model: "DiffusionModel", num_samples: int, sampler: str, num_steps: int, *, spacing: str | None,
+        y: torch.Tensor | None, score_fn: Callable | None, denoise: bool, final_step: str | None,
+        generator: torch.Generator | None, dtype: torch.dtype, device: torch.device, on_call: Callable[[], object],
+        **options: object,
+    ) -> tuple[torch.Tensor, int]:
+        fn = get_sampler(sampler)
+        final_step = check_final_step(final_step, sampler)
+        jump = denoise and final_step == "denoise"
+        grid = time_grid(num_steps + jump, model.T, model.t_min, spacing or DEFAULT_SPACING[sampler], sde=self.sde)
+        if jump:  # the denoiser replaces the grid's last interval (a jump to sigma = 0)
+            grid = grid[:-1]
+        x = randn((num_samples, *model.event_shape), generator=generator, dtype=dtype, device=device) * model.prior_std()
+        inner = score_fn if score_fn is not None else model.score_fn(y)
+
+        def score(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            on_call()
+            return inner(x, t)
+
+        x, nfe = fn(score, self.sde, x, grid, generator=generator, **options)
+        if denoise:
+            t = torch.full((num_samples,), float(grid[-1]), dtype=dtype, device=device)
+            a, s = model._ab(t, x)
+            x = (x + s**2 * inner(x, t)) / a
+            nfe += 1
+        return x, nfe
+
+    def velocity(self, model: "DiffusionModel", y: torch.Tensor | None) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            c = self.sde.coefficients(t).to(x.dtype)
+            return expand_like(c.f, x) * x - 0.5 * expand_like(c.g2, x) * model.predict(x, t, "score", y)
+
+        return velocity
+
+    def log_prob_result(
+        self, model: "DiffusionModel", x: torch.Tensor, y: torch.Tensor | None, t0: float,
+        prior_log_prob: Callable[[torch.Tensor], torch.Tensor] | None, **solver: object,
+    ) -> LikelihoodResult:
+        prior = prior_log_prob or (lambda z: isotropic_normal_log_prob(z, None, model.prior_std(), z.dim() - 1))
+        return cnf_log_prob(self.velocity(model, y), x, t0, model.T, prior, **solver)  # type: ignore[arg-type]
+
+
+def family_for(sde: object, owner: str) -> "LinearFamily | CLDFamily":
+    """The strategy object of ``sde``'s family: :class:`~fokker.diffusion.cld.CLDFamily` for critically-damped
+    Langevin (phase space), else :class:`LinearFamily` (which checks the schedule protocol)."""
+    if isinstance(sde, CriticallyDampedLangevin):
+        return CLDFamily(sde)
+    return LinearFamily(sde, owner)
 
 
 class DiffusionModel(nn.Module):
@@ -151,16 +233,23 @@ class DiffusionModel(nn.Module):
         num_classes: int | None = None,
     ) -> None:
         super().__init__()
-        _check_schedule_sde(sde, "DiffusionModel")
         _check_net(net, "DiffusionModel")
+        self.family = family_for(sde, "DiffusionModel")
         self.sde = sde
         self.net = net
+        if self.family.phase_space and parameterization != "eps":
+            raise ParameterError(
+                f"a phase-space SDE (CLD) model predicts the velocity noise eps_v: parameterization must be 'eps'; "
+                f"got {parameterization!r}"
+            )
         self.edm = parameterization == "edm"
         self.parameterization = "edm" if self.edm else check_parameterization(parameterization)
         #: what the network's (preconditioned) output is read as
         self._kind = "x0" if self.edm else self.parameterization
         weighting = ("edm" if self.edm else "simple") if weighting is None else weighting
         self.weighting = check_weighting(weighting)
+        if self.family.phase_space and (weighting != "simple" or importance_sampling):
+            raise ParameterError("a CLD model trains by hybrid score matching: weighting='simple', no importance_sampling")
         if self.edm and weighting != "edm":
             raise ParameterError(f"the EDM parameterization trains with weighting='edm'; got {weighting!r}")
         if not (isinstance(sigma_data, (int, float)) and sigma_data > 0):
@@ -169,15 +258,15 @@ class DiffusionModel(nn.Module):
         if importance_sampling and weighting != "likelihood":
             raise ParameterError("importance_sampling is defined for weighting='likelihood' only")
         self.importance_sampling = bool(importance_sampling)
-        lo, T = sde.score_domain()
+        lo, T = self.family.time_domain()
         t_min = lo if t_min is None else float(t_min)
         if not (float(sde.t_min) <= t_min < T):
             raise ParameterError(f"t_min must lie in [sde.t_min, T) = [{sde.t_min}, {T}); got {t_min}")
         self.t_min, self.T = t_min, T
         if event_shape is None:
-            event_shape = getattr(sde, "event_shape", None)
+            event_shape = self.family.data_shape(getattr(sde, "event_shape", None))
         if event_shape is None and isinstance(getattr(net, "dim", None), int):
-            event_shape = (net.dim,)
+            event_shape = self.family.data_shape((net.dim,))
         self.event_shape: tuple[int, ...] | None = tuple(event_shape) if event_shape is not None else None
         if not 0.0 <= label_dropout < 1.0:
             raise ParameterError(f"label_dropout must lie in [0, 1); got {label_dropout!r}")
@@ -199,15 +288,23 @@ class DiffusionModel(nn.Module):
             a, s = self._ab(t, x)
             c_skip, c_out, c_in, _ = edm_coefficients(s / a, self.sigma_data)
             x_in = c_in * (x / a)
-        out = self.net(x_in, t) if y is None and self.num_classes is None else self.net(x_in, t, y)
+        out = self.net_output(x_in, t, y)
         if out.shape != x.shape:
             raise ShapeError(
                 f"net output must have the shape of its input x {tuple(x.shape)}; got {tuple(out.shape)}"
             )
         return c_skip * (x / a) + c_out * out if self.edm else out
 
+    def _linear_only(self, what: str) -> None:
+        if self.family.phase_space:
+            raise ParameterError(
+                f"DiffusionModel.{what} needs a linear SDE (scalar alpha, sigma); a CLD model has the velocity score "
+                "score(z, t) of phase-space states z = cat([x, v], -1) only"
+            )
+
     def predict(self, x: torch.Tensor, t: torch.Tensor, kind: str, y: torch.Tensor | None = None) -> torch.Tensor:
         """The prediction of type ``kind`` at ``(x, t)`` without input checks (inner loops)."""
+        self._linear_only("predict")
         t = t.to(x.dtype)
         a, s = self._ab(t, x)
         return convert(x, self._net(x, t, y), self._kind, kind, a, s)
@@ -231,7 +328,16 @@ class DiffusionModel(nn.Module):
         return t
 
     def score(self, x: torch.Tensor, t: torch.Tensor | float, y: torch.Tensor | None = None) -> torch.Tensor:
-        r"""Model score :math:`s_\theta(x, t) \approx \nabla_x \log p_t(x)`, shape of ``x``."""
+        r"""Model score :math:`s_\theta(x, t) \approx \nabla_x \log p_t(x)`, shape of ``x``.  CLD: the velocity
+        score :math:`s^v_\theta(z, t) \approx \nabla_v \log p_t(z)` of states ``z`` ``(batch, 2d)``, shape ``(batch, d)``."""
+        if self.family.phase_space:
+            d = self.event_shape[0] if self.event_shape is not None else x.shape[-1] // 2
+            saved, self.event_shape = self.event_shape, (2 * d,)
+            try:
+                t = self._check(x, t, "z")
+            finally:
+                self.event_shape = saved
+            return self.family.v_score(self, x, t, y)
         return self.predict(x, self._check(x, t), "score", y)
 
     def denoise(self, x: torch.Tensor, t: torch.Tensor | float, y: torch.Tensor | None = None) -> torch.Tensor:
@@ -247,7 +353,9 @@ class DiffusionModel(nn.Module):
         return self.predict(x, self._check(x, t), "v", y)
 
     def score_fn(self, y: torch.Tensor | None = None) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-        """The unchecked score as a plain callable ``(x, t) -> score`` for the samplers."""
+        """The unchecked score as a plain callable ``(x, t) -> score`` for the samplers (CLD: the velocity score)."""
+        if self.family.phase_space:
+            return lambda z, t: self.family.v_score(self, z, t, y)
         return lambda x, t: self.predict(x, t, "score", y)
 
     # ------------------------------------------------------------------ training
@@ -283,19 +391,14 @@ class DiffusionModel(nn.Module):
         else:
             x0 = batch
         self.event_shape = check_data_batch(x0, self.net, self.event_shape, "x0", "the network of the DiffusionModel")
-        batch_size = x0.shape[0]
         if y is not None and self.label_dropout > 0:
-            drop = rand((batch_size,), device=y.device) < self.label_dropout
+            drop = rand((x0.shape[0],), device=y.device) < self.label_dropout
             y = torch.where(drop, torch.full_like(y, self.num_classes), y)
-        t = self.sample_t(batch_size, x0.device, x0.dtype)
-        eps = randn_like(x0)
-        a, s = self._ab(t, x0)
-        xt = a * x0 + s * eps
-        pred = self._net(xt, t, y)
-        iw = self._t_sampler.Z if (self.importance_sampling and self._t_sampler is not None) else None
-        return dsm_loss(
-            pred, self._kind, x0, xt, eps, t, self.sde, self.weighting, (self.t_min, self.T), iw, self.sigma_data
-        ).mean()
+        return self.family.loss(self, x0, y)
+
+    def net_output(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        """The network's output at ``(x, t)`` (label ``y`` when conditional), unchecked."""
+        return self.net(x, t) if y is None and self.num_classes is None else self.net(x, t, y)
 
     # ------------------------------------------------------------------ sampling
     def _batch_shape(self, sample_shape: tuple[int, ...] | torch.Size | int) -> tuple[int, ...]:
@@ -307,19 +410,21 @@ class DiffusionModel(nn.Module):
 
     def prior_std(self) -> float:
         """Standard deviation ``sigma(T)`` of the Gaussian prior ``N(0, sigma(T)^2 I)``."""
+        self._linear_only("prior_std")
         return float(self.sde.sigma(float(self.T)))
 
     @torch.no_grad()
     def sample(
         self,
         sample_shape: tuple[int, ...] | torch.Size | int = (1,),
-        sampler: str = "heun",
+        sampler: str | None = None,
         num_steps: int = 18,
         *,
         spacing: str | None = None,
         y: torch.Tensor | None = None,
         score_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
         denoise: bool = True,
+        final_step: str | None = None,
         generator: torch.Generator | None = None,
         return_nfe: bool = False,
         device: torch.device | str | None = None,
@@ -330,12 +435,19 @@ class DiffusionModel(nn.Module):
         """Draw samples of shape ``sample_shape + event_shape``.
 
         Args:
-            sampler: a name of :data:`fokker.diffusion.samplers.SAMPLERS`.
+            sampler: a name of :data:`fokker.diffusion.samplers.SAMPLERS` (default: ``DEFAULT_SAMPLER``);
+                for CLD one of :data:`fokker.diffusion.cld.CLD_SAMPLERS` (default ``"sscs"``).
             num_steps: number of grid intervals (the NFE per sampler is in its docstring).
             spacing: time-grid spacing (default per sampler, :data:`DEFAULT_SPACING`).
             y: labels for a conditional net (``None``: the null label when conditional).
             score_fn: override the score (e.g. a guided score from :mod:`.guidance`).
-            denoise: return the Tweedie denoiser :math:`\\hat x_0(x_{t_min}, t_min)` (one more NFE).
+            denoise: return the Tweedie denoiser :math:`\\hat x_0` at the grid's last time (one more NFE).
+            final_step: with ``denoise``, ``"sampler"``: the sampler runs all ``num_steps`` intervals down to
+                ``t_min`` and the denoiser is applied there; ``"denoise"``: the grid is spaced for
+                ``num_steps + 1`` intervals, the sampler runs the first ``num_steps`` and the denoiser replaces
+                the last one (a jump to :math:`\\sigma = 0`, as the final step of diffusers and k-diffusion);
+                the NFE is the same.  Default: the sampler's measured choice,
+                :data:`fokker.diffusion.samplers.DEFAULT_FINAL_STEP`.
             generator: every random draw (the prior sample and the samplers' noise) comes from it.
             device, dtype: default the network's; another dtype or device than the network's
                 raises :class:`~fokker.errors.DeviceDtypeError`.
@@ -344,25 +456,15 @@ class DiffusionModel(nn.Module):
         """
         check_int(num_steps, "num_steps")
         shape = self._batch_shape(sample_shape)
-        fn = get_sampler(sampler)
+        sampler = sampler or self.family.default_sampler
         device, dtype = _resolve_device_dtype(self.net, device, dtype, "DiffusionModel")
-        num_samples = math.prod(shape)
-        grid = time_grid(num_steps, self.T, self.t_min, spacing or DEFAULT_SPACING[sampler], sde=self.sde)
-        x = randn((num_samples, *self.event_shape), generator=generator, dtype=dtype, device=device) * self.prior_std()
-        inner = score_fn if score_fn is not None else self.score_fn(y)
         bar = progress_bar(progress=progress, desc=f"DiffusionModel.sample ({sampler}, NFE)")
-
-        def score(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            bar.update(1)
-            return inner(x, t)
-
         with bar:
-            x, nfe = fn(score, self.sde, x, grid, generator=generator, **options)
-        if denoise:
-            t = torch.full((num_samples,), self.t_min, dtype=dtype, device=device)
-            a, s = self._ab(t, x)
-            x = (x + s**2 * inner(x, t)) / a
-            nfe += 1
+            x, nfe = self.family.generate(
+                self, math.prod(shape), sampler, num_steps, spacing=spacing, y=y, score_fn=score_fn, denoise=denoise,
+                final_step=final_step, generator=generator, dtype=dtype, device=device, on_call=lambda: bar.update(1),
+                **options,
+            )
         self.last_nfe = nfe
         x = x.reshape(*shape, *self.event_shape)
         return (x, nfe) if return_nfe else x
@@ -371,13 +473,9 @@ class DiffusionModel(nn.Module):
     def probability_flow(
         self, y: torch.Tensor | None = None
     ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-        r"""PF-ODE velocity :math:`v(x, t) = f(t) x - \tfrac12 g^2(t) s_\theta(x, t)` (Song et al. 2021, eq. 13; seed 001 eq. 63)."""
-
-        def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            c = self.sde.coefficients(t).to(x.dtype)
-            return expand_like(c.f, x) * x - 0.5 * expand_like(c.g2, x) * self.predict(x, t, "score", y)
-
-        return velocity
+        r"""PF-ODE velocity of the model's state (Song et al. 2021, eq. 13; seed 001 eq. 63): linear SDEs
+        :math:`f(t) x - \tfrac12 g^2(t) s_\theta(x, t)`; CLD :math:`A z - (0, \Gamma\beta\, s_\theta^v(z, t))`."""
+        return self.family.velocity(self, y)
 
     def log_prob_result(
         self,
@@ -395,10 +493,8 @@ class DiffusionModel(nn.Module):
         """:meth:`log_prob` with the prior term, the divergence integral and the NFE."""
         self._check(x, self.T)
         t0 = self.t_min if t_min is None else float(t_min)
-        prior = prior_log_prob or (lambda z: isotropic_normal_log_prob(z, None, self.prior_std(), z.dim() - 1))
-        return cnf_log_prob(
-            self.probability_flow(y), x, t0, self.T, prior,
-            trace=trace, rtol=rtol, atol=atol, method=method, generator=generator,
+        return self.family.log_prob_result(
+            self, x, y, t0, prior_log_prob, trace=trace, rtol=rtol, atol=atol, method=method, generator=generator
         )
 
     def log_prob(self, x: torch.Tensor, y: torch.Tensor | None = None, **options: object) -> torch.Tensor:
@@ -445,6 +541,7 @@ class DiffusionModel(nn.Module):
         ``t_k = chain.time(k)`` and reverse variance ``variance``: ``"beta"`` or ``"beta_tilde"``),
         for vector data ``(batch, d)``.
         """
+        self._linear_only("elbo")
         self._check(x, self.T)
         if chain is not None:
             def eps_model(xk: torch.Tensor, k: torch.Tensor) -> torch.Tensor:

@@ -11,6 +11,8 @@
 * :class:`EBM` — energy + objective + sampler; trains with ``fokker.train.fit``.
 * :class:`RBM` — Bernoulli-Bernoulli restricted Boltzmann machine: free energy,
   block Gibbs, CD-k / PCD, exact ``log Z`` (enumeration) and AIS.
+* :class:`DBM` — deep Boltzmann machine (Salakhutdinov & Hinton 2009): mean-field +
+  persistent-chain training, exact ``log Z`` through its bipartite RBM form, AIS.
 
 The per-point objective functions live in :mod:`fokker.ebm.score_matching`.
 """
@@ -24,6 +26,7 @@ from .contrastive import (
     contrastive_divergence,
     persistent_contrastive_divergence,
 )
+from .dbm import DBM
 from .energy import EnergyModel, GaussianEnergy
 from .langevin import langevin_chain
 from .model import EBM, make_objective
@@ -70,6 +73,7 @@ __all__ = [
     "denoising_constant",
     "langevin_chain",
     "RBM",
+    "DBM",
     "ais_betas",
     "base_rate_bias",
 ]

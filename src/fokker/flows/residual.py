@@ -13,8 +13,8 @@ map ``x -> x + g(x)`` (one network pass for ``log_prob``) and its *forward* is t
 fixed-point iteration ``x_{n+1} = z - g(x_n)`` (Banach: converges geometrically at
 rate ``Lip(g) <= c``).
 
-``g`` is an MLP of spectrally-normalised linear maps and 1-Lipschitz LipSwish
-activations.  Each weight is divided by ``max(1, sigma_hat / c)`` where ``sigma_hat``
+``g`` is an MLP of spectrally-normalised linear maps (:class:`fokker.nets.SpectralNormLinear`
+in its ``"bound"`` mode) and 1-Lipschitz LipSwish activations.  Each weight is divided by ``max(1, sigma_hat / c)`` where ``sigma_hat``
 is the power-iteration estimate of its largest singular value (a lower bound that
 tightens every training step), so ``Lip(g) <= prod_i c sigma_i / sigma_hat_i ~ c^L < 1``;
 :meth:`ResidualFlow.lipschitz_bound` returns the exact bound ``prod_i ||W_i||_2``.
@@ -54,7 +54,7 @@ from torch import Tensor, nn
 from .. import _random
 from .._args import check_int, check_last_dim, check_positive, check_tensor
 from ..errors import NotInvertibleError, ParameterError
-from ..nets import check_hidden
+from ..nets import SpectralNormLinear, check_hidden
 from .base import Bijection
 
 __all__ = ["LipSwish", "SpectralNormLinear", "ResidualFlow"]
@@ -74,75 +74,6 @@ class LipSwish(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return x * torch.sigmoid(F.softplus(self.beta_raw) * x) / 1.1
-
-
-class SpectralNormLinear(nn.Module):
-    """Linear map with weight ``W / max(1, sigma_hat(W) / c)``, ``sigma_hat`` by power iteration.
-
-    Miyato et al. (2018), spectral normalization (algorithm 1), with the coefficient ``c``
-    of Behrmann et al. (2019), i-ResNet, sec. 3.  Shapes ``(..., in) -> (..., out)``.
-
-    Args:
-        in_features, out_features: sizes.
-        coeff: the target bound ``c`` on the spectral norm, ``0 < c < 1``.
-        num_power_iterations: power-iteration steps each time the weight has changed (an
-            optimizer step or an in-place edit), in training mode.  The vectors ``u, v`` are
-            buffers, warm-started from the previous estimate; between weight changes and in
-            eval mode they are frozen, so the layer is one fixed function until its weight
-            moves (its forward map, inverse and log-det then agree call after call).
-    """
-
-    def __init__(self, in_features: int, out_features: int, coeff: float = 0.97, num_power_iterations: int = 1) -> None:
-        super().__init__()
-        check_int(in_features, "in_features")
-        check_int(out_features, "out_features")
-        check_positive(coeff, "coeff")
-        if coeff >= 1:
-            raise ParameterError(f"coeff must lie in (0, 1) for an invertible residual block; got {coeff!r}")
-        self.coeff = float(coeff)
-        self.num_power_iterations = check_int(num_power_iterations, "num_power_iterations")
-        self.weight = nn.Parameter(torch.empty(out_features, in_features))
-        self.bias = nn.Parameter(torch.zeros(out_features))
-        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-        self.register_buffer("u", F.normalize(torch.randn(out_features), dim=0))
-        self.register_buffer("v", F.normalize(torch.randn(in_features), dim=0))
-        self._power_iteration(50)
-
-    def _weight_key(self) -> tuple[int, int]:
-        return (self.weight._version, self.weight.data_ptr())
-
-    @torch.no_grad()
-    def _power_iteration(self, num_iterations: int) -> None:
-        w = self.weight.detach()
-        u, v = self.u, self.v
-        for _ in range(num_iterations):
-            v = F.normalize(w.T @ u, dim=0)
-            u = F.normalize(w @ v, dim=0)
-        self.u.copy_(u)
-        self.v.copy_(v)
-        self._seen = self._weight_key()
-
-    def _apply(self, fn, *args, **kwargs):  # type: ignore[no-untyped-def]
-        current = self._weight_key() == self._seen
-        out = super()._apply(fn, *args, **kwargs)
-        if current:  # moving or casting the weight is not a change of it
-            self._seen = self._weight_key()
-        return out
-
-    def _load_from_state_dict(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
-        super()._load_from_state_dict(*args, **kwargs)
-        self._seen = self._weight_key()  # u, v were loaded with the weight: they match it
-
-    def normalized_weight(self) -> Tensor:
-        """``W / max(1, sigma_hat / c)`` (in training mode, first the power iteration if ``W`` changed)."""
-        if self.training and self._weight_key() != self._seen:
-            self._power_iteration(self.num_power_iterations)
-        # clones: the buffers are updated in place by later calls, the graph must keep these values
-        sigma = self.u.clone() @ self.weight @ self.v.clone()
-        return self.weight / torch.clamp(sigma / self.coeff, min=1.0)
-
-    def forward(self, x: Tensor, weight: Tensor | None = None) -> Tensor:
-        return F.linear(x, self.normalized_weight() if weight is None else weight, self.bias)
 
 
 class _ImplicitSolve(torch.autograd.Function):
@@ -224,9 +155,12 @@ class ResidualFlow(Bijection):
         check_positive(rtol, "rtol")
         self.atol, self.rtol = float(atol), float(rtol)
         self.max_iter = check_int(max_iter, "max_iter")
+        check_positive(coeff, "coeff")
+        if coeff >= 1:
+            raise ParameterError(f"coeff must lie in (0, 1) for an invertible residual block; got {coeff!r}")
         sizes = [dim, *hidden, dim]
         self.linears = nn.ModuleList(
-            SpectralNormLinear(a, b, coeff, num_power_iterations) for a, b in zip(sizes[:-1], sizes[1:])
+            SpectralNormLinear(a, b, coeff, num_power_iterations, mode="bound") for a, b in zip(sizes[:-1], sizes[1:])
         )
         self.activations = nn.ModuleList(LipSwish() for _ in sizes[1:-1])
 

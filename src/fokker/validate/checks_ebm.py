@@ -5,6 +5,11 @@
   by CD-1 on binarized 8x8 digits (scikit-learn's bundled copy); pass when
   the difference is within ``Z_SCORE`` AIS standard errors (plus 0.01 nats
   for the low bias of ``log`` of an unbiased ``Z`` estimate).
+* ``ebm.dbm_ais_log_z``: AIS for deep Boltzmann machines (even layers, odd ones summed out;
+  Salakhutdinov & Hinton 2009) against the exact ``log Z`` (enumeration of the odd side) for a
+  random 3-layer DBM and, in full mode, a DBM trained by mean field + persistent chains on the
+  binarized digits; pass within ``Z_SCORE`` AIS standard errors (+ 0.01 nats).  Control: AIS of a
+  DBM whose weights are 3% larger against the same exact value.
 * ``ebm.gaussian_fit``: a 4-D Gaussian EBM fitted by every objective
   (exact / sliced / denoising SM, CD-k with Langevin and MALA, persistent CD,
   NCE) must recover the data's mean and covariance; NCE's learned ``log Z``
@@ -42,6 +47,21 @@ def _random_rbm(nv: int, nh: int, scale: float, seed: int):
     return rbm
 
 
+def _ais_rows(cases: list, num_chains: int, num_steps: int, seed: int) -> list[CheckResult]:
+    """AIS ``log Z`` of each ``(name, machine, data)`` (an RBM or a DBM) against its exact value."""
+    rows = []
+    for name, machine, d in cases:
+        exact = machine.log_Z
+        res = machine.ais(num_chains=num_chains, num_steps=num_steps, data=d, seed=seed, progress=False)
+        details = f"AIS {num_chains} chains x {num_steps} temps, se {res.stderr:.4f}, ESS {res.ess:.3f} N"
+        if d is not None:
+            ll = float(machine.log_likelihood(d, log_Z=exact).mean())
+            details += f"; exact train log-lik {ll:.3f} nats/image"
+        # a non-finite stderr makes the tolerance NaN: the row fails instead of passing vacuously
+        rows.append(CheckResult.compare(f"log Z {name}", res.log_Z, exact, Z_SCORE * res.stderr + 0.01, details=details))
+    return rows
+
+
 @register("ebm.rbm_ais_log_z", group="ebm")
 def rbm_ais_log_z(ctx: Context) -> list[CheckResult]:
     from ..ebm import RBM
@@ -58,16 +78,7 @@ def rbm_ais_log_z(ctx: Context) -> list[CheckResult]:
     fit(digits, data, steps=600 if ctx.quick else 5000, batch_size=64, lr=0.05, progress=False, seed=ctx.seed)
     cases.append((f"digits 64x{digits.num_hidden} CD-1", digits, data))
 
-    rows = []
-    for name, rbm, d in cases:
-        exact = rbm.log_Z
-        res = rbm.ais(num_chains=num_chains, num_steps=num_steps, data=d, seed=ctx.seed, progress=False)
-        details = f"AIS {num_chains} chains x {num_steps} temps, se {res.stderr:.4f}, ESS {res.ess:.3f} N"
-        if d is not None:
-            ll = float(rbm.log_likelihood(d, log_Z=exact).mean())
-            details += f"; exact train log-lik {ll:.3f} nats/image"
-        # a non-finite stderr makes the tolerance NaN: the row fails instead of passing vacuously
-        rows.append(CheckResult.compare(f"log Z {name}", res.log_Z, exact, Z_SCORE * res.stderr + 0.01, details=details))
+    rows = _ais_rows(cases, num_chains, num_steps, ctx.seed)
     # control: AIS of an RBM whose weights are 3% larger, against the exact log Z of the original
     name, rbm, _ = cases[0]
     wrong = _random_rbm(20, 10, 0.5, ctx.seed)
@@ -75,6 +86,46 @@ def rbm_ais_log_z(ctx: Context) -> list[CheckResult]:
         wrong.W.mul_(1.03)
     res = wrong.ais(num_chains=num_chains, num_steps=num_steps, seed=ctx.seed, progress=False)
     rows.append(CheckResult.compare(f"log Z {name}, AIS of weights x 1.03", res.log_Z, rbm.log_Z,
+                                    Z_SCORE * res.stderr + 0.01, control=True))
+    return rows
+
+
+def _random_dbm(num_visible: int, hidden: tuple[int, ...], scale: float, seed: int):
+    from ..ebm import DBM
+
+    g = torch.Generator().manual_seed(seed)
+    dbm = DBM(num_visible, hidden, dtype=torch.float64, generator=g)
+    with torch.no_grad():
+        for W in dbm.weights:
+            W.copy_(scale * torch.randn(W.shape, generator=g, dtype=torch.float64))
+        for b in dbm.biases:
+            b.copy_(0.5 * torch.randn(b.shape, generator=g, dtype=torch.float64))
+    return dbm
+
+
+@register("ebm.dbm_ais_log_z", group="ebm")
+def dbm_ais_log_z(ctx: Context) -> list[CheckResult]:
+    from ..ebm import DBM
+    from ..train import fit
+
+    num_steps = 1500 if ctx.quick else 14_500
+    num_chains = 100 if ctx.quick else 500
+    cases: list[tuple[str, DBM, torch.Tensor | None]] = [("random 16-(12, 8) (W~0.4N)", _random_dbm(16, (12, 8), 0.4, ctx.seed), None)]
+    if not ctx.quick:
+        data = _digits_binary(torch.float64)
+        dbm = DBM(64, (16, 16), num_chains=100, gibbs_steps=5, dtype=torch.float64,
+                  generator=torch.Generator().manual_seed(ctx.seed))
+        fit(dbm, data, steps=3000, batch_size=100, optimizer=lambda p: torch.optim.SGD(p, lr=0.05), progress=False,
+            seed=ctx.seed)
+        cases.append(("digits 64-(16, 16), mean field + PCD", dbm, data))
+    rows = _ais_rows(cases, num_chains, num_steps, ctx.seed)
+    name, dbm, _ = cases[0]
+    wrong = _random_dbm(16, (12, 8), 0.4, ctx.seed)
+    with torch.no_grad():
+        for W in wrong.weights:
+            W.mul_(1.03)
+    res = wrong.ais(num_chains=num_chains, num_steps=num_steps, seed=ctx.seed, progress=False)
+    rows.append(CheckResult.compare(f"log Z {name}, AIS of weights x 1.03", res.log_Z, dbm.log_Z,
                                     Z_SCORE * res.stderr + 0.01, control=True))
     return rows
 
