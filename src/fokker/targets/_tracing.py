@@ -201,7 +201,7 @@ class _Simplifier:
             return a
         return self.consts.get(a) if isinstance(a, fx.Node) else None
 
-    def _replace(self, node: fx.Node, target: Any, x: fx.Node, k: Any) -> bool:
+    def _rewrite_as(self, node: fx.Node, target: Any, x: fx.Node, k: Any) -> bool:
         """Replace ``node`` by ``target(x, k)`` if that has the same shape and dtype."""
         xv, out = _meta(x), _meta(node)
         if not isinstance(xv, torch.Tensor) or not isinstance(out, torch.Tensor):
@@ -234,7 +234,7 @@ class _Simplifier:
             if inner.target in _MUL_DIV and not inner.kwargs and len(inner.args) == 2:
                 c = self._const(inner.args[1])
                 if c is not None and isinstance(inner.args[0], fx.Node):
-                    return self._replace(node, inner.target, inner.args[0], -c)
+                    return self._rewrite_as(node, inner.target, inner.args[0], -c)
             return False
         if t in (_aten.mul.Tensor, _aten.add.Tensor) and len(args) == 2 and not node.kwargs:
             if self._const(args[0]) is not None and isinstance(args[1], fx.Node) and self._const(args[1]) is None:
@@ -261,7 +261,7 @@ class _Simplifier:
             return False
         if t in _MUL_DIV and a.target is _aten.neg.default and not a.kwargs:
             neg = -c2
-            return self._replace(node, t, a.args[0], neg)
+            return self._rewrite_as(node, t, a.args[0], neg)
         if len(a.users) != 1 or a.kwargs or len(a.args) != 2 or not isinstance(a.args[0], fx.Node):
             return False
         c1 = self._const(a.args[1])
@@ -269,14 +269,14 @@ class _Simplifier:
             return False
         if t in _ADD_SUB and a.target in _ADD_SUB:
             k = (c1 if a.target in _ADD else -c1) + (c2 if t in _ADD else -c2)
-            return self._replace(node, _aten.add.Tensor, a.args[0], k)
+            return self._rewrite_as(node, _aten.add.Tensor, a.args[0], k)
         if t in _MUL_DIV and a.target in _MUL_DIV:
             if a.target in _MUL and t in _MUL:
-                return self._replace(node, _aten.mul.Tensor, a.args[0], c1 * c2)
+                return self._rewrite_as(node, _aten.mul.Tensor, a.args[0], c1 * c2)
             if a.target in _DIV and t in _DIV:
-                return self._replace(node, _aten.div.Tensor, a.args[0], c1 * c2)
+                return self._rewrite_as(node, _aten.div.Tensor, a.args[0], c1 * c2)
             k = c1 / c2 if a.target in _MUL else c2 / c1
-            return self._replace(node, _aten.mul.Tensor, a.args[0], k)
+            return self._rewrite_as(node, _aten.mul.Tensor, a.args[0], k)
         return False
 
     # ------------------------------------------------------------------ CSE
