@@ -215,8 +215,12 @@ def test_annealing_errors() -> None:
         mcmc.SMC(target, base, 10, kernel=k, num_groups=8).run(100, progress=False)
     with pytest.raises(ParameterError, match="num_particles"):
         mcmc.AIS(target, base, 10, kernel=k).run(0, progress=False)
-    with pytest.raises(ShapeError, match=r"\(N, 2\)"):
-        mcmc.AIS(target, _iso(3, 1.0), 10, kernel=k).run(8, progress=False)
+    with pytest.raises(ShapeError, match=r"base must be a distribution over R\^2.*got event_shape \(3,\)"):
+        mcmc.AIS(target, _iso(3, 1.0), 10, kernel=k)
+    with pytest.raises(ShapeError, match=r"base must be a distribution over R\^2"):  # event_shape () of a bare Normal
+        mcmc.SMC(target, Normal(torch.zeros(2), 1.0), 10, kernel=k)
+    with pytest.raises(ShapeError, match=r"got event_shape \(3,\)"):
+        mcmc.AdaptiveSMC(target, _iso(3, 1.0))
     with pytest.raises(ParameterError, match="non-increasing"):
         mcmc.ncsn_step_sizes(torch.tensor([0.1, 1.0]))
     with pytest.raises(ParameterError, match="step_size"):
@@ -230,3 +234,91 @@ def test_annealing_errors() -> None:
         mcmc.annealed_langevin(score, torch.tensor([1.0, 0.1]), torch.zeros(3, 1), 0.1, rescale=torch.ones(3))
     with pytest.raises(ParameterError, match="num_steps"):
         mcmc.annealed_langevin(score, torch.tensor([1.0, 0.1]), torch.zeros(3, 1), 0.1, num_steps=0)
+
+
+# ------------------------------------------------------------------ adaptive / waste-free SMC
+def _shifted_gaussian(d: int, c: float):
+    mu = torch.linspace(-1.0, 1.0, d, dtype=torch.float64)
+    norm = d * (math.log(0.5) + 0.5 * math.log(2 * math.pi))
+    return CallableTarget(lambda x: -0.5 * (((x - mu) / 0.5) ** 2).sum(-1) - norm + c, dim=d)
+
+
+@pytest.mark.parametrize("waste_free", [False, True])
+def test_adaptive_smc_log_z_of_shifted_gaussian(waste_free: bool) -> None:
+    """gamma = e^c N(mu, 0.25 I) from the base N(0, 9 I): log Z = c within Z_SCORE standard errors; the chosen
+    temperatures increase from 0 to 1; a stricter ESS target takes more of them."""
+    c = 3.7
+    target = _shifted_gaussian(6, c)
+    smc = mcmc.AdaptiveSMC(target, _iso(6, 3.0), waste_free=waste_free, num_groups=8)
+    res = smc.run(1024, seed=0, progress=False)
+    _within(res, c, Z_SCORE)
+    gz = res.details["group_log_Z"]
+    _close(res.log_Z, float(torch.logsumexp(gz, 0)) - math.log(8))
+    for b in res.details["betas"]:
+        assert float(b[0]) == 0.0 and float(b[-1]) == 1.0 and bool((b[1:] > b[:-1]).all())
+    strict = mcmc.AdaptiveSMC(target, _iso(6, 3.0), target_ess=0.9, waste_free=waste_free).run(1024, seed=0, progress=False)
+    assert min(strict.details["num_steps"]) > max(res.details["num_steps"])
+    _within(strict, c, Z_SCORE)
+    assert res.samples.shape == (1024, 6) and res.log_weights.shape == (1024,)
+
+
+def test_adaptive_smc_next_temperature_hits_the_target_ess() -> None:
+    """The bisection's delta gives ESS(delta) = rho (a scan of delta on a fine grid agrees), and jumps to 1
+    when the whole remaining step keeps the ESS above rho."""
+    smc = mcmc.AdaptiveSMC(_shifted_gaussian(2, 0.0), _iso(2, 3.0), target_ess=0.6)
+    g = torch.Generator().manual_seed(0)
+    lr = 3.0 * torch.randn(4, 500, dtype=torch.float64, generator=g)
+    beta = torch.tensor([0.0, 0.2, 0.5, 0.999999], dtype=torch.float64)
+    delta = smc._next_delta(lr, beta)
+
+    def ess(dl: torch.Tensor, row: torch.Tensor) -> torch.Tensor:
+        w = torch.exp(dl[:, None] * row - (dl[:, None] * row).max(-1, keepdim=True).values)
+        return w.sum(-1) ** 2 / (row.numel() * (w * w).sum(-1))
+
+    for i in range(3):
+        grid = torch.linspace(0, float(1 - beta[i]), 20001, dtype=torch.float64)
+        values = ess(grid, lr[i])
+        first_below = grid[int(torch.nonzero(values < 0.6)[0])]
+        assert abs(float(delta[i]) - float(first_below)) <= float(grid[1])
+    assert_close(delta[3], 1 - beta[3])  # the last sliver: straight to beta = 1
+
+
+def test_adaptive_smc_nan_on_the_path_is_reported() -> None:
+    """A target whose log density is NaN in part of the space the particles visit: a NonFiniteError naming
+    the temperature step, not a NaN estimate (nor weights silently set to zero)."""
+    from fokker.errors import NonFiniteError
+
+    target = CallableTarget(lambda x: torch.where(x[..., 0] > 4.0, torch.nan, -0.5 * (x * x).sum(-1)), dim=2, name="nan_right")
+    with pytest.raises(NonFiniteError, match=r"nan_right.*NaN at \d+ of 256 particles at temperature step 1"):
+        mcmc.AdaptiveSMC(target, _iso(2, 3.0), num_groups=2).run(256, seed=0, progress=False)
+
+
+def test_systematic_resampling_counts() -> None:
+    """Each index appears floor or ceil of m W_i times, and their mean over draws is m W_i."""
+    w = torch.tensor([0.05, 0.5, 0.2, 0.25], dtype=torch.float64)
+    g = torch.Generator().manual_seed(1)
+    counts = torch.stack([torch.bincount(mcmc.systematic_resampling(w.log(), 10, generator=g), minlength=4)
+                          for _ in range(2000)]).double()
+    assert bool(((counts == torch.floor(10 * w)) | (counts == torch.ceil(10 * w))).all())
+    se = counts.std(0) / math.sqrt(2000) + 1e-12
+    assert bool(((counts.mean(0) - 10 * w).abs() <= Z_SCORE * se + 1e-9).all())
+    assert mcmc.systematic_resampling(torch.zeros(3, 5), generator=g).shape == (3, 5)
+
+
+@pytest.mark.parametrize("cls", [mcmc.AIS, mcmc.SMC])
+def test_nan_on_the_path_is_an_error_not_a_zero_weight(cls) -> None:
+    """log gamma NaN for x0 > 4: a NonFiniteError naming the target and the first temperature step (it used to
+    be turned into a zero weight, silently estimating the integral over the rest of the space); -inf there
+    is a zero weight and gives the integral over x0 <= 4 within Z_SCORE SE."""
+    from fokker.errors import NonFiniteError
+
+    def log_gamma(x: torch.Tensor, outside: float) -> torch.Tensor:
+        return torch.where(x[..., 0] > 4.0, outside, -0.5 * (x * x).sum(-1))
+
+    nan = CallableTarget(lambda x: log_gamma(x, math.nan), dim=2, name="nan_right")
+    k = mcmc.HMC(step_size=0.3, num_steps=3)
+    with pytest.raises(NonFiniteError, match=r"'nan_right': log_prob is NaN at \d+ of 256 particles .*first at temperature step 1"):
+        cls(nan, _iso(2, 3.0), 8, kernel=k).run(256, seed=0, progress=False)
+    cut = CallableTarget(lambda x: log_gamma(x, -math.inf), dim=2)
+    res = cls(cut, _iso(2, 3.0), 32, kernel=k).run(2048, seed=0, progress=False)
+    _within(res, math.log(2 * math.pi * (1 - 0.5 * math.erfc(4 / math.sqrt(2)))), Z_SCORE)

@@ -39,6 +39,7 @@ from .coupling import (
 )
 from .elementwise import Additive, Affine, ElementwiseMap, RationalQuadratic, soft_clamp
 from .emerging import EmergingConv
+from .fit import fit_to_target
 from .flow import Flow, FlowDistribution
 from .glow import Multiscale, Squeeze, squeeze, unsqueeze
 from .matrix import Householder, MatrixExponential, Orthogonal
@@ -73,6 +74,7 @@ __all__ = [
     "FlowDistribution",
     "MLP",
     "save",
+    "fit_to_target",
     "load",
     # elementwise maps
     "ElementwiseMap",

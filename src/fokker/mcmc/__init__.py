@@ -50,6 +50,22 @@ __all__ = [
     "diagnostics",
 ]
 
-from .annealing import AIS, SMC, AnnealedTarget, annealed_langevin, geometric_betas, ncsn_step_sizes  # noqa: E402
+from .annealing import (  # noqa: E402
+    AIS,
+    SMC,
+    AdaptiveSMC,
+    AnnealedTarget,
+    annealed_langevin,
+    geometric_betas,
+    ncsn_step_sizes,
+    systematic_resampling,
+)
 
-__all__ += ["annealed_langevin", "ncsn_step_sizes", "AIS", "SMC", "AnnealedTarget", "geometric_betas"]
+__all__ += [
+    "annealed_langevin", "ncsn_step_sizes", "AIS", "SMC", "AdaptiveSMC", "AnnealedTarget", "geometric_betas",
+    "systematic_resampling",
+]
+
+from .neutra import NeuTraTarget, neutra  # noqa: E402
+
+__all__ += ["NeuTraTarget", "neutra"]

@@ -47,8 +47,12 @@ from ..errors import NonFiniteError, ParameterError, ShapeError
 from ..importance import LogZEstimate, log_mean_exp, log_mean_exp_stderr
 from ..targets.base import Target, as_target
 from .kernels import HMC, Kernel, langevin_move
+from .metric import Metric, regularized_covariance
 
-__all__ = ["annealed_langevin", "ncsn_step_sizes", "AnnealedTarget", "AIS", "SMC", "geometric_betas"]
+__all__ = [
+    "annealed_langevin", "ncsn_step_sizes", "AnnealedTarget", "AIS", "SMC", "AdaptiveSMC", "geometric_betas",
+    "systematic_resampling",
+]
 
 
 def ncsn_step_sizes(sigmas: torch.Tensor, step_size: float = 2e-5) -> torch.Tensor:
@@ -149,9 +153,10 @@ def geometric_betas(num_steps: int, power: float = 4.0) -> torch.Tensor:
 class AnnealedTarget(Target):
     """``log pi_beta(x) = (1 - beta) log pi_0(x) + beta log gamma(x)``: Neal (2001) eq. (4), seed 001 eq. 71.
 
-    ``beta`` is a plain attribute so one kernel can follow the whole path.
-    ``base`` needs ``log_prob``; a :class:`~fokker.targets.Target` or a torch
-    distribution with event shape ``(dim,)``.
+    ``beta`` is a plain attribute so one kernel can follow the whole path: a number, or a
+    ``(N,)`` tensor with one temperature per point of an ``(N, dim)`` batch (particle systems
+    that anneal at their own pace, :class:`AdaptiveSMC`).  ``base`` needs ``log_prob``; a
+    :class:`~fokker.targets.Target` or a torch distribution with event shape ``(dim,)``.
     """
 
     def __init__(self, target: Target, base, beta: float = 0.0) -> None:
@@ -181,7 +186,8 @@ class AnnealedTarget(Target):
             with torch.enable_grad():
                 xg = x.detach().requires_grad_(True)
                 (g_0,) = torch.autograd.grad(self.base.log_prob(xg).sum(), xg)
-        return (1 - self.beta) * g_0 + self.beta * g_t
+        beta = self.beta.unsqueeze(-1) if isinstance(self.beta, torch.Tensor) else self.beta
+        return (1 - beta) * g_0 + beta * g_t
 
 
 def _reference_device(target: Target) -> torch.device:
@@ -196,7 +202,7 @@ class _Annealer:
         self,
         target: Target | Callable,
         base,
-        betas: torch.Tensor | int,
+        betas: torch.Tensor | int | None,
         kernel: Kernel | None,
         num_mcmc_steps: int,
         adapt_step_size: bool,
@@ -207,11 +213,19 @@ class _Annealer:
         if not hasattr(base, "log_prob") or not hasattr(base, "sample"):
             raise TypeError("base must have log_prob and sample (a Target with exact samples or a torch distribution)")
         self.base = base
-        betas = geometric_betas(betas) if isinstance(betas, int) else torch.as_tensor(betas, dtype=torch.float64)
-        if betas.dim() != 1 or betas.numel() < 2:
-            raise ShapeError(f"betas must be a 1-D tensor with at least 2 entries; got shape {tuple(betas.shape)}")
-        if float(betas[0]) != 0.0 or float(betas[-1]) != 1.0 or not bool((betas[1:] > betas[:-1]).all()):
-            raise ParameterError("betas must increase strictly from 0 to 1")
+        shape = tuple(getattr(base, "event_shape", (self.target.dim,)))
+        if isinstance(base, Target) and base.dim != self.target.dim or not isinstance(base, Target) and shape != (self.target.dim,):
+            got = base.dim if isinstance(base, Target) else shape
+            raise ShapeError(
+                f"base must be a distribution over R^{self.target.dim} (the space of target {self.target.name!r}); "
+                f"got {'dim' if isinstance(base, Target) else 'event_shape'} {got}"
+            )
+        if betas is not None:  # None: the schedule is chosen on the fly (AdaptiveSMC)
+            betas = geometric_betas(betas) if isinstance(betas, int) else torch.as_tensor(betas, dtype=torch.float64)
+            if betas.dim() != 1 or betas.numel() < 2:
+                raise ShapeError(f"betas must be a 1-D tensor with at least 2 entries; got shape {tuple(betas.shape)}")
+            if float(betas[0]) != 0.0 or float(betas[-1]) != 1.0 or not bool((betas[1:] > betas[:-1]).all()):
+                raise ParameterError("betas must increase strictly from 0 to 1")
         self.betas = betas
         self.kernel = kernel if kernel is not None else HMC(step_size=0.1, num_steps=5, adapt_step_size=False, adapt_metric=False)
         if not isinstance(self.kernel, Kernel):
@@ -266,6 +280,22 @@ class _Annealer:
 
     def _log_ratio(self, x: torch.Tensor) -> torch.Tensor:
         return self.target.log_prob_unchecked(x) - self.path.base_log_prob(x)
+
+    @staticmethod
+    def _first_nan(first: torch.Tensor, inc: torch.Tensor, k: int) -> torch.Tensor:
+        """Per particle, the first temperature step ``k`` whose log-ratio was NaN (0: none yet); no sync."""
+        return torch.where((first == 0) & torch.isnan(inc), torch.full_like(first, k), first)
+
+    def _raise_on_nan(self, first: torch.Tensor) -> None:
+        """A NaN ``log gamma`` on the path is an error, not a zero weight (``-inf`` is a zero weight)."""
+        hit = first > 0
+        if bool(hit.any()):
+            k = int(first[hit].min())
+            raise NonFiniteError(
+                f"target {self.target.name!r}: log_prob is NaN at {int(hit.sum())} of {first.numel()} particles on the "
+                f"annealing path (first at temperature step {k}, beta = {float(self.betas[k]):.4g}); a NaN is not a "
+                f"zero weight: return -inf outside the support, or check the target's parameters"
+            )
 
 
 class AIS(_Annealer):
@@ -328,13 +358,16 @@ class AIS(_Annealer):
         evals = torch.zeros(num_particles, dtype=torch.long, device=x.device)
         eps = torch.as_tensor(self.kernel.step_size, dtype=x.dtype, device=x.device)
         accs = []
+        first_nan = torch.zeros(num_particles, dtype=torch.long, device=x.device)
         b = self.betas.tolist()
         for k in progress_bar(range(1, len(b)), progress=progress, desc="AIS"):
-            lw = lw + (b[k] - b[k - 1]) * self._log_ratio(x)
+            inc = (b[k] - b[k - 1]) * self._log_ratio(x)
+            first_nan = self._first_nan(first_nan, inc, k)
+            lw = lw + inc
             evals = evals + 1
             x, acc, eps, evals = self._move(kernel, x, b[k], eps, evals)
             accs.append(acc.mean())
-        lw = torch.where(torch.isnan(lw), torch.full_like(lw, -math.inf), lw)
+        self._raise_on_nan(first_nan)
         return LogZEstimate.from_log_weights(
             lw, samples=x, num_target_evals=int(evals.sum()),
             details={"acceptance": torch.stack(accs), "num_resampling": 0},
@@ -398,11 +431,14 @@ class SMC(_Annealer):
         evals = torch.zeros(num_particles, dtype=torch.long, device=x.device)
         eps = torch.as_tensor(self.kernel.step_size, dtype=x.dtype, device=x.device)
         accs = []
+        first_nan = torch.zeros(num_particles, dtype=torch.long, device=x.device)
         b = self.betas.tolist()
         for k in progress_bar(range(1, len(b)), progress=progress, desc="SMC"):
-            inc = ((b[k] - b[k - 1]) * self._log_ratio(x)).reshape(g, n)
+            inc = (b[k] - b[k - 1]) * self._log_ratio(x)
+            first_nan = self._first_nan(first_nan, inc, k)
+            inc = inc.reshape(g, n)
             evals = evals + 1
-            inc = torch.where(torch.isnan(inc), torch.full_like(inc, -math.inf), inc)
+            inc = torch.where(torch.isnan(inc), torch.full_like(inc, -math.inf), inc)  # reported after the loop
             lw = logW + inc
             step = torch.logsumexp(lw, -1)  # log sum_i W_i exp(inc_i)
             log_z = log_z + step
@@ -418,6 +454,7 @@ class SMC(_Annealer):
             n_res = n_res + need.sum()
             x, acc, eps, evals = self._move(kernel, x, b[k], eps, evals)
             accs.append(acc.mean())
+        self._raise_on_nan(first_nan)
         # each group's Z_hat_g = exp(log_z_g) is unbiased; combine by their mean
         log_Z = float(log_mean_exp(log_z.double()))
         if not math.isfinite(log_Z):
@@ -438,11 +475,253 @@ class SMC(_Annealer):
         )
 
 
+class AdaptiveSMC(_Annealer):
+    """Adaptive-tempered SMC sampler, optionally waste-free, on the geometric path.
+
+    Tempering (Jasra, Stephens, Doucet & Tsagaris 2011, *Inference for Lévy-driven stochastic
+    volatility models via adaptive sequential Monte Carlo*, Scand. J. Stat. 38, sec. 3.2): from
+    ``beta`` the next temperature ``beta' = beta + delta`` solves, by bisection,
+
+    .. math:: \\mathrm{ESS}(\\delta) = \\frac{(\\sum_i w_i)^2}{n \\sum_i w_i^2} = \\rho, \\qquad
+              w_i = \\exp\\{\\delta [\\log\\gamma(x_i) - \\log\\pi_0(x_i)]\\}
+
+    (the conditional ESS of Zhou, Johansen & Aston 2016, eq. 3.16, which equals the ESS here since
+    the particles are resampled at every temperature), or ``delta = 1 - beta`` when that keeps the
+    ESS above ``rho``.  Then ``log Z_hat += log mean_i w_i``, the particles are resampled
+    (systematic) and moved by MCMC kernels leaving ``pi_beta'`` invariant.
+
+    Moves: ``num_mcmc_steps`` kernel transitions of every particle, or with ``waste_free=True``
+    (Dau & Chopin 2022, *Waste-free sequential Monte Carlo*, JRSS B 84, Algorithm 2) only
+    ``n / chain_length`` particles are resampled and each runs a chain of ``chain_length - 1``
+    transitions whose every state is kept: ``n`` particles again, at the cost of
+    ``n (chain_length - 1) / chain_length`` transitions per temperature.
+
+    Kernel tuning from the current particles (the tuning uses past particles only; the estimator
+    stays consistent, Buchholz, Chopin & Jacob 2021): with ``adapt_metric`` the kernel's diagonal
+    inverse mass matrix is the particles' variance after resampling (pooled over the groups), and
+    with ``adapt_step_size`` each group's step size follows its mean acceptance (Robbins-Monro on
+    ``log eps`` towards the kernel's ``target_accept``).
+
+    The particles form ``num_groups`` systems, each with its own temperature sequence, resampling
+    and step size; ``log Z_hat`` is the log of the mean of the groups' ``Z`` estimates and its
+    standard error the delta-method error across groups (as :class:`SMC`).  The groups are
+    independent except through the pooled metric (with ``adapt_metric``); adaptive tempering
+    itself makes each group's estimate consistent rather than exactly unbiased (Beskos, Jasra,
+    Kantas & Thiery 2016), so the standard error describes the spread, not a bias.
+
+    Args:
+        target: unnormalized ``gamma`` (a Target or a log-prob callable with ``dim``).
+        base: normalized ``pi_0`` over ``R^dim`` with ``sample`` and ``log_prob``.
+        kernel: MCMC kernel with a step size (default ``HMC(step_size=0.5, num_steps=5)``, in
+            the units of the adapted metric).
+        target_ess: ``rho`` in ``(0, 1)``.
+        num_mcmc_steps: transitions per particle and temperature (``waste_free=False``).
+        waste_free, chain_length: Dau & Chopin's variant and its chain length ``P``
+            (``num_particles / num_groups`` must be a multiple of ``P``).
+        num_groups: independent particle systems for the standard error.
+        max_num_steps: cap on the number of temperatures (the last step then jumps to 1,
+            which keeps the estimate unbiased but noisier; ``details["capped"]`` says so).
+        step_size_spread: ``s >= 0``: each particle and transition draws its step size
+            ``eps exp(-s U)``, ``U ~ U(0, 1)``, independently of the state (as :class:`AIS`).
+    """
+
+    def __init__(
+        self,
+        target,
+        base,
+        kernel: Kernel | None = None,
+        target_ess: float = 0.5,
+        num_mcmc_steps: int = 2,
+        waste_free: bool = False,
+        chain_length: int = 8,
+        num_groups: int = 8,
+        adapt_step_size: bool = True,
+        adapt_metric: bool = True,
+        max_num_steps: int = 2000,
+        step_size_spread: float = 0.0,
+        dim: int | None = None,
+    ) -> None:
+        if kernel is None:
+            kernel = HMC(step_size=0.5, num_steps=5, adapt_step_size=False, adapt_metric=False)
+        super().__init__(target, base, None, kernel, num_mcmc_steps, adapt_step_size, dim, step_size_spread)
+        if not (isinstance(target_ess, float) and 0.0 < target_ess < 1.0):
+            raise ParameterError(f"target_ess must be a float in (0, 1); got {target_ess!r}")
+        self.target_ess = target_ess
+        self.waste_free = bool(waste_free)
+        self.chain_length = check_int(chain_length, "chain_length", 2 if waste_free else 1)
+        self.num_groups = check_int(num_groups, "num_groups", 1)
+        self.adapt_metric = bool(adapt_metric)
+        self.max_num_steps = check_int(max_num_steps, "max_num_steps", 1)
+
+    def _next_delta(self, log_ratio: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+        """Per group ``delta`` ``(g,)`` with ``ESS(delta) = rho`` (bisection, 50 halvings; no host sync)."""
+        room = 1.0 - beta
+
+        def ess(delta: torch.Tensor) -> torch.Tensor:
+            lw = delta.unsqueeze(-1) * log_ratio
+            return torch.exp(2 * torch.logsumexp(lw, -1) - torch.logsumexp(2 * lw, -1)) / log_ratio.shape[-1]
+
+        lo, hi = torch.zeros_like(room), room
+        for _ in range(50):
+            mid = 0.5 * (lo + hi)
+            ok = ess(mid) >= self.target_ess
+            lo, hi = torch.where(ok, mid, lo), torch.where(ok, hi, mid)
+        done = ess(room) >= self.target_ess
+        # a positive step even when one particle dominates (lo = 0): the smallest representable move
+        tiny = torch.minimum(room, torch.full_like(room, 1e-12))
+        return torch.where(done, room, torch.maximum(lo, tiny))
+
+    def _tune_metric(self, kernel: Kernel, x: torch.Tensor) -> None:
+        if self.adapt_metric:
+            kernel.metric = Metric(regularized_covariance(x, dense=False))
+
+    def run(
+        self,
+        num_particles: int,
+        *,
+        generator: torch.Generator | None = None,
+        seed: int | None = None,
+        progress: bool | None = None,
+    ) -> LogZEstimate:
+        """Run ``num_particles`` particles in ``num_groups`` groups until every group reaches ``beta = 1``.
+
+        Returns a :class:`~fokker.importance.LogZEstimate`: ``log_Z`` (log of the mean of the group
+        estimates), ``stderr`` (across groups; NaN with one group), ``ess`` (the mean over groups of the
+        normalized ESS of the last reweighting), ``samples`` (the final particles, equally weighted within
+        a group), ``log_weights`` (each particle's group ``log Z``: their log-mean-exp is ``log_Z``),
+        ``elbo = None``.  ``details``: ``betas`` (per group, the temperatures chosen), ``num_steps`` per
+        group, ``acceptance`` (mean per temperature), ``group_log_Z``, ``capped``.
+
+        Raises :class:`~fokker.errors.NonFiniteError` when ``log gamma`` is NaN at some particle (naming
+        the temperature), or when a group's weights all vanish.
+        """
+        g = self.num_groups
+        check_int(num_particles, "num_particles", 1)
+        if num_particles % g != 0:
+            raise ParameterError(f"num_particles ({num_particles}) must be a multiple of num_groups ({g})")
+        n = num_particles // g
+        if self.waste_free and n % self.chain_length != 0:
+            raise ParameterError(
+                f"waste-free SMC needs the particles per group ({n}) to be a multiple of chain_length ({self.chain_length})"
+            )
+        x, gen, kernel = self._start(num_particles, generator, seed)
+        d = x.shape[-1]
+        dt, dev = x.dtype, x.device
+        beta = torch.zeros(g, dtype=dt, device=dev)
+        log_z = torch.zeros(g, dtype=dt, device=dev)
+        eps = torch.full((g,), float(self.kernel.step_size), dtype=dt, device=dev)
+        evals = torch.zeros((), dtype=torch.long, device=dev)
+        history, accs, last_ess = [beta.clone()], [], torch.ones(g, dtype=dt, device=dev)
+        capped = False
+        bar = progress_bar(total=None, progress=progress, desc="adaptive SMC")
+        num = 0
+        while bool((beta < 1).any()):
+            num += 1
+            lr = self._log_ratio(x).reshape(g, n)
+            evals = evals + num_particles
+            if bool(torch.isnan(lr).any()):
+                bad = torch.isnan(lr)
+                raise NonFiniteError(
+                    f"target {self.target.name!r}: log_prob is NaN at {int(bad.sum())} of {num_particles} particles at "
+                    f"temperature step {num} (beta up to {float(beta.max()):.4g}); e.g. x = {x.reshape(g, n, d)[bad][0].tolist()}"
+                )
+            if num >= self.max_num_steps:
+                delta, capped = 1.0 - beta, True
+            else:
+                delta = self._next_delta(lr, beta)
+            lw = delta.unsqueeze(-1) * lr
+            lse = torch.logsumexp(lw, -1)
+            if not bool(torch.isfinite(lse).all()):
+                raise NonFiniteError(f"all particle weights of a group vanished at temperature step {num}; check the base covers the target")
+            log_z = log_z + lse - math.log(n)
+            last_ess = torch.exp(2 * lse - torch.logsumexp(2 * lw, -1)) / n
+            beta = torch.where(delta >= 1.0 - beta, torch.ones_like(beta), beta + delta)
+            history.append(beta.clone())
+            x, acc, eps, evals = self._resample_move(kernel, x.reshape(g, n, d), lw, beta, eps, evals, gen)
+            accs.append(acc)
+            bar.update(1)
+        bar.close()
+        log_Z = float(log_mean_exp(log_z.double()))
+        steps = torch.stack(history)  # (num + 1, g); a group that finished early repeats 1
+        betas = [steps[: int((steps[:, j] < 1).sum()) + 1, j].cpu() for j in range(g)]
+        return LogZEstimate(
+            log_Z=log_Z,
+            stderr=log_mean_exp_stderr(log_z) if g > 1 else math.nan,
+            ess=float(last_ess.mean()),
+            elbo=None,
+            num_samples=num_particles,
+            num_target_evals=int(evals),
+            log_weights=log_z.repeat_interleave(n).detach(),
+            samples=x.detach(),
+            details={
+                "betas": betas, "num_steps": [len(b) - 1 for b in betas], "acceptance": torch.stack(accs) if accs else None,
+                "group_log_Z": log_z.detach(), "capped": capped, "num_resampling": num * g,
+            },
+        )
+
+    def _resample_move(self, kernel, xg, lw, beta, eps, evals, gen):
+        """Resample each group by ``lw`` and move by MCMC at the groups' temperatures ``beta``."""
+        g, n, d = xg.shape
+        m = n // self.chain_length if self.waste_free else n
+        idx = systematic_resampling(lw, m, generator=gen)  # (g, m)
+        seeds = torch.gather(xg, 1, idx.unsqueeze(-1).expand(g, m, d)).reshape(g * m, d)
+        self._tune_metric(kernel, seeds)
+        self.path.beta = beta.repeat_interleave(m)
+        if self.num_mcmc_steps == 0 and not self.waste_free:
+            return seeds, torch.ones((), dtype=xg.dtype, device=xg.device), eps, evals
+        per_particle = eps.repeat_interleave(m)
+        state = kernel.init(seeds)
+        evals = evals + g * m
+        num_transitions = self.chain_length - 1 if self.waste_free else self.num_mcmc_steps
+        kept = [seeds]
+        acc = torch.zeros(g * m, dtype=xg.dtype, device=xg.device)
+        for _ in range(num_transitions):
+            if self.step_size_spread > 0:
+                u = _random.rand((g * m,), generator=gen, dtype=xg.dtype, device=xg.device)
+                kernel.set_step_size(per_particle * torch.exp(-self.step_size_spread * u), check=False)
+            else:
+                kernel.set_step_size(per_particle, check=False)
+            state, info = kernel.step(state)
+            acc = acc + info.accept_prob.nan_to_num(0.0)
+            evals = evals + info.num_steps.sum()
+            if self.waste_free:
+                kept.append(state.x)
+        acc = acc / num_transitions
+        if self.adapt and kernel.metropolis:
+            eps = eps * torch.exp(acc.reshape(g, m).mean(-1) - kernel.target_accept)
+        if self.waste_free:  # (P, g, m, d) -> (g, P m, d): every state of every chain is a particle
+            x = torch.stack(kept).reshape(self.chain_length, g, m, d).transpose(0, 1).reshape(g * n, d)
+        else:
+            x = state.x
+        return x, acc.mean(), eps, evals
+
+
+def systematic_resampling(
+    log_weights: torch.Tensor, num_samples: int | None = None, *, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Systematic resampling (Kitagawa 1996; Douc, Cappé & Moulines 2005): ``num_samples`` indices per row.
+
+    ``log_weights``: ``(n,)`` or ``(groups, n)`` log weights (normalized or not; ``-inf`` is a zero
+    weight).  One uniform ``U`` per row; index ``j`` is drawn where the cumulative normalized weight
+    first exceeds ``(U + j) / num_samples``.  Each index ``i`` appears ``floor`` or ``ceil`` of
+    ``num_samples W_i`` times (unbiased, lower variance than multinomial).  Returns ``(num_samples,)`` or
+    ``(groups, num_samples)`` ``long`` indices (default ``num_samples = n``).
+    """
+    single = log_weights.dim() == 1
+    lw = log_weights.unsqueeze(0) if single else log_weights
+    if lw.dim() != 2 or lw.shape[-1] < 1:
+        raise ShapeError(f"log_weights must have shape (n,) or (groups, n); got {tuple(log_weights.shape)}")
+    g, n = lw.shape
+    m = n if num_samples is None else check_int(num_samples, "num_samples")
+    w = torch.exp(lw - lw.max(-1, keepdim=True).values)
+    cdf = torch.cumsum(w, -1)
+    cdf = cdf / cdf[:, -1:]
+    u0 = _random.rand((g, 1), generator=generator, dtype=lw.dtype, device=lw.device)
+    u = (u0 + torch.arange(m, dtype=lw.dtype, device=lw.device)) / m
+    idx = torch.searchsorted(cdf, u).clamp(max=n - 1)
+    return idx[0] if single else idx
+
+
 def _systematic(logW: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     """Systematic resampling indices ``(g, n)`` from normalized log-weights ``(g, n)``."""
-    g, n = logW.shape
-    cdf = torch.cumsum(logW.exp(), -1)
-    cdf = cdf / cdf[:, -1:]
-    u0 = _random.rand((g, 1), generator=generator, dtype=logW.dtype, device=logW.device)
-    u = (u0 + torch.arange(n, dtype=logW.dtype, device=logW.device)) / n
-    return torch.searchsorted(cdf, u).clamp(max=n - 1)
+    return systematic_resampling(logW, generator=generator)

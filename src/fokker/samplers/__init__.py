@@ -20,6 +20,7 @@ Example::
 """
 
 from .base import DiffusionSampler
+from .cmcd import CMCD, MCD, AnnealedLangevinSampler
 from .dds import DDS
 from .dis import DIS
 from .networks import PISGradNet
@@ -30,6 +31,9 @@ __all__ = [
     "DDS",
     "PIS",
     "DIS",
+    "CMCD",
+    "MCD",
+    "AnnealedLangevinSampler",
     "DiffusionSampler",
     "PISGradNet",
     "GaussianOptimalControl",

@@ -46,7 +46,7 @@ from ..errors import DeviceDtypeError, NoExactSamplesError, NonFiniteError, Para
 from ..importance import LogZEstimate
 from ..targets.base import Target, as_target
 
-__all__ = ["DiffusionSampler", "net_like_target"]
+__all__ = ["DiffusionSampler", "net_like_target", "controlled_gaussian_step"]
 
 LOSSES = ("kl", "lv")
 
@@ -72,6 +72,25 @@ def _check_net_like_target(net: nn.Module, target: Target) -> None:
             f"{ref.device}; the sampler's states are the network's, so both must agree: pass "
             f"net.to({ref.dtype}) or move the target with target.to(...)"
         )
+
+
+def controlled_gaussian_step(
+    mean_ref: torch.Tensor, delta: torch.Tensor, std: torch.Tensor, noise: torch.Tensor, detach: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``y' = mean_ref + delta + std * noise`` and ``log N(y'; mean_ref, std^2) - log N(y'; mean_ref + delta, std^2)``.
+
+    The kernel of DDS and PIS: a reference Gaussian step shifted by the control ``delta``.  The
+    log-density ratio is ``-|delta|^2 / (2 std^2) - delta . noise / std`` (the normalizers cancel).
+    With ``detach`` the end point is cut from the graph and ``noise`` is recomputed from it as
+    ``(y' - mean_ref - delta) / std``, so the ratio is differentiated at the fixed end point
+    (log-variance loss) rather than along the reparameterized path.
+    """
+    y_next = mean_ref + delta + std * noise
+    if detach:
+        y_next = y_next.detach()
+        noise = (y_next - mean_ref - delta) / std
+    inc = -(delta * delta).sum(-1) / (2 * std * std) - (delta * noise).sum(-1) / std
+    return y_next, inc
 
 
 class DiffusionSampler(nn.Module):
@@ -183,6 +202,52 @@ class DiffusionSampler(nn.Module):
         feat = self.feature(k, y, self._score(y))
         return self.net(y, tab["t_norm"][k], feat)
 
+    def rollout_context(self, like: torch.Tensor) -> dict[str, Any]:
+        """What one rollout computes once: the tables (``"tab"``, and every ``(K,)``/``(K + 1,)``
+        table unbound into per-step 0-d tensors under its own name) and, for a network with
+        ``time_terms`` (:class:`PISGradNet`), its time-only parts on the whole grid (``"time_terms"``)."""
+        tab = self.tables_like(like)
+        ctx: dict[str, Any] = {"tab": tab}
+        for name, v in tab.items():
+            ctx[name] = v.unbind(0) if v.dim() == 1 else v
+        time_terms = getattr(self.net, "time_terms", None)
+        if callable(time_terms):
+            code_bias, gain, weight_x = time_terms(tab["t_norm"])
+            ctx["time_terms"] = (code_bias.unbind(0), gain.unbind(0), weight_x)
+        return ctx
+
+    def control_in(self, k: int, y: torch.Tensor, ctx: dict[str, Any], score: torch.Tensor | None = None) -> torch.Tensor:
+        """:meth:`control` inside a rollout: the network's time terms come from ``ctx`` (same value,
+        one pass per rollout instead of one per step); ``score`` is the target score at ``y``
+        when the caller has it already."""
+        feat = self.feature(k, y, self._score(y) if score is None else score)
+        terms = ctx.get("time_terms")
+        if terms is None:
+            return self.net(y, ctx["t_norm"][k], feat)
+        return self.net.forward_with_time_terms(y, terms[0][k], terms[1][k], terms[2], feat)
+
+    def evaluate(self, k: int, y: torch.Tensor, ctx: dict[str, Any]) -> Any:
+        """What step ``k`` needs at the state ``y_k`` and what step ``k - 1`` may need at its end
+        point (e.g. the control there); computed once per state.  Default: nothing."""
+        return None
+
+    def step(
+        self, k: int, y: torch.Tensor, ev: Any, noise: torch.Tensor, ctx: dict[str, Any], detach: bool
+    ) -> tuple[torch.Tensor, torch.Tensor, Any]:
+        """One step of the generative chain: ``(y_{k+1}, log-weight increment, evaluate(k + 1, y_{k+1}))``.
+
+        ``ev`` is :meth:`evaluate` at ``y_k`` and ``noise`` a standard normal draw like ``y``.
+        The increment is ``log B_k(y_k | y_{k+1}) - log q_k(y_{k+1} | y_k)``.  This default is
+        written with the kernel hooks; samplers override it with a fused form of the same value.
+        """
+        tab = ctx["tab"]
+        mean, std = self.model_kernel(k, y, tab)
+        y_next = mean + std * noise
+        if detach:
+            y_next = y_next.detach()
+        inc = self.target_kernel_log_prob(k, y, y_next, tab) - isotropic_normal_log_prob(y_next, mean, std)
+        return y_next, inc, None
+
     def rollout(
         self,
         num_samples: int,
@@ -196,20 +261,20 @@ class DiffusionSampler(nn.Module):
 
         ``detach=True`` stops gradients through the states (log-variance loss): only
         the learned kernel densities carry gradients then.  ``return_path=True`` also
-        returns the whole path ``(K + 1, num_samples, dim)``.
+        returns the whole path ``(K + 1, num_samples, dim)``.  No host synchronization
+        happens inside the loop.
         """
         like = self.reference_tensor()
-        tab = self.tables_like(like)
+        ctx = self.rollout_context(like)
         y = self.init_sample(num_samples, like, generator)
+        if detach:
+            y = y.detach()
         path = [y] if return_path else None
         log_w = self.init_log_weight(y)
+        ev = self.evaluate(0, y, ctx)
         for k in range(self.num_steps):
-            mean, std = self.model_kernel(k, y, tab)
-            y_next = mean + std * randn_like(mean, generator)
-            if detach:
-                y_next = y_next.detach()
-            log_w = log_w + self.target_kernel_log_prob(k, y, y_next, tab) - isotropic_normal_log_prob(y_next, mean, std)
-            y = y_next
+            y, inc, ev = self.step(k, y, ev, randn_like(y, generator), ctx, detach)
+            log_w = log_w + inc
             if path is not None:
                 path.append(y)
         log_w = log_w + self.terminal_log_weight(y, self.target.log_prob_unchecked(y))
@@ -311,7 +376,10 @@ class DiffusionSampler(nn.Module):
         """Samples ``(*sample_shape, dim)`` and their log importance weights ``sample_shape``.
 
         The weights are unnormalized, ``E w = Z`` exactly for the discrete chain.  Paths are
-        simulated ``batch_size`` at a time.
+        simulated ``batch_size`` at a time.  A weight of zero (``log w = -inf``, a point outside the
+        target's support) is allowed; NaN or ``+inf`` weights raise
+        :class:`~fokker.errors.NonFiniteError`, saying whether ``log gamma`` is NaN at the end points or
+        the paths themselves became non-finite (the target's score NaN somewhere along the way).
         """
         shape = torch.Size((sample_shape,) if isinstance(sample_shape, int) else sample_shape)
         num_samples = shape.numel()
@@ -321,7 +389,37 @@ class DiffusionSampler(nn.Module):
             x, lw = self.rollout(size, generator=generator)
             xs.append(x)
             lws.append(lw)
-        return torch.cat(xs).reshape(*shape, self.dim), torch.cat(lws).reshape(shape)
+        x, lw = torch.cat(xs), torch.cat(lws)
+        self._check_log_weights(x, lw)
+        return x.reshape(*shape, self.dim), lw.reshape(shape)
+
+    def _check_log_weights(self, x: torch.Tensor, lw: torch.Tensor) -> None:
+        """NaN / +inf weights as a :class:`NonFiniteError` that says where they came from (one sync)."""
+        bad = torch.isnan(lw) | (lw == float("inf"))
+        if not bool(bad.any()):
+            return
+        n, k = lw.numel(), int(bad.sum())
+        lost = ~torch.isfinite(x).all(-1)
+        name = self.target.name
+        if bool(lost[bad].any()):
+            raise NonFiniteError(
+                f"target {name!r}: {k} of {n} log weights are NaN/+inf because {int(lost.sum())} paths became "
+                f"non-finite on the way: the target's log_prob or score is NaN/inf at intermediate states (on part of "
+                f"the path between the reference and the target); check the target's support and parameters"
+            )
+        with torch.no_grad():
+            lg = self.target.log_prob_unchecked(x[bad])
+        where = torch.isnan(lg) | (lg == float("inf"))
+        if bool(where.any()):
+            example = x[bad][where][0].tolist()
+            raise NonFiniteError(
+                f"target {name!r}: log_prob is NaN/+inf at {int(where.sum())} of {n} samples (e.g. x = {example}), "
+                f"so their importance weights are undefined; check the target's support and parameters"
+            )
+        raise NonFiniteError(
+            f"{k} of {n} log weights of {type(self).__name__} on target {name!r} are NaN/+inf although the target is "
+            f"finite at the end points: the sampler's network produced non-finite values"
+        )
 
     @torch.no_grad()
     def eubo_log_weights(

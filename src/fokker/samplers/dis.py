@@ -121,6 +121,21 @@ class DIS(DiffusionSampler):
         mean = y + tab["h_half_beta"][k] * y + tab["h_beta_s2"][k] * self.control(k, y)
         return mean, tab["std"][k]
 
+    def evaluate(self, k, y, ctx):
+        return self.control_in(k, y, ctx)
+
+    def step(self, k, y, f, noise, ctx, detach):
+        # Euler-Maruyama both ways: the kernels' standard deviations differ, so no closed-form shortcut
+        mean = y + ctx["h_half_beta"][k] * y + ctx["h_beta_s2"][k] * f
+        std = ctx["std"][k]
+        y_next = mean + std * noise
+        if detach:
+            y_next = y_next.detach()
+        inc = isotropic_normal_log_prob(y, ctx["back_a"][k] * y_next, ctx["back_std"][k]) - isotropic_normal_log_prob(
+            y_next, mean, std
+        )
+        return y_next, inc, (self.evaluate(k + 1, y_next, ctx) if k + 1 < self.num_steps else None)
+
     def target_kernel_log_prob(self, k, y, y_next, tab):
         return isotropic_normal_log_prob(y, tab["back_a"][k] * y_next, tab["back_std"][k])
 

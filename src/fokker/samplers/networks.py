@@ -21,6 +21,7 @@ Integral Sampler, sec. 4) in the variant used by DDS (Vargas et al. 2023):
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .._args import check_int, check_positive
@@ -76,6 +77,30 @@ class PISGradNet(nn.Module):
         arg = t[..., None] * self.freq + self.phase
         return torch.cat([torch.sin(arg), torch.cos(arg)], dim=-1)
 
+    def time_terms(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The parts of the network that do not depend on ``x``, for a grid of times at once.
+
+        ``t``: normalized times ``(T,)``.  Returns ``(code_bias (T, width), gain (T, dim),
+        weight_x (width, dim))``: the time code's contribution to the first layer of ``NN_1``
+        (with its bias), the gain ``NN_2(phi(t))`` and the first layer's weight on ``x``.  A
+        sampler evaluates them once per rollout for all its steps (one batched pass and one
+        backward node instead of ``K``) and calls :meth:`forward_with_time_terms` at every step;
+        the result equals :meth:`forward`.
+        """
+        emb = self.embed(t)
+        first = self.state_net[0]
+        code_bias = F.linear(self.time_code(emb), first.weight[:, self.dim :], first.bias)
+        return code_bias, self.time_gain(emb), first.weight[:, : self.dim]
+
+    def forward_with_time_terms(
+        self, x: torch.Tensor, code_bias: torch.Tensor, gain: torch.Tensor, weight_x: torch.Tensor, feature: torch.Tensor
+    ) -> torch.Tensor:
+        """``f(x, t, feature)`` from the :meth:`time_terms` of ``t`` (rows ``(width,)`` and ``(dim,)``
+        of one time, or batched like ``x``): ``x`` ``(n, dim)``, ``feature`` ``(n, dim)``."""
+        h = self.state_net[1:](F.linear(x, weight_x) + code_bias)
+        feat = feature.detach().clamp(-self.feature_clip, self.feature_clip)
+        return (h + gain * feat).clamp(-self.output_clip, self.output_clip)
+
     def forward(self, x: torch.Tensor, t: torch.Tensor, feature: torch.Tensor) -> torch.Tensor:
         """``x``: ``(n, dim)``; ``t``: 0-d or ``(n,)`` normalized time; ``feature``: ``(n, dim)``.
 
@@ -83,9 +108,5 @@ class PISGradNet(nn.Module):
         networks run once on a single row and broadcast, so only ``NN_1`` costs ``O(n)``.
         """
         t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
-        emb = self.embed(t.reshape(-1) if t.dim() == 0 else t)  # (1 or n, 2 width)
-        code = self.time_code(emb).expand(*x.shape[:-1], self.width)
-        h = self.state_net(torch.cat([x, code], dim=-1))
-        feat = feature.detach().clamp(-self.feature_clip, self.feature_clip)
-        out = h + self.time_gain(emb) * feat
-        return out.clamp(-self.output_clip, self.output_clip)
+        code_bias, gain, weight_x = self.time_terms(t.reshape(-1) if t.dim() == 0 else t)
+        return self.forward_with_time_terms(x, code_bias, gain, weight_x, feature)

@@ -15,6 +15,13 @@ compared with.  Formulas (``t`` is the sampler's generative time):
   ``w(t) = t v / T^2 + sigma^2 (T - t) / T`` (finite at ``t = 0``).
 * DIS: the score of the VP-noised target at ``tau = T - t``:
   ``N(a mu, a^2 v + (1 - a^2) sigma^2)``, ``a = exp(-1/2 int_0^tau beta)``.
+* CMCD: a transport field of the geometric path between the base ``N(m_0, diag(v_0))`` and the
+  target, whose marginals ``pi_beta = N(m(beta), v(beta))`` have precision
+  ``1/v = (1 - beta)/v_0 + beta/v`` and mean ``m = v ((1 - beta) m_0/v_0 + beta mu/v)``:
+  ``u = (d beta/dt) [m'(beta) + v'(beta) / (2 v(beta)) (x - m(beta))]`` (per coordinate the
+  flow that moves the quantiles, Vargas, Padhy, Blessing & Nüsken 2024, sec. 3: the continuity
+  equation ``d pi_t/dt + div(pi_t u_t) = 0``).  In the discrete chain ``d beta/dt`` at step ``k``
+  is ``(beta_{k+1} - beta_k) / h_k`` (the last state takes the last step's rate).
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from torch import nn
 
 from ..errors import ParameterError, ShapeError
 from .base import DiffusionSampler
+from .cmcd import CMCD
 from .dds import DDS
 from .dis import DIS
 from .pis import PIS
@@ -44,14 +52,40 @@ class GaussianOptimalControl(nn.Module):
         super().__init__()
         if mean.shape != (sampler.dim,) or var.shape != (sampler.dim,):
             raise ShapeError(f"mean and var must have shape ({sampler.dim},); got {tuple(mean.shape)}, {tuple(var.shape)}")
-        if not isinstance(sampler, (DDS, PIS, DIS)):
+        if not isinstance(sampler, (DDS, PIS, DIS, CMCD)):
             raise ParameterError(f"no closed form for sampler type {type(sampler).__name__}")
+        if isinstance(sampler, CMCD):
+            self._cmcd_tables(sampler, mean, var)
         self.kind = type(sampler).__name__
         self.T, self.sigma = sampler.T, sampler.sigma
         self.beta = getattr(sampler, "beta", None)
         self._sampler_ref = [sampler]  # not a submodule
         self.register_buffer("mean", mean.clone())
         self.register_buffer("var", var.clone())
+
+    def _cmcd_tables(self, sampler: CMCD, mean: torch.Tensor, var: torch.Tensor) -> None:
+        if sampler.fixed_base is not None:
+            raise ParameterError("the closed-form CMCD control needs the sampler's own diagonal Gaussian base")
+        with torch.no_grad():
+            m0 = sampler.base_loc.detach().double().cpu()
+            v0 = torch.exp(2 * sampler.base_log_scale.detach().double().cpu())
+            beta = sampler.betas().detach().double().cpu()[:, None]
+            h = sampler.step_sizes().detach().double().cpu()
+        mu, v = mean.double().cpu(), var.double().cpu()
+        prec = (1 - beta) / v0 + beta / v
+        vb = 1 / prec
+        a = (1 - beta) * m0 / v0 + beta * mu / v
+        mb = vb * a
+        dprec = 1 / v - 1 / v0
+        dv = -vb * vb * dprec
+        dm = dv * a + vb * (mu / v - m0 / v0)
+        rate = torch.diff(beta[:, 0]) / h
+        rate = torch.cat([rate, rate[-1:]])[:, None]  # (K + 1, 1)
+        # u_k(x) = rate_k [m'_k + v'_k / (2 v_k) (x - m_k)] = slope_k x + offset_k
+        slope = rate * dv / (2 * vb)
+        self.register_buffer("cmcd_times", sampler.times.clone())
+        self.register_buffer("cmcd_slope", slope)
+        self.register_buffer("cmcd_offset", rate * dm - slope * mb)
 
     def _gauss_score(self, x: torch.Tensor, m: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         return -(x - m) / v
@@ -63,6 +97,10 @@ class GaussianOptimalControl(nn.Module):
         if self.kind == "DDS":
             c = torch.exp(-self.beta * (self.T - t))
             return self._gauss_score(x, c * mu, c * c * v + (1 - c * c) * s2) + x / s2
+        if self.kind == "CMCD":
+            k = torch.argmin((self.cmcd_times.to(t) - t.reshape(-1, 1) / self.T).abs(), dim=-1)
+            k = k.reshape(t.shape)
+            return self.cmcd_slope.to(x)[k] * x + self.cmcd_offset.to(x)[k]
         if self.kind == "PIS":
             T = self.T
             w = t * v / T**2 + s2 * (T - t) / T

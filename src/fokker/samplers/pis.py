@@ -32,7 +32,7 @@ from .._gaussian import isotropic_normal_log_prob
 from .._random import randn_like
 from ..sde import BrownianMotion, time_grid
 from ..targets.base import Target, as_target
-from .base import DiffusionSampler, net_like_target
+from .base import DiffusionSampler, controlled_gaussian_step, net_like_target
 from .networks import PISGradNet
 
 __all__ = ["PIS"]
@@ -95,6 +95,14 @@ class PIS(DiffusionSampler):
 
     def model_kernel(self, k, y, tab):
         return y + tab["gain"][k] * self.control(k, y), tab["std"][k]
+
+    def evaluate(self, k, y, ctx):
+        return self.control_in(k, y, ctx)
+
+    def step(self, k, y, f, noise, ctx, detach):
+        # the fused form of the default step: Brownian increment plus the control's shift
+        y_next, inc = controlled_gaussian_step(y, ctx["gain"][k] * f, ctx["std"][k], noise, detach)
+        return y_next, inc, (self.evaluate(k + 1, y_next, ctx) if k + 1 < self.num_steps else None)
 
     def target_kernel_log_prob(self, k, y, y_next, tab):
         return isotropic_normal_log_prob(y_next, y, tab["std"][k])
