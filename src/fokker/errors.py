@@ -49,6 +49,14 @@ class TrainingDivergedError(FokkerError, RuntimeError):
     """The loss or the parameters became non-finite during training."""
 
 
+class ModelError(FokkerError, RuntimeError):
+    """A user's model (a Pyro model, a log-density callable) raised while fokker evaluated it."""
+
+
+class ConvergenceWarning(RuntimeWarning):
+    """MCMC chains that did not converge (R-hat above its threshold, chains that left for infinity)."""
+
+
 __all__ = [
     "FokkerError",
     "ShapeError",
@@ -60,4 +68,6 @@ __all__ = [
     "NotInvertibleError",
     "DataNotFoundError",
     "TrainingDivergedError",
+    "ModelError",
+    "ConvergenceWarning",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import pyro
 import pyro.distributions as dist
@@ -11,8 +12,9 @@ import torch
 from torch.distributions import constraints
 
 from fokker import mcmc
-from fokker.errors import NonFiniteError, ParameterError, ShapeError
+from fokker.errors import ModelError, NonFiniteError, ParameterError, ShapeError
 from fokker.targets import EightSchools, from_pyro
+from fokker.targets.pyro import TRACE_AFTER, multinomial_log_prob
 from fokker.tolerances import Z_SCORE, assert_close
 
 Y = torch.tensor([28.0, 8, -3, 7, -1, 1, 18, 12], dtype=torch.float64)
@@ -195,3 +197,220 @@ def test_sample_accepts_an_init_strategy_name() -> None:
     assert res.samples.shape == (3, 2, 10)
     with pytest.raises(ParameterError, match="strategy"):
         mcmc.sample(t, mcmc.HMC(step_size=0.1), num_chains=2, num_samples=2, warmup=0, init="random", progress=False)
+
+
+# ----------------------------------------------------------------- the traced potential
+def _multinomial_model(counts, total):
+    p = pyro.sample("p", dist.Dirichlet(torch.ones(4, dtype=torch.float64)))
+    with pyro.plate("n", counts.shape[0]):
+        pyro.sample("obs", dist.Multinomial(total, p), obs=counts)
+
+
+def _lkj_model(y):
+    L = pyro.sample("L", dist.LKJCholesky(3, torch.tensor(2.0, dtype=torch.float64)))
+    s = pyro.sample("s", dist.HalfNormal(torch.ones(3, dtype=torch.float64)).to_event(1))
+    with pyro.plate("n", y.shape[0]):
+        pyro.sample("y", dist.MultivariateNormal(torch.zeros(3, dtype=torch.float64), scale_tril=s[..., None] * L), obs=y)
+
+
+def _factor_mixture(y):
+    """A two-component mixture written with pyro.factor (no Categorical site)."""
+    w = pyro.sample("w", dist.Dirichlet(torch.ones(2, dtype=torch.float64)))
+    mu = pyro.sample("mu", dist.Normal(torch.zeros(2, dtype=torch.float64), 5.0).to_event(1))
+    pyro.factor("lik", torch.logsumexp(w.log() + dist.Normal(mu, 1.0).log_prob(y[:, None]), -1).sum())
+
+
+def _ordered_logistic(y):
+    c = pyro.sample("c", dist.Normal(torch.zeros(3, dtype=torch.float64), 3.0).to_event(1))
+    eta = pyro.sample("eta", dist.Normal(torch.tensor(0.0, dtype=torch.float64), 1.0))
+    with pyro.plate("n", y.shape[0]):
+        pyro.sample("y", dist.OrderedLogistic(eta.expand(y.shape), c.sort(-1).values), obs=y)
+
+
+COUNTS = torch.tensor([[3.0, 2, 1, 4], [1, 1, 5, 3], [0, 0, 4, 6]], dtype=torch.float64)
+MODELS = {
+    "eight_schools": (eight_schools, (Y, SIGMA)),
+    "multinomial": (_multinomial_model, (COUNTS, 10)),
+    "lkj": (_lkj_model, (torch.tensor([[0.5, 1.0, -1.0], [0.1, 0.2, 0.3], [-1.0, 0.4, 2.0]], dtype=torch.float64),)),
+    "factor_mixture": (_factor_mixture, (torch.tensor([-1.0, 2.0, 3.0, 0.5, 2.5], dtype=torch.float64),)),
+    "ordered_logistic": (_ordered_logistic, (torch.tensor([0, 1, 3, 2, 2]),)),
+}
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_traced_potential_equals_the_pyro_trace_at_new_points(name: str) -> None:
+    """The graph traced at one batch is the model's log density and gradient at other points too,
+    compared with Pyro's own trace evaluated point by point (autograd through ``log_prob_sum``)."""
+    model, args = MODELS[name]
+    t = from_pyro(model, *args)
+    g = torch.Generator().manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no fallback to a loop, no failed trace
+        for _ in range(TRACE_AFTER):
+            t.log_prob_and_score(torch.randn(16, t.dim, dtype=torch.float64, generator=g))
+    assert t.evaluation == "traced"
+    z = torch.randn(16, t.dim, dtype=torch.float64, generator=g)
+    lp, grad = t.log_prob_and_score(z)
+    ref_lp, ref_grad = [], []
+    for zi in z:
+        zi = zi.clone().requires_grad_(True)
+        lpi = _pyro_potential(t, zi)
+        ref_lp.append(lpi.detach())
+        ref_grad.append(torch.autograd.grad(lpi, zi)[0])
+    assert_close(lp, torch.stack(ref_lp))
+    assert_close(grad, torch.stack(ref_grad))
+
+
+def _pyro_potential(t, z):
+    """-potential_energy of Pyro's HMC machinery (``pyro.infer.mcmc.util.initialize_model``) at one point."""
+    from pyro.infer.mcmc.util import initialize_model
+
+    _, potential_fn, _, _ = initialize_model(t.model, t.model_args, t.model_kwargs)
+    blocks = t._split(z)
+    return -potential_fn(blocks)
+
+
+def test_multinomial_log_prob_matches_torch_and_batches() -> None:
+    logits = torch.tensor([[0.1, -math.inf, 2.0], [0.3, 0.2, -1.0]], dtype=torch.float64)
+    value = torch.tensor([[3.0, 0.0, 1.0], [0.0, 2.0, 2.0]], dtype=torch.float64)
+    d = torch.distributions.Multinomial(4, logits=logits)
+    assert_close(multinomial_log_prob(d, value), d.log_prob(value))
+    # and vmap batches it (torch's masked assignment does not)
+    f = lambda lg: multinomial_log_prob(torch.distributions.Multinomial(4, logits=lg), value[1])  # noqa: E731
+    assert_close(torch.func.vmap(f)(logits[1:].expand(5, 3)), d.log_prob(value)[1].expand(5))
+
+
+def test_multinomial_model_stays_vectorized_and_fast() -> None:
+    """64 points in one batched call (the issue: a per-point loop took ~1.7 s), no fallback warning."""
+    import time
+
+    t = from_pyro(_multinomial_model, COUNTS, 10)
+    z = torch.randn(64, t.dim, dtype=torch.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for _ in range(TRACE_AFTER):  # the second call traces the graph
+            t.log_prob_and_score(z)
+        t0 = time.perf_counter()
+        t.log_prob_and_score(z)
+    assert t.evaluation == "traced"
+    # a loop over 64 Pyro traces costs > 0.1 s on any machine; the traced graph ~1 ms
+    assert time.perf_counter() - t0 < 0.1
+
+
+def test_untraceable_model_stays_on_vmap_and_is_correct() -> None:
+    def model(y):
+        m = pyro.sample("m", dist.Normal(torch.tensor(0.0, dtype=torch.float64), 1.0))
+        n = int(y.sum())  # a Python number from the data: make_fx cannot record it
+        pyro.sample("y", dist.Normal(m, 1.0).expand([n]).to_event(1), obs=torch.zeros(n, dtype=torch.float64))
+
+    t = from_pyro(model, torch.tensor([1.0, 2.0], dtype=torch.float64))
+    z = torch.randn(4, 1, dtype=torch.float64)
+    t.log_prob_and_score(z)
+    with pytest.warns(RuntimeWarning, match="could not be traced"):
+        lp, grad = t.log_prob_and_score(z)
+    assert t.evaluation == "vmap"
+    m = z[:, 0]
+    assert_close(lp, dist.Normal(0.0, 1.0).log_prob(m) + 3 * dist.Normal(m, 1.0).log_prob(torch.zeros(())))
+    assert_close(grad[:, 0], -m - 3 * m)
+
+
+@pytest.mark.parametrize("mode", ["none", "trace"])
+def test_compile_modes_agree(mode: str) -> None:
+    t = from_pyro(eight_schools, Y, SIGMA, compile=mode)
+    ref = EightSchools().to(torch.float64)
+    z = torch.randn(8, 10, dtype=torch.float64)
+    for _ in range(TRACE_AFTER + 1):
+        lp, grad = t.log_prob_and_score(z)
+    assert t.evaluation == ("vmap" if mode == "none" else "traced")
+    assert_close(lp, ref.log_prob(z))
+    assert_close(grad, ref.score(z))
+
+
+def test_trace_simplifies_but_never_folds_random_operations() -> None:
+    from fokker.targets._tracing import trace
+
+    c = torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)
+
+    def fn(x):
+        k = torch.log(c).exp() * 1.0 + 0.0  # constant: folded to c
+        return (x * k).sum(-1) + torch.randn(x.shape[0], dtype=x.dtype)
+
+    num = 4000
+    gm = trace(fn, torch.zeros(num, 3, dtype=torch.float64))
+    ops = [str(n.target) for n in gm.graph.nodes if n.op == "call_function"]
+    assert not any("log" in o or "exp" in o for o in ops), ops  # the constant chain is gone
+    assert sum("randn" in o for o in ops) == 1  # the random draw stays, once
+    x = torch.ones(num, 3, dtype=torch.float64)
+    a, b = gm(x) - 6.0, gm(x) - 6.0  # x . c = 6: what is left is the N(0, 1) noise, fresh at every call
+    assert not torch.equal(a, b)
+    for r in (a, b):
+        assert abs(float(r.mean())) < Z_SCORE / math.sqrt(num)
+        assert abs(float(r.std()) - 1.0) < Z_SCORE * math.sqrt(1 / (2 * num))
+
+
+# --------------------------------------------------------------------- reparam, likelihood
+def test_noncentered_reparam_turns_the_funnel_into_a_gaussian() -> None:
+    def funnel():
+        x0 = pyro.sample("x0", dist.Normal(torch.tensor(0.0, dtype=torch.float64), 3.0))
+        pyro.sample("x", dist.Normal(torch.tensor(0.0, dtype=torch.float64), torch.exp(x0 / 2)).expand([4]).to_event(1))
+
+    t = from_pyro(funnel, reparam="noncentered")
+    assert t.param_names == ["x0_decentered", "x_decentered"]
+    z = torch.randn(10, 5, dtype=torch.float64)
+    # every site becomes N(0, 1): the log density is the standard normal one
+    assert_close(t.log_prob(z), torch.distributions.Normal(0.0, 1.0).log_prob(z).sum(-1))
+    c = t.constrain(z)
+    assert_close(c["x0"], 3.0 * z[:, 0])
+    assert_close(c["x"], torch.exp(c["x0"] / 2)[:, None] * z[:, 1:])
+    with pytest.raises(ParameterError, match="reparam"):
+        from_pyro(funnel, reparam="centred")
+    with pytest.raises(ParameterError, match="compile"):
+        from_pyro(funnel, compile="fast")
+
+
+def test_log_likelihood_and_observed_sites() -> None:
+    t = from_pyro(eight_schools, Y, SIGMA)
+    z = torch.randn(3, 5, 10, dtype=torch.float64)
+    ll = t.log_likelihood(z)
+    assert set(ll) == {"y"} and ll["y"].shape == (3, 5, 8)
+    theta = t.constrain(z)["theta"]
+    assert_close(ll["y"], torch.distributions.Normal(theta, SIGMA).log_prob(Y))
+    assert set(t.observed) == {"y"} and torch.equal(t.observed["y"], Y)
+    # pyro.factor terms are not observations
+    model, args = MODELS["factor_mixture"]
+    mix = from_pyro(model, *args)
+    assert mix.observed == {} and mix.log_likelihood(torch.zeros(2, mix.dim, dtype=torch.float64)) == {}
+
+
+def test_model_errors_are_named() -> None:
+    def raises(y):
+        pyro.sample("m", dist.Normal(torch.tensor(0.0, dtype=torch.float64), 1.0))
+        raise KeyError("no column 'age'")
+
+    with pytest.raises(ModelError, match="raises.*KeyError.*age"):
+        from_pyro(raises, Y)
+
+    def wishart():
+        pyro.sample("S", dist.Wishart(df=torch.tensor(5.0, dtype=torch.float64),
+                                      covariance_matrix=torch.eye(2, dtype=torch.float64)))
+
+    with pytest.raises(ParameterError, match="'S'.*no bijection"):
+        from_pyro(wishart)
+
+    def raises_sometimes(y):
+        m = pyro.sample("m", dist.Normal(torch.tensor(0.0, dtype=torch.float64), 1.0))
+        if float(m) > 1.0:  # Python control flow: evaluated point by point
+            raise FloatingPointError("overflow in the user's ODE solver")
+        pyro.sample("y", dist.Normal(m, 1.0), obs=y)
+
+    t = from_pyro(raises_sometimes, torch.tensor(0.0, dtype=torch.float64))
+    with pytest.warns(RuntimeWarning, match="falling back"), pytest.raises(ModelError, match="ODE solver"):
+        t.log_prob_and_score(torch.tensor([[0.0], [2.0]], dtype=torch.float64))
+
+
+def test_unconstrained_names_label_every_coordinate() -> None:
+    t = from_pyro(eight_schools, Y, SIGMA)
+    assert t.unconstrained_names == ["mu", "tau"] + [f"theta_trans[{i}]" for i in range(8)]
+    model, args = MODELS["lkj"]
+    t = from_pyro(model, *args)
+    assert len(t.unconstrained_names) == t.dim and t.unconstrained_names[:3] == ["L[0]", "L[1]", "L[2]"]

@@ -1,4 +1,4 @@
-"""Many-chain MCMC: vectorized kernels (ULA, MALA, HMC) with their own warm-up, diagnostics, AIS/SMC.
+"""Many-chain MCMC: vectorized kernels (ULA, MALA, HMC, NUTS, ChEES-HMC) with their own warm-up, diagnostics, AIS/SMC.
 
 See ``docs/mcmc.md``.  Typical use::
 
@@ -10,9 +10,18 @@ See ``docs/mcmc.md``.  Typical use::
 from __future__ import annotations
 
 from . import diagnostics
-from .adaptation import Adaptation, DualAveraging, WindowedAdaptation, find_reasonable_step_size, stan_windows
-from .kernels import HMC, MALA, ULA, Kernel, State, StepInfo, langevin_move, leapfrog
+from .adaptation import (
+    Adaptation,
+    ChEESAdaptation,
+    DualAveraging,
+    WindowedAdaptation,
+    find_reasonable_step_size,
+    halton,
+    stan_windows,
+)
+from .kernels import HMC, MALA, ULA, ChEESHMC, Kernel, State, StepInfo, langevin_move, leapfrog
 from .metric import Metric, regularized_covariance
+from .nuts import NUTS
 from .sample import MCMCResult, initial_points, sample
 
 __all__ = [
@@ -25,12 +34,16 @@ __all__ = [
     "ULA",
     "MALA",
     "HMC",
+    "NUTS",
+    "ChEESHMC",
     "leapfrog",
     "langevin_move",
     "Metric",
     "regularized_covariance",
     "Adaptation",
     "WindowedAdaptation",
+    "ChEESAdaptation",
+    "halton",
     "DualAveraging",
     "stan_windows",
     "find_reasonable_step_size",

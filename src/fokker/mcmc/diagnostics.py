@@ -41,12 +41,11 @@ def rank_normalize(x: torch.Tensor) -> torch.Tensor:
     ranks.scatter_(0, order, ar)
     # average ranks over ties: rank of each value = mean of the ranks sharing that value
     sorted_vals = flat.gather(0, order)
-    for j in range(flat.shape[1]):
+    tied = (sorted_vals[1:] == sorted_vals[:-1]).any(0) if flat.shape[0] > 1 else torch.zeros(flat.shape[1], dtype=torch.bool)
+    for j in torch.nonzero(tied).flatten().tolist():  # one host sync; columns without ties need nothing
         v, inv, counts = torch.unique_consecutive(sorted_vals[:, j], return_inverse=True, return_counts=True)
-        if v.numel() < flat.shape[0]:
-            sums = torch.zeros(v.numel(), dtype=flat.dtype, device=flat.device).index_add_(0, inv, ar[:, j])
-            avg = (sums / counts)[inv]
-            ranks[order[:, j], j] = avg
+        sums = torch.zeros(v.numel(), dtype=flat.dtype, device=flat.device).index_add_(0, inv, ar[:, j])
+        ranks[order[:, j], j] = (sums / counts)[inv]
     p = (ranks - 0.375) / (c * n + 0.25)
     z = torch.special.ndtri(p)
     return z.reshape(x.shape)

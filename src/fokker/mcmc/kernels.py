@@ -67,10 +67,11 @@ from .. import _random
 from .._args import check_positive
 from ..errors import NonFiniteError, ParameterError
 from ..targets.base import Target, as_target
-from .adaptation import Adaptation, WindowedAdaptation
+from .adaptation import Adaptation, ChEESAdaptation, WindowedAdaptation, halton
 from .metric import Metric
 
-__all__ = ["State", "StepInfo", "Kernel", "ULA", "MALA", "HMC", "leapfrog", "langevin_move", "WARMUP_STEP_CAP"]
+__all__ = ["State", "StepInfo", "Kernel", "ULA", "MALA", "HMC", "ChEESHMC", "leapfrog", "langevin_move",
+           "WARMUP_STEP_CAP"]
 
 #: Leapfrog steps per HMC warm-up iteration while the metric is still the initial identity.
 WARMUP_STEP_CAP = 32
@@ -208,6 +209,7 @@ class Kernel:
         self._eps_host: float | None = None
         self.set_step_size(step_size)
         self.target_accept = ta
+        self.target_accept_given = target_accept is not None  # the warm-up may raise a default target only
         self.adapt_step_size = adapt_step_size and self.metropolis
         self.adapt_metric = adapt_metric and isinstance(metric, str)
         self.metric: Metric | None = metric if isinstance(metric, Metric) else (
@@ -280,6 +282,14 @@ class Kernel:
     def step(self, state: State) -> tuple[State, StepInfo]:
         """One transition of every chain with the current parameters."""
         raise NotImplementedError
+
+    def trial_accept_prob(self, state: State) -> torch.Tensor:
+        """``(chains,)`` acceptance probabilities of a trial move from ``state`` (the chains do not move).
+
+        What the initial step-size search (:func:`~fokker.mcmc.adaptation.find_reasonable_step_size`)
+        looks at: one whole transition here; NUTS overrides it with one leapfrog step.
+        """
+        return self.step(state)[1].accept_prob
 
     # ----------------------------------------------------------------- warm-up
     def default_adaptation(self) -> Adaptation:
@@ -570,5 +580,73 @@ class HMC(Kernel):
         m = self._metric_for(x)
         p0 = m.sample_momentum(x, self.generator)
         x1, p1, lp1, g1 = leapfrog(x, p0, state.grad, e, n, m, self.log_prob_and_grad)
+        self.last_proposal = (x, x1, p1, n * eps)  # start, proposal, its momentum, integration time
         log_ratio = (lp1 - m.kinetic(p1)) - (state.log_prob - m.kinetic(p0))
         return self.accept_reject(state, State(x1, lp1, g1), log_ratio, n, eps, energy=True)
+
+
+class ChEESHMC(HMC):
+    """ChEES-HMC: HMC whose trajectory length is learnt across many chains (Hoffman, Radul & Sountsov 2021).
+
+    Hoffman, Radul & Sountsov (2021), "An adaptive MCMC scheme for setting trajectory lengths
+    in Hamiltonian Monte Carlo", AISTATS, Algorithm 1.  All chains share the step size ``eps``
+    and the trajectory length ``T``; iteration ``n`` integrates for
+    ``L_n = ceil(h_n T / eps)`` leapfrog steps with ``h_n`` the base-2 Halton sequence (a
+    quasi-random jitter in ``(0, 1)``, independent of the state, so each transition leaves
+    ``pi`` invariant).  The warm-up (:class:`~fokker.mcmc.adaptation.ChEESAdaptation`) learns
+    ``T`` by stochastic gradient ascent on the ChEES criterion computed over the chains, the
+    step size by dual averaging of the harmonic-mean acceptance toward 0.651, and the metric
+    by Stan's windows.  It is designed for many chains on accelerators: no per-chain control
+    flow, every chain takes the same number of gradient steps.
+
+    Args (beyond :class:`HMC`): ``trajectory_length`` (``None``: learnt, starting at one
+    step), ``adapt_trajectory_length``, ``max_num_steps`` (cap on ``L_n``, default 1024).
+    """
+
+    target_accept_default = 0.651
+
+    def __init__(
+        self,
+        target: Target | Callable | None = None,
+        step_size: float | torch.Tensor | None = None,
+        trajectory_length: float | None = None,
+        metric: str | Metric | torch.Tensor = "diag",
+        target_accept: float | None = None,
+        adapt_step_size: bool = True,
+        adapt_metric: bool = True,
+        adapt_trajectory_length: bool = True,
+        max_num_steps: int = 1024,
+        dim: int | None = None,
+        *,
+        adaptation: Adaptation | None = None,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__(target, step_size, None, 1.0 if trajectory_length is None else trajectory_length, metric,
+                         target_accept, adapt_step_size, adapt_metric, jitter=True, max_num_steps=max_num_steps,
+                         dim=dim, adaptation=adaptation, generator=generator)
+        if trajectory_length is None and not adapt_trajectory_length:
+            raise ParameterError("trajectory_length must be given when adapt_trajectory_length=False")
+        self.trajectory_length = trajectory_length  # type: ignore[assignment]
+        self.adapt_trajectory_length = bool(adapt_trajectory_length)
+        self.iteration = 0
+
+    def default_adaptation(self) -> Adaptation:
+        return ChEESAdaptation(self.adapt_step_size, self.adapt_metric, self.adapt_trajectory_length)
+
+    def _num_steps(self, eps: torch.Tensor) -> int:
+        if self._eps_host is None:
+            self._eps_host = float(eps.min())  # one host sync per step-size change
+        if self.trajectory_length is None:
+            raise ParameterError("ChEESHMC.trajectory_length is None; set it or run fokker.mcmc.sample (warm-up learns it)")
+        self.iteration += 1
+        h = halton(self.iteration)
+        return max(1, min(self.max_num_steps, math.ceil(h * self.trajectory_length / self._eps_host)))
+
+    def diagnostics(self) -> dict[str, Any]:
+        out = super().diagnostics()
+        out["trajectory_length"] = self.trajectory_length
+        return out
+
+    def __repr__(self) -> str:
+        eps = self.step_size if not isinstance(self.step_size, torch.Tensor) or self.step_size.numel() > 1 else float(self.step_size)
+        return f"ChEESHMC(step_size={eps}, trajectory_length={self.trajectory_length}, metric={'dense' if self.dense else 'diag'})"

@@ -33,12 +33,24 @@ import torch
 from .. import _random
 from .._args import check_int
 from .._progress import progress_bar
-from ..errors import DeviceDtypeError, NonFiniteError, ParameterError, ShapeError
+from ..errors import ConvergenceWarning, DeviceDtypeError, NonFiniteError, ParameterError, ShapeError
 from ..targets.base import Target, as_target
 from . import diagnostics as diag
 from .kernels import HMC, Kernel, State, StepInfo
 
 __all__ = ["MCMCResult", "sample", "initial_points"]
+
+#: R-hat above which :func:`sample` warns (Vehtari et al. 2021)
+MAX_RHAT = 1.01
+#: fraction of divergent sampling transitions above which :func:`sample` warns
+MAX_DIVERGENT = 0.01
+
+#: fokker's per-draw statistic names -> ArviZ's (``InferenceData.sample_stats`` conventions)
+_ARVIZ_STATS = {
+    "divergent": "diverging",
+    "num_steps": "n_steps",
+    "accept_prob": "acceptance_rate",
+}
 
 
 @dataclass
@@ -68,6 +80,8 @@ class MCMCResult:
             :class:`~fokker.mcmc.StepInfo`).
         kernel_diagnostics: ``kernel.diagnostics()`` after sampling (step size, inverse
             mass, warm-up schedule and counts).
+        target: the target that was sampled (for :meth:`to_arviz`'s observed data and
+            pointwise log-likelihood of ``from_pyro`` targets).
     """
 
     samples: torch.Tensor
@@ -85,6 +99,7 @@ class MCMCResult:
     warmup_resets: int = 0
     sample_stats: dict[str, torch.Tensor] = field(default_factory=dict)
     kernel_diagnostics: dict[str, Any] = field(default_factory=dict)
+    target: Target | None = field(default=None, repr=False)
 
     # -------------------------------------------------------------- diagnostics
     @property
@@ -171,6 +186,133 @@ class MCMCResult:
     def print_summary(self) -> None:
         """Print :meth:`summary`."""
         print(self.summary())
+
+    def convergence_problems(self, max_rhat: float = MAX_RHAT, max_divergent_fraction: float = MAX_DIVERGENT) -> list[str]:
+        """What is wrong with these draws, in words (an empty list when nothing is detected).
+
+        * draws at ``|z| > 0.9 log(float max)`` in unconstrained space (``exp`` overflows there):
+          chains that ran off to infinity, the mark of an improper posterior;
+        * a rank-normalized split R-hat above ``max_rhat`` (Vehtari et al. 2021 recommend 1.01);
+        * more than ``max_divergent_fraction`` of the sampling transitions divergent;
+        * chains whose state became non-finite.
+
+        :func:`sample` issues a :class:`~fokker.errors.ConvergenceWarning` with these messages.
+        """
+        out = []
+        if self.nan_chains:
+            out.append(
+                f"chain(s) {self.nan_chains[:10]} produced non-finite values; they are reported in "
+                "result.nan_chains and left out of the diagnostics"
+            )
+        good = self.good_chains
+        if good.numel() == 0:
+            return out
+        x = self.samples.index_select(0, good)
+        edge = 0.9 * math.log(torch.finfo(x.dtype).max)
+        far = float(x.abs().max())
+        if far > edge:
+            out.append(
+                f"draws reach |z| = {far:.3g} in unconstrained space, where exp overflows: the chains ran off to "
+                "infinity; is the posterior proper? (a flat prior with a likelihood that does not pin the parameter "
+                "down is not)"
+            )
+        if x.shape[1] >= 4:
+            rh = torch.nan_to_num(diag.rhat(x), nan=math.inf)
+            worst = int(rh.argmax())
+            if not float(rh[worst]) <= max_rhat:
+                names = getattr(self.target, "unconstrained_names", None) or self.param_names
+                names = names or [f"x[{i}]" for i in range(x.shape[-1])]
+                out.append(
+                    f"max R-hat {float(rh[worst]):.4f} > {max_rhat} (at {names[worst]}): the chains have not converged; "
+                    "run longer, reparameterize (from_pyro(..., reparam='noncentered')) or check the model"
+                )
+        div = self.sample_stats.get("divergent")
+        if div is not None and div.numel():
+            frac = float(div.index_select(0, good).float().mean())
+            if frac > max_divergent_fraction:
+                out.append(
+                    f"{int(div.index_select(0, good).sum())} divergent transitions ({frac:.1%}): the step size is too "
+                    "large for part of the posterior (a funnel?); raise target_accept or reparameterize"
+                )
+        return out
+
+    # ------------------------------------------------------------------- ArviZ
+    def to_arviz(self, log_likelihood: bool = True, chunk_size: int = 4096) -> Any:
+        """The draws as an ArviZ ``InferenceData`` (Kumar, Carroll, Hartikainen & Martin 2019, JOSS 4(33)).
+
+        Groups (chains whose state became non-finite, ``nan_chains``, are left out, as from the
+        diagnostics):
+
+        * ``posterior``: for ``from_pyro`` targets every latent and deterministic site under its
+          name with its constrained shape ``(chain, draw, *shape)``; for targets with
+          ``param_names`` one variable per name; otherwise ``x`` ``(chain, draw, dim)``;
+        * ``sample_stats``: ArviZ's names for the per-draw statistics: ``diverging``,
+          ``step_size``, ``n_steps``, ``acceptance_rate``, ``energy``, ``tree_depth``,
+          ``energy_error``, ``lp`` (the log density), plus any other kernel statistic;
+        * ``observed_data`` and, with ``log_likelihood=True``, ``log_likelihood`` (the
+          pointwise ``log p(y_i | theta)`` of every observed site at every draw, evaluated in
+          batches of ``chunk_size`` draws) for ``from_pyro`` targets, so ``az.loo`` / ``az.waic``
+          work.
+
+        Requires ``arviz`` (``pip install fokker[plot]``).
+        """
+        import numpy as np
+
+        try:
+            import arviz as az
+        except ImportError as e:  # pragma: no cover - depends on the environment
+            raise ImportError("MCMCResult.to_arviz needs arviz: pip install 'fokker[plot]'") from e
+        keep = self.good_chains
+        np_ = lambda t: t.index_select(0, keep).detach().cpu().numpy()  # noqa: E731
+        if self.constrained is not None:
+            posterior = {k: np_(v) for k, v in self.constrained.items()}
+        elif self.param_names is not None:
+            posterior = {k: np_(self.samples[..., i]) for i, k in enumerate(self.param_names)}
+        else:
+            posterior = {"x": np_(self.samples)}
+        stats = {_ARVIZ_STATS.get(k, k): np_(v) for k, v in self.sample_stats.items()}
+        stats["lp"] = np_(self.log_prob)
+        if "step_size" not in stats:
+            eps = torch.as_tensor(self.step_size, dtype=self.samples.dtype, device=self.samples.device)
+            stats["step_size"] = np_(eps.expand(self.samples.shape[:2]) if eps.dim() == 0 else eps[:, None].expand(self.samples.shape[:2]))
+        groups: dict[str, Any] = {"posterior": posterior, "sample_stats": stats}
+        observed = getattr(self.target, "observed", None)
+        if observed:
+            groups["observed_data"] = {k: v.detach().cpu().numpy() for k, v in observed.items()}
+            if log_likelihood and hasattr(self.target, "log_likelihood"):
+                z = self.samples.index_select(0, keep)
+                flat = z.reshape(-1, z.shape[-1])
+                parts = [self.target.log_likelihood(flat[i : i + chunk_size]) for i in range(0, flat.shape[0], chunk_size)]
+                groups["log_likelihood"] = {
+                    k: torch.cat([p[k] for p in parts]).reshape(*z.shape[:2], *parts[0][k].shape[1:]).cpu().numpy()
+                    for k in parts[0]
+                }
+        dims = {k: [f"{k}_dim_{i}" for i in range(v.ndim)] for k, v in groups.get("observed_data", {}).items()}
+        return az.from_dict(**groups, dims=dims or None)
+
+    def plot(self, kind: str = "trace", var_names: list[str] | None = None, path: str | None = None, **kwargs: Any) -> Any:
+        """A diagnostic plot made by ArviZ; returns the matplotlib ``Figure`` (saved to ``path`` if given).
+
+        ``kind``: ``"trace"`` (``az.plot_trace``: densities and traces per chain), ``"rank"``
+        (``az.plot_rank``: rank histograms, flat when the chains mix), ``"pair"``, ``"energy"``
+        (marginal energy vs energy transition, for E-BFMI) or ``"forest"``.  ``var_names`` selects
+        variables; other keyword arguments go to the ArviZ function.  No matplotlib import is
+        needed on the caller's side.
+        """
+        import arviz as az
+        import numpy as np
+
+        funcs = {"trace": az.plot_trace, "rank": az.plot_rank, "pair": az.plot_pair, "energy": az.plot_energy,
+                 "forest": az.plot_forest}
+        if kind not in funcs:
+            raise ParameterError(f"kind must be one of {sorted(funcs)}; got {kind!r}")
+        idata = self.to_arviz(log_likelihood=False)
+        args = {} if kind == "energy" else {"var_names": var_names}
+        axes = funcs[kind](idata, **args, **kwargs)
+        fig = np.asarray(axes).flat[0].get_figure()
+        if path is not None:
+            fig.savefig(path, bbox_inches="tight")
+        return fig
 
 
 # ------------------------------------------------------------------ the driver
@@ -282,17 +424,17 @@ def _draw(kernel: Kernel, state: State, draws: _Draws, num_samples: int, thin: i
     return state
 
 
+def _warn_if_not_converged(result: MCMCResult) -> MCMCResult:
+    problems = result.convergence_problems()
+    if problems:
+        warnings.warn("fokker.mcmc.sample: " + "; ".join(problems), ConvergenceWarning, stacklevel=3)
+    return result
+
+
 def _result(target: Target, kernel: Kernel, draws: _Draws, time_s: dict[str, float]) -> MCMCResult:
     samples, log_probs = draws.samples, draws.log_prob
     nonfinite = ~torch.isfinite(samples).all(-1).all(-1) | ~torch.isfinite(log_probs).all(-1)
     nan_chains = torch.nonzero(nonfinite).flatten().tolist()
-    if nan_chains:
-        warnings.warn(
-            f"fokker.mcmc.sample: chain(s) {nan_chains} produced non-finite values; they are reported in "
-            "result.nan_chains and left out of the diagnostics",
-            RuntimeWarning,
-            stacklevel=3,
-        )
     constrained = None
     if hasattr(target, "constrain"):
         finite_x = torch.where(torch.isfinite(samples), samples, torch.zeros_like(samples))
@@ -314,6 +456,7 @@ def _result(target: Target, kernel: Kernel, draws: _Draws, time_s: dict[str, flo
         kernel=kernel,
         sample_stats=draws.stats,
         kernel_diagnostics=info,
+        target=target,
     )
 
 
@@ -354,7 +497,9 @@ def sample(
         same draws, and the global RNG state is left untouched.  Raises
         :class:`~fokker.errors.NonFiniteError` if the log density or its gradient is not
         finite at the initial points; chains whose state becomes non-finite are listed
-        in ``nan_chains`` (a ``RuntimeWarning`` is issued) and left out of the diagnostics.
+        in ``nan_chains`` (a :class:`~fokker.errors.ConvergenceWarning`, a ``RuntimeWarning``, is issued, as for
+        R-hat above 1.01, divergences above 1% and chains that ran off to infinity: see
+        :meth:`MCMCResult.convergence_problems`) and left out of the diagnostics.
     """
     check_int(num_chains, "num_chains", 1)
     check_int(num_samples, "num_samples", 1)
@@ -379,4 +524,4 @@ def sample(
         _draw(kernel, state, draws, num_samples, thin, bar)
     t_end = time.perf_counter()
     times = {"warmup": t_warm - t_start, "sampling": t_end - t_warm, "total": t_end - t_start}
-    return _result(target, kernel, draws, times)
+    return _warn_if_not_converged(_result(target, kernel, draws, times))

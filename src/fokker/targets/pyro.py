@@ -12,37 +12,144 @@ exactly what Pyro's HMC/NUTS ``potential_fn`` (``pyro.infer.mcmc.util``)
 returns with the opposite sign; the normalizing constant ``Z = p(y)`` (the model
 evidence) is unknown, so ``log_Z`` is ``None``.
 
-Vectorization: the single-point log density (a conditioned ``poutine.trace``
-of the model) is mapped over the batch with ``torch.func.vmap``.  On eight
-schools with 64 points this is ~35x faster than a Python loop (0.9 ms vs 32 ms
-for value and gradient, CPU).  Models that ``vmap`` cannot trace (Python
-control flow on tensor values, ``.item()``) fall back to a loop automatically.
-Discrete latent sites (which Pyro's HMC enumerates out) are not supported.
+Evaluation (``log_prob_and_score``, what every MCMC kernel calls).  The
+single-point density (a conditioned ``poutine.trace`` of the model) is mapped
+over the batch with ``torch.func.vmap`` and differentiated with
+``torch.func.grad_and_value``.  When one batch shape has been evaluated twice,
+that function is traced once into a straight-line graph of tensor operations
+(:mod:`fokker.targets._tracing`: ``make_fx`` on fake tensors, then constant
+folding, identity removal, common subexpressions, dead code) and the graph is
+used from then on: Pyro's Python machinery runs once per batch shape instead
+of once per gradient.  ``compile=`` chooses how far this goes:
+
+* ``"auto"`` (default): the traced graph; on CUDA it is also recorded as a CUDA
+  graph (one launch per evaluation);
+* ``"trace"``: the traced graph on every device;
+* ``"inductor"`` (or ``True``): ``torch.compile`` of the traced graph (fused
+  kernels; the compilation takes seconds to a minute and pays off on long runs);
+* ``"none"`` (or ``False``): ``vmap`` of the Pyro trace at every call.
+
+Every traced or compiled graph is compared with the ``vmap`` result at the
+point where it was built and dropped (with a ``RuntimeWarning``) if they differ;
+models that cannot be traced (Python control flow on tensor values) stay on the
+``vmap`` path, and models ``vmap`` cannot batch fall back to a loop over points
+(``RuntimeWarning``).  :attr:`PyroTarget.evaluation` says which path the last
+call took.  Distributions whose ``log_prob`` ``vmap`` cannot batch are evaluated
+with a batched version while fokker evaluates the model (``Multinomial``: torch
+writes into a boolean-masked index, see :func:`multinomial_log_prob`;
+``OrderedLogistic``: Pyro writes into a pre-allocated tensor).  Tracing records
+the model with real tensors: a model that turns a tensor into a Python number
+(``int(y.sum())``) cannot be traced and stays on the ``vmap`` path (compute such
+numbers outside the model and pass them as arguments).
+
+Reparameterization: ``reparam=`` applies Pyro's ``poutine.reparam`` before
+anything else: a ``{site: Reparam}`` dict, a Pyro reparam strategy (any callable
+``site -> Reparam | None``), or ``"noncentered"`` for Pyro's
+``AutoReparam(centered=0.0)`` (``LocScaleReparam(centered=0)`` on every latent
+location-scale site: ``theta ~ N(mu, tau)`` becomes ``theta_decentered ~ N(0, 1)``
+and the deterministic ``theta = mu + tau * theta_decentered``; Papaspiliopoulos,
+Roberts & Skold 2007, "A general framework for the parametrization of hierarchical
+models", Statistical Science 22(1)).  The posterior of the original sites is the
+same; :meth:`PyroTarget.constrain` returns them as deterministic sites.
 
 Initial points (:meth:`PyroTarget.init`) use Pyro's own init strategies
 (``init_to_uniform``, ``init_to_median``, ``init_to_feasible``), extended to
 sites whose distribution cannot be sampled (``ImproperUniform``, the flat
 priors of Stan-style models): those start at zero ("median", "feasible") or
 uniformly in ``(-radius, radius)`` ("uniform") of their unconstrained space.
+
+Not supported (each a :class:`~fokker.errors.ParameterError`): discrete latent
+sites (Pyro's HMC enumerates them out) and supports without a bijection onto
+``R^k`` (``Wishart``'s positive-definite matrices: use ``LKJCholesky`` and scales).
+A model that raises while fokker runs it gives a :class:`~fokker.errors.ModelError`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
 
 from .._args import check_int
 from .._random import rng_scope
-from ..errors import NonFiniteError, ParameterError
+from ..errors import ModelError, NonFiniteError, ParameterError
+from ..tolerances import tolerance
 from .base import Target
 
-__all__ = ["from_pyro", "PyroTarget"]
+__all__ = ["from_pyro", "PyroTarget", "multinomial_log_prob"]
 
 _STRATEGIES = ("uniform", "median", "feasible")
+_COMPILE = ("auto", "trace", "inductor", "none")
+#: evaluations of one batch shape on the eager path before its graph is traced
+TRACE_AFTER = 2
+#: batch shapes whose potential is kept (least recently created dropped first)
+_MAX_SHAPES = 16
+
+
+def multinomial_log_prob(self: Any, value: torch.Tensor) -> torch.Tensor:
+    """``Multinomial.log_prob`` written so that ``torch.func.vmap`` can batch it.
+
+    ``log n! - sum_k log x_k! + sum_k x_k log p_k`` with ``0 log 0 = 0``: the same value as
+    torch's, which zeroes ``-inf`` logits at zero counts through a boolean-masked index
+    assignment (a data-dependent shape ``vmap`` refuses); here ``torch.where`` does it.
+    """
+    if self._validate_args:
+        self._validate_sample(value)
+    logits, value = torch.distributions.utils.broadcast_all(self.logits, value)
+    logits = torch.where((value == 0) & (logits == -math.inf), torch.zeros_like(logits), logits)
+    return torch.lgamma(value.sum(-1) + 1) - torch.lgamma(value + 1).sum(-1) + (logits * value).sum(-1)
+
+
+def _ordered_logistic_init(self: Any, predictor: torch.Tensor, cutpoints: torch.Tensor, validate_args: Any = None) -> None:
+    """``OrderedLogistic.__init__`` without writes into a pre-allocated tensor (which ``vmap`` refuses).
+
+    Category probabilities ``(q_0, q_1 - q_0, ..., 1 - q_{K-1})`` with ``q = sigmoid(cutpoints - predictor)``,
+    the same as Pyro's, built with one ``torch.cat``.
+    """
+    from pyro.distributions import OrderedLogistic
+
+    q = torch.sigmoid(cutpoints - predictor.unsqueeze(-1))
+    self.predictor = predictor.expand(q.shape[:-1])
+    self.cutpoints = cutpoints.expand(q.shape)
+    p = torch.cat([q[..., :1], q[..., 1:] - q[..., :-1], 1 - q[..., -1:]], dim=-1)
+    super(OrderedLogistic, self).__init__(p, validate_args=validate_args)
+
+
+def _batchable_replacements() -> list[tuple[type, str, Callable]]:
+    from pyro.distributions import OrderedLogistic
+
+    return [
+        (torch.distributions.Multinomial, "log_prob", multinomial_log_prob),
+        (OrderedLogistic, "__init__", _ordered_logistic_init),
+    ]
+
+
+@contextlib.contextmanager
+def _batchable_distributions() -> Iterator[None]:
+    """Swap in batchable versions of the distribution methods ``vmap`` cannot batch, for the duration.
+
+    The replacements compute the same values (tests compare them with the originals).
+    """
+    saved = [(cls, attr, cls.__dict__[attr]) for cls, attr, _ in _batchable_replacements()]
+    for cls, attr, new in _batchable_replacements():
+        setattr(cls, attr, new)
+    try:
+        yield
+    finally:
+        for cls, attr, old in saved:
+            setattr(cls, attr, old)
+
+
+@contextlib.contextmanager
+def _evaluating() -> Iterator[None]:
+    import pyro
+
+    with pyro.validation_enabled(False), _batchable_distributions():
+        yield
 
 
 def _latent_sites(trace) -> list[tuple[str, dict]]:
@@ -53,16 +160,61 @@ def _latent_sites(trace) -> list[tuple[str, dict]]:
         fn = site["fn"]
         if type(fn).__name__ == "_Subsample":
             continue
-        if getattr(fn, "has_enumerate_support", False) and not getattr(fn, "has_rsample", True):
+        discrete = fn.support.is_discrete or (
+            getattr(fn, "has_enumerate_support", False) and not getattr(fn, "has_rsample", True)
+        )
+        if discrete:
             raise ParameterError(
-                f"site {name!r} is discrete ({type(fn).__name__}); from_pyro supports continuous latents only"
-            )
-        if fn.support.is_discrete:
-            raise ParameterError(
-                f"site {name!r} is discrete ({type(fn).__name__}); from_pyro supports continuous latents only"
+                f"site {name!r} is discrete ({type(fn).__name__}); from_pyro supports continuous latents only "
+                "(sum it out by hand, e.g. with a mixture distribution or pyro.factor)"
             )
         out.append((name, site))
     return out
+
+
+def _is_factor(site: dict) -> bool:
+    return type(site["fn"]).__name__ == "Unit"
+
+
+def _is_deterministic(site: dict) -> bool:
+    return bool(site.get("infer", {}).get("_deterministic", False))
+
+
+def _reparameterized(model: Callable[..., Any], reparam: Any) -> Callable[..., Any]:
+    """``model`` under ``poutine.reparam`` per ``reparam`` (see the module docstring)."""
+    if reparam is None:
+        return model
+    from pyro import poutine
+
+    if isinstance(reparam, str):
+        if reparam != "noncentered":
+            raise ParameterError(f"reparam must be 'noncentered', a {{site: Reparam}} dict or a Pyro strategy; got {reparam!r}")
+        from pyro.infer.reparam.strategies import AutoReparam
+
+        reparam = AutoReparam(centered=0.0)
+    elif not (isinstance(reparam, dict) or callable(reparam)):
+        raise ParameterError(
+            f"reparam must be 'noncentered', a {{site: Reparam}} dict or a Pyro strategy; got {type(reparam).__name__}"
+        )
+    return poutine.reparam(model, config=reparam)
+
+
+class _Potential:
+    """Value and gradient for one batch shape: eager until traced (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.fn: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None
+        self.mode = "vmap"
+        self.failed = False
+
+
+def _agree(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """``a`` and ``b`` equal to a long computation's rounding (NaN where NaN, same infinities)."""
+    fb = b[torch.isfinite(b)]
+    scale = max(1.0, float(fb.abs().max())) if fb.numel() else 1.0
+    tol = tolerance(b.dtype, loose=True, scale=scale)
+    return bool(torch.allclose(a, b, rtol=tol.rtol, atol=tol.atol, equal_nan=True))
 
 
 class PyroTarget(Target):
@@ -76,46 +228,95 @@ class PyroTarget(Target):
         param_shapes: constrained shape of each site (``dict``).
         unconstrained_shapes: shape of each site's block in unconstrained space.
         transforms: ``biject_to(support)`` per site (unconstrained -> constrained).
+        observed: the observed sites' values (``pyro.factor`` terms excluded).
+        evaluation: how the last :meth:`log_prob_and_score` call was computed: ``"loop"``,
+            ``"vmap"``, ``"traced"``, ``"compiled"`` or ``"cuda_graph"``.
     """
 
-    def __init__(self, model: Callable[..., Any], args: tuple = (), kwargs: dict | None = None) -> None:
-        import pyro
-        from pyro import poutine
+    def __init__(
+        self,
+        model: Callable[..., Any],
+        args: tuple = (),
+        kwargs: dict | None = None,
+        *,
+        reparam: Any = None,
+        compile: str | bool = "auto",
+    ) -> None:
         from torch.distributions import biject_to
 
         if not callable(model):
             raise TypeError(f"model must be a callable Pyro model; got {type(model).__name__}")
+        if isinstance(compile, bool):
+            compile = "inductor" if compile else "none"
+        if compile not in _COMPILE:
+            raise ParameterError(f"compile must be one of {_COMPILE} or a bool; got {compile!r}")
         self.model = model
         self.model_args = tuple(args)
         self.model_kwargs = dict(kwargs or {})
+        self.compile = compile
+        self._model = _reparameterized(model, reparam)
         self._dtype: torch.dtype | None = None
-        try:
-            with torch.random.fork_rng(devices=[]), pyro.validation_enabled(True):
-                trace = poutine.trace(self._init_messenger("feasible")(model)).get_trace(
-                    *self.model_args, **self.model_kwargs
-                )
-        except ValueError as e:
-            if "discrete" in str(e):
-                raise ParameterError(f"from_pyro supports continuous latent sites only: {e}") from e
-            raise
+        trace = self._first_trace(self._model)
+        original = trace if reparam is None else self._first_trace(model)
         sites = _latent_sites(trace)
         if not sites:
             raise ParameterError("model has no latent (unobserved) continuous sample sites")
         self.param_names: list[str] = [n for n, _ in sites]
-        self.transforms = {n: biject_to(s["fn"].support) for n, s in sites}
+        self.transforms = {}
+        for n, site in sites:
+            try:
+                self.transforms[n] = biject_to(site["fn"].support)
+            except NotImplementedError as e:
+                raise ParameterError(
+                    f"site {n!r} ({type(site['fn']).__name__}) has support {site['fn'].support}, which has no "
+                    "bijection onto R^k (torch.distributions.biject_to); write the model with a supported "
+                    "parameterization (e.g. LKJCholesky and scales instead of a Wishart matrix)"
+                ) from e
         self.param_shapes = {n: tuple(s["value"].shape) for n, s in sites}
         self.unconstrained_shapes = {
             n: tuple(self.transforms[n].inverse_shape(torch.Size(self.param_shapes[n]))) for n in self.param_names
         }
         self._sizes = [math.prod(self.unconstrained_shapes[n]) for n in self.param_names]
+        self.observed = {
+            n: s["value"]
+            for n, s in original.nodes.items()
+            if s["type"] == "sample" and s["is_observed"] and not _is_factor(s) and not _is_deterministic(s)
+            and torch.is_tensor(s["value"])
+        }
+        # sites of the model as written that reparam= turned into functions of the new latents
+        self._derived = {
+            n for n, s in original.nodes.items()
+            if s["type"] == "sample" and not s["is_observed"] and n not in self.param_names
+            and type(s["fn"]).__name__ != "_Subsample"
+        }
         # dtype/device: the observed data's if any (flat-prior sites carry no dtype), else the latents'
-        observed = [s["value"] for s in trace.nodes.values() if s["type"] == "sample" and s["is_observed"]]
-        proto = next((v for v in observed if torch.is_tensor(v) and v.is_floating_point()), sites[0][1]["value"])
+        proto = next((v for v in self.observed.values() if v.is_floating_point()), sites[0][1]["value"])
         self._proto = torch.zeros((), dtype=proto.dtype, device=proto.device)
         self._dtype = proto.dtype
         name = getattr(model, "__name__", "pyro_model")
         super().__init__(sum(self._sizes), None, f"pyro:{name}")
         self._vmap_ok: bool | None = None
+        self._potentials: dict[tuple, _Potential] = {}
+        self.evaluation = "vmap"
+
+    def _first_trace(self, model: Callable[..., Any]) -> Any:
+        """One run of ``model`` at a feasible point (Pyro's ``init_to_feasible``), errors named."""
+        from pyro import poutine
+
+        try:
+            with torch.random.fork_rng(devices=[]), _evaluating():
+                return poutine.trace(self._init_messenger("feasible")(model)).get_trace(
+                    *self.model_args, **self.model_kwargs
+                )
+        except (ParameterError, NotImplementedError):
+            raise
+        except Exception as e:
+            if "discrete" in str(e):
+                raise ParameterError(f"from_pyro supports continuous latent sites only: {e}") from e
+            name = getattr(self.model, "__name__", self.model)
+            raise ModelError(
+                f"the model {name!r} raised {type(e).__name__} when run once to find its sites: {e}"
+            ) from e
 
     # ----------------------------------------------------------- plumbing
     def reference_tensor(self) -> torch.Tensor | None:
@@ -127,13 +328,17 @@ class PyroTarget(Target):
         batch = z.shape[:-1]
         return {n: p.reshape((*batch, *self.unconstrained_shapes[n])) for n, p in zip(self.param_names, parts)}
 
-    def _log_prob_single(self, z: torch.Tensor) -> torch.Tensor:
-        """``log gamma(z)`` for one point ``z`` of shape ``(dim,)`` (Pyro trace + log-Jacobians)."""
+    def _conditioned_trace(self, z: torch.Tensor) -> tuple[Any, dict, dict]:
         from pyro import poutine
 
         unc = self._split(z)
         con = {n: self.transforms[n](u) for n, u in unc.items()}
-        trace = poutine.trace(poutine.condition(self.model, con)).get_trace(*self.model_args, **self.model_kwargs)
+        trace = poutine.trace(poutine.condition(self._model, con)).get_trace(*self.model_args, **self.model_kwargs)
+        return trace, unc, con
+
+    def _log_prob_single(self, z: torch.Tensor) -> torch.Tensor:
+        """``log gamma(z)`` for one point ``z`` of shape ``(dim,)`` (Pyro trace + log-Jacobians)."""
+        trace, unc, con = self._conditioned_trace(z)
         lp = trace.log_prob_sum()
         for n in self.param_names:
             lp = lp + self.transforms[n].log_abs_det_jacobian(unc[n], con[n]).sum()
@@ -146,29 +351,106 @@ class PyroTarget(Target):
                 out = torch.func.vmap(fn)(zf)
                 self._vmap_ok = True
                 return out
-            except Exception as e:  # vmap cannot trace this model (data-dependent control flow, ...)
+            except Exception as e:  # vmap cannot batch this model (data-dependent control flow, ...)
                 if self._vmap_ok:
-                    raise
+                    raise ModelError(f"the model raised {type(e).__name__} at a batch of {zf.shape[0]} points: {e}") from e
                 self._vmap_ok = False
                 warnings.warn(
                     f"from_pyro: torch.func.vmap cannot evaluate this model ({type(e).__name__}: {e}); "
                     "falling back to a (slow) Python loop over points",
                     RuntimeWarning,
-                    stacklevel=3,
+                    stacklevel=4,
                 )
-        outs = [fn(zi) for zi in zf]
+        try:
+            outs = [fn(zi) for zi in zf]
+        except Exception as e:
+            raise ModelError(f"the model raised {type(e).__name__}: {e}") from e
         if isinstance(outs[0], dict):
             return {k: torch.stack([o[k] for o in outs]) for k in outs[0]}
+        if isinstance(outs[0], tuple):
+            return tuple(torch.stack(col) for col in zip(*outs))
         return torch.stack(outs)
 
     def _log_prob(self, x: torch.Tensor) -> torch.Tensor:
-        import pyro
-
         batch = x.shape[:-1]
-        zf = x.reshape(-1, self.dim)
-        with pyro.validation_enabled(False):
-            lp = self._map(self._log_prob_single, zf)
+        with _evaluating():
+            lp = self._map(self._log_prob_single, x.reshape(-1, self.dim))
         return lp.reshape(batch)
+
+    def _batched_value_and_grad(self, zf: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        grad, value = torch.func.vmap(torch.func.grad_and_value(self._log_prob_single))(zf)
+        return value, grad
+
+    def _eager_value_and_grad(self, zf: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with _evaluating():
+            grad, value = self._map(torch.func.grad_and_value(self._log_prob_single), zf)
+        return value.detach(), grad.detach()
+
+    def _build(self, pot: _Potential, zf: torch.Tensor, lp: torch.Tensor, grad: torch.Tensor) -> None:
+        """Trace (and compile) the value-and-gradient graph of ``zf``'s shape; keep it if it reproduces ``(lp, grad)``."""
+        from . import _tracing
+
+        pot.failed = True  # until proven otherwise: one attempt per shape
+        try:
+            with _evaluating():
+                fn: Callable = _tracing.trace(self._batched_value_and_grad, zf)
+        except Exception as e:  # data-dependent control flow and the like: stay on the eager path
+            warnings.warn(
+                f"from_pyro: the model could not be traced into a graph ({type(e).__name__}: {str(e)[:200]}); "
+                "evaluating it with vmap at every call (correct, slower)",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+            return
+        mode = "traced"
+        try:
+            if self.compile == "inductor":
+                fn, mode = _tracing.inductor(fn, zf), "compiled"
+            elif self.compile == "auto" and zf.is_cuda:
+                fn, mode = _tracing.cuda_graphed(fn, zf), "cuda_graph"
+        except Exception as e:
+            warnings.warn(f"from_pyro: compiling the traced graph failed ({type(e).__name__}: {str(e)[:200]}); "
+                          "using the traced graph", RuntimeWarning, stacklevel=4)
+            fn = _tracing.trace(self._batched_value_and_grad, zf) if mode != "traced" else fn
+            mode = "traced"
+        lp2, grad2 = fn(zf)
+        if not (_agree(lp2, lp) and _agree(grad2, grad)):
+            warnings.warn(
+                "from_pyro: the traced graph of the model does not reproduce its log density at the tracing point "
+                "(a model whose result depends on more than its inputs?); evaluating it with vmap at every call",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+            return
+        pot.fn, pot.mode, pot.failed = fn, mode, False
+        self.evaluation = mode
+
+    def log_prob_and_score(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(log gamma(x), grad log gamma(x))``, unchecked and detached; the traced graph once the shape is hot."""
+        flat = x.dim() == 2
+        zf = x.detach() if flat else x.detach().reshape(-1, self.dim)
+        pot = self._potentials.get((zf.shape[0], zf.dtype, zf.device))
+        if pot is not None and pot.fn is not None:  # the hot path
+            lp, grad = pot.fn(zf)
+        else:
+            lp, grad = self._eager(zf, pot)
+        if flat:
+            return lp, grad
+        return lp.reshape(x.shape[:-1]), grad.reshape(x.shape)
+
+    def _eager(self, zf: torch.Tensor, pot: _Potential | None) -> tuple[torch.Tensor, torch.Tensor]:
+        if pot is None:
+            if len(self._potentials) >= _MAX_SHAPES:
+                self._potentials.pop(next(iter(self._potentials)))
+            pot = self._potentials[(zf.shape[0], zf.dtype, zf.device)] = _Potential()
+        lp, grad = self._eager_value_and_grad(zf)
+        pot.calls += 1
+        if self._vmap_ok is False:
+            pot.mode, pot.failed = "loop", True
+        elif self.compile != "none" and not pot.failed and pot.calls >= TRACE_AFTER:
+            self._build(pot, zf, lp, grad)
+        self.evaluation = pot.mode
+        return lp, grad
 
     # ------------------------------------------------------------- public
     def constrain(self, z: torch.Tensor, deterministic: bool = True) -> dict[str, torch.Tensor]:
@@ -176,11 +458,8 @@ class PyroTarget(Target):
 
         With ``deterministic=True`` the model is re-run at each draw and its
         ``pyro.deterministic`` sites are returned too (e.g. ``theta`` of a
-        non-centred model).
+        non-centred model, or every site a ``reparam=`` rewrote).
         """
-        from pyro import poutine
-        import pyro
-
         self.check_input(z, "z")
         batch = z.shape[:-1]
         unc = self._split(z)
@@ -189,21 +468,61 @@ class PyroTarget(Target):
             return out
 
         def det_single(zi: torch.Tensor) -> dict[str, torch.Tensor]:
-            con = {n: self.transforms[n](u) for n, u in self._split(zi).items()}
-            tr = poutine.trace(poutine.condition(self.model, con)).get_trace(*self.model_args, **self.model_kwargs)
+            tr, _, _ = self._conditioned_trace(zi)
             return {
                 n: s["value"]
                 for n, s in tr.nodes.items()
-                if s["type"] == "sample" and s.get("infer", {}).get("_deterministic", False)
+                if s["type"] == "sample" and (_is_deterministic(s) or n in self._derived)
             }
 
         zf = z.reshape(-1, self.dim).detach()
-        with pyro.validation_enabled(False), torch.no_grad():
+        with _evaluating(), torch.no_grad():
             first = det_single(zf[0])
             if first:
                 dets = self._map(det_single, zf)
                 for n, v in dets.items():
                     out[n] = v.reshape((*batch, *v.shape[1:]))
+        return out
+
+    def log_likelihood(self, z: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Pointwise log-likelihood of every observed site at unconstrained draws ``z`` ``(..., dim)``.
+
+        ``{site: (..., *site_batch_shape)}``: ``log p(y_i | theta)`` per observation (Pyro's
+        ``scale``/``mask`` applied; ``pyro.factor`` terms are not observations and are left
+        out).  What :meth:`fokker.mcmc.MCMCResult.to_arviz` puts in the ``log_likelihood``
+        group for ``az.loo`` / ``az.waic``.
+        """
+        from pyro.distributions.util import scale_and_mask
+
+        self.check_input(z, "z")
+        batch = z.shape[:-1]
+
+        def single(zi: torch.Tensor) -> dict[str, torch.Tensor]:
+            tr, _, _ = self._conditioned_trace(zi)
+            out = {}
+            for n, site in tr.nodes.items():
+                if n in self.observed:
+                    lp = site["fn"].log_prob(site["value"], *site["args"], **site["kwargs"])
+                    out[n] = scale_and_mask(lp, site["scale"], site["mask"]).expand(site["fn"].batch_shape)
+            return out
+
+        zf = z.reshape(-1, self.dim).detach()
+        with _evaluating(), torch.no_grad():
+            ll = self._map(single, zf)
+        return {n: v.reshape((*batch, *v.shape[1:])) for n, v in ll.items()}
+
+    @property
+    def unconstrained_names(self) -> list[str]:
+        """A name per coordinate of ``z``: ``site`` or ``site[i, j]`` (0-based) in the unconstrained space."""
+        out = []
+        for n in self.param_names:
+            shape = self.unconstrained_shapes[n]
+            if not shape:
+                out.append(n)
+                continue
+            for k in range(math.prod(shape)):
+                idx = torch.unravel_index(torch.tensor(k), shape)
+                out.append(f"{n}[{','.join(str(int(i)) for i in idx)}]")
         return out
 
     def unconstrain(self, values: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -212,14 +531,10 @@ class PyroTarget(Target):
         if missing:
             raise ParameterError(f"values is missing latent site(s) {missing}")
         blocks = []
-        batch = None
         for n in self.param_names:
-            v = values[n]
-            u = self.transforms[n].inv(v)
+            u = self.transforms[n].inv(values[n])
             k = len(self.unconstrained_shapes[n])
-            b = u.shape[: u.dim() - k]
-            batch = b if batch is None else batch
-            blocks.append(u.reshape(*b, -1))
+            blocks.append(u.reshape(*u.shape[: u.dim() - k], -1))
         return torch.cat(blocks, dim=-1)
 
     @staticmethod
@@ -287,7 +602,7 @@ class PyroTarget(Target):
         import pyro
         from pyro import poutine
 
-        model = self._init_messenger_typed(strategy)(self.model)
+        model = self._init_messenger_typed(strategy)(self._model)
         found: list[torch.Tensor] = []
         tries = 0
         while len(found) < num_chains:
@@ -300,8 +615,12 @@ class PyroTarget(Target):
             tries += need
             cand = []
             for _ in range(need):
-                with pyro.validation_enabled(False), torch.no_grad():
-                    tr = poutine.trace(model).get_trace(*self.model_args, **self.model_kwargs)
+                try:
+                    with pyro.validation_enabled(False), torch.no_grad():
+                        tr = poutine.trace(model).get_trace(*self.model_args, **self.model_kwargs)
+                except Exception as e:
+                    raise ModelError(f"the model raised {type(e).__name__} while drawing initial points "
+                                     f"(strategy={strategy!r}): {e}") from e
                 cand.append(self.unconstrain({n: tr.nodes[n]["value"].detach() for n in self.param_names}))
             z = torch.stack(cand).to(self._proto)
             lp, g = self.log_prob_and_score(z)  # one batched evaluation
@@ -314,8 +633,15 @@ class PyroTarget(Target):
         return f"dim={self.dim}, sites=({shapes})"
 
 
-def from_pyro(model: Callable[..., Any], *args: Any, **kwargs: Any) -> PyroTarget:
+def from_pyro(
+    model: Callable[..., Any], *args: Any, reparam: Any = None, compile: str | bool = "auto", **kwargs: Any
+) -> PyroTarget:
     """A :class:`Target` on the unconstrained space of a Pyro model called as ``model(*args, **kwargs)``.
+
+    ``reparam`` (``"noncentered"``, a ``{site: Reparam}`` dict or a Pyro strategy) and ``compile``
+    (``"auto"``, ``"trace"``, ``"inductor"``, ``"none"``) are described in the module docstring;
+    they are taken by ``from_pyro`` itself (a model keyword of the same name goes through
+    ``PyroTarget(model, args, kwargs)``).
 
     Example::
 
@@ -331,4 +657,4 @@ def from_pyro(model: Callable[..., Any], *args: Any, **kwargs: Any) -> PyroTarge
         >>> t.constrain(torch.zeros(5, 2))["sigma"].shape
         torch.Size([5])
     """
-    return PyroTarget(model, args, kwargs)
+    return PyroTarget(model, args, kwargs, reparam=reparam, compile=compile)

@@ -45,6 +45,8 @@ _POSTERIORS = [
 _QUICK = ["eight_schools_noncentered"]
 #: Vehtari et al. (2021), Sec. 4: bulk ESS of at least 400 before trusting R-hat and the MCSE.
 MIN_BULK_ESS = 400.0
+#: divergent transitions are reported; above this fraction the draws are not trusted either
+MAX_DIVERGENT_FRACTION = 0.05
 
 
 def compare_to_reference(res, summary: dict) -> list[dict]:
@@ -102,42 +104,118 @@ def format_rows(rows: list[dict]) -> str:
 
 
 def run_posterior(name: str, quick: bool, seed: int = 0, num_chains: int | None = None):
-    """Sample posterior ``name`` with default HMC; return (result, rows, seconds)."""
+    """Sample posterior ``name`` with the default kernel of :func:`fokker.mcmc.sample`; return (result, rows, seconds)."""
     import time
 
-    from ..mcmc import HMC, sample
+    from ..mcmc import sample
     from ..mcmc.posteriordb import load
 
     target, summary = load(name)
     n = 300 if quick else 1000
     chains = num_chains or (8 if quick else 16)
     t0 = time.perf_counter()
-    res = sample(target, HMC(), num_chains=chains, num_samples=n, warmup=n, seed=seed, progress=False)
+    res = sample(target, None, num_chains=chains, num_samples=n, warmup=n, seed=seed, progress=False)
     return res, compare_to_reference(res, summary), time.perf_counter() - t0
+
+
+class UnadjustedHMC:
+    """Negative control: HMC with its Metropolis-Hastings step removed (every finite proposal accepted).
+
+    Built around an adapted HMC kernel with its step size doubled; leapfrog's energy error is then
+    never corrected, so the chains sample a distorted distribution (inflated spread).
+    """
+
+    @staticmethod
+    def make(adapted):
+        import copy
+
+        from ..mcmc import HMC, State
+
+        class _Unadjusted(HMC):
+            def accept_reject(self, state, proposal, log_ratio, num_steps, step_size, energy=False, extra=None):
+                finite = torch.isfinite(log_ratio) & torch.isfinite(proposal.grad).all(-1)
+                f2 = finite.unsqueeze(-1)
+                new = State(torch.where(f2, proposal.x, state.x), torch.where(finite, proposal.log_prob, state.log_prob),
+                            torch.where(f2, proposal.grad, state.grad))
+                ones = torch.ones_like(log_ratio)
+                return new, self.step_info(ones, finite, torch.zeros_like(log_ratio), ~finite, num_steps, step_size)
+
+        kernel = _Unadjusted(step_size=2 * torch.as_tensor(adapted.step_size).mean().item(),
+                             metric=adapted.metric.inv_mass, adapt_step_size=False)
+        kernel.trajectory_length = copy.copy(getattr(adapted, "trajectory_length", 2.0)) or 2.0
+        return kernel
+
+
+def control_rows(res, summary: dict, seed: int) -> list[dict]:
+    """The comparison rows for draws of :class:`UnadjustedHMC` started at the real run's last draws."""
+    import warnings
+
+    from ..errors import ConvergenceWarning
+    from ..mcmc import sample
+
+    kernel = UnadjustedHMC.make(res.kernel)
+    init = res.samples[:, -1].index_select(0, res.good_chains)[:8]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        wrong = sample(res.target, kernel, num_chains=init.shape[0], num_samples=500, warmup=0, init=init,
+                       seed=seed + 1, progress=False)
+    return compare_to_reference(wrong, summary)
+
+
+def _rank_plot(res, ctx: Context, name: str) -> None:
+    """Rank plots of the first few parameters (ArviZ; skipped when it is not installed)."""
+    try:
+        import arviz  # noqa: F401
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    names = None
+    if res.constrained is not None:  # the scalar sites (at most 3), else the first site
+        c, n = res.samples.shape[:2]
+        scalars = [k for k, v in res.constrained.items() if v.shape == (c, n)]
+        names = scalars[:3] or list(res.constrained)[:1]
+    fig = res.plot("rank", var_names=names)
+    fig.savefig(ctx.figure(f"mcmc_posteriordb_{name}_rank.png",
+                           f"posteriordb {name}: rank plots per chain of {', '.join(names or ['x'])} (uniform when the chains "
+                           "mix; Vehtari et al. 2021)"),
+                bbox_inches="tight")
+    plt.close(fig)
 
 
 def _posterior_check(name: str):
     def check(ctx: Context) -> list[CheckResult]:
         if ctx.quick and name not in _QUICK:
             return [CheckResult(name, "-", "-", "-", True, "skipped: full mode only")]
+        from ..mcmc.posteriordb import load
+
         res, rows, secs = run_posterior(name, ctx.quick, seed=ctx.seed)
+        _, summary = load(name)
+        wrong = control_rows(res, summary, ctx.seed)
+        divergent = int(res.divergences.sum())
+        draws = res.samples.shape[0] * res.samples.shape[1]
         details = (
-            f"{res.samples.shape[0]} chains x {res.samples.shape[1]} draws, {secs:.1f} s, "
+            f"{type(res.kernel).__name__}: {res.samples.shape[0]} chains x {res.samples.shape[1]} draws, {secs:.1f} s, "
             f"step size {float(torch.as_tensor(res.step_size).mean()):.3g}, "
-            f"accept {float(res.accept_rate.mean()):.3f}, divergences {int(res.divergences.sum())}, "
+            f"accept {float(res.accept_rate.mean()):.3f}, divergent transitions {divergent} of {draws}, "
             f"nan chains {res.nan_chains}\n" + format_rows(rows)
+            + "\n\ncontrol (HMC without its accept step, doubled step size, 8 chains x 500 draws):\n" + format_rows(wrong)
         )
         zmax = max(abs(r["z_mean"]) for r in rows)
         zsd = max(abs(r["z_sd"]) for r in rows)
         rel = max(r["rel_sd_err"] for r in rows)
         rh = max(r["r_hat"] for r in rows)
         ess = min(r["ess_bulk"] for r in rows)
+        z_wrong = max(max(abs(r["z_mean"]), abs(r["z_sd"])) for r in wrong)
+        _rank_plot(res, ctx, name)
         return [
             CheckResult.bound("max |z| posterior mean", zmax, Z_SCORE, details=details),
             CheckResult.bound("max |z| posterior sd", zsd, Z_SCORE),
             CheckResult.bound("max relative sd error", rel, 0.1),
             CheckResult.bound("max R-hat", rh, 1.05 if ctx.quick else 1.01),
             CheckResult.bound("min bulk ESS", ess, MIN_BULK_ESS, upper=False),
+            CheckResult.bound("fraction of divergent transitions", divergent / draws, MAX_DIVERGENT_FRACTION,
+                              details=f"{divergent} divergent transitions of {draws}"),
+            CheckResult.bound("max |z| mean and sd, HMC without accept step", z_wrong, Z_SCORE, control=True),
         ]
 
     return check
@@ -179,6 +257,10 @@ def log_z_checks(ctx: Context) -> list[CheckResult]:
              lambda: HMC(step_size=0.3, num_steps=5), 256 if ctx.quick else 512, 1024,
              {"num_mcmc_steps": 3, "step_size_spread": 3.0})
         )
+    # control: AIS with 4 temperatures instead of 1024 (each step leaves the kernel far from its
+    # annealed target): a biased estimate whose standard error does not cover the bias
+    cases.append(("AIS ManyWell(32), 4 temperatures (control)", AIS, targets.ManyWell(32).to(dt),
+                  iso(torch.full((32,), 2.0, dtype=dt)), lambda: HMC(step_size=0.2, num_steps=3), 4, 1024, {}))
     for label, cls, target, base, kern, K, N, kw in cases:
         res = cls(target, base, K, kernel=kern(), **kw).run(N, seed=ctx.seed, progress=False)
         z = (res.log_Z - target.log_Z) / res.stderr
@@ -189,6 +271,7 @@ def log_z_checks(ctx: Context) -> list[CheckResult]:
                 3.0,
                 details=f"log Z = {res.log_Z:.4f} +- {res.stderr:.4f} (true {target.log_Z:.4f}), "
                 f"K = {K} temperatures, N = {N} particles, ESS = {res.ess:.3f} N",
+                control="(control)" in label,
             )
         )
     # control: the same SMC without MCMC moves (reweighting and resampling only) cannot reach log Z
@@ -199,6 +282,113 @@ def log_z_checks(ctx: Context) -> list[CheckResult]:
                                  abs(bad.log_Z - mw.log_Z) / bad.stderr, 3.0, control=True,
                                  details=f"log Z = {bad.log_Z:.4f} +- {bad.stderr:.4f} (true {mw.log_Z:.4f})"))
     return out
+
+
+# ----------------------------------------------------------------------------- Neal's funnel
+#: the documented configuration for funnels: the Pyro model through ``from_pyro`` with Pyro's
+#: ``LocScaleReparam(0)`` on both sites (non-centred), sampled with the default kernel of ``sample``
+FUNNEL_DIM, FUNNEL_SCALE = 10, 3.0
+#: E log|x_i| = E[x0] / 2 + E log|N(0, 1)| = -(Euler's gamma + log 2) / 2, Var = scale^2 / 4 + pi^2 / 8
+LOG_ABS_NORMAL_MEAN = -(0.5772156649015329 + math.log(2.0)) / 2
+
+
+def funnel_model(dim: int = FUNNEL_DIM, scale: float = FUNNEL_SCALE) -> None:
+    """Neal's funnel as a Pyro model: ``x0 ~ N(0, scale)``, ``x_i | x0 ~ N(0, exp(x0 / 2))``, i < dim."""
+    import pyro
+    import pyro.distributions as dist
+
+    zero = torch.tensor(0.0, dtype=torch.float64)
+    x0 = pyro.sample("x0", dist.Normal(zero, scale))
+    pyro.sample("x", dist.Normal(zero, torch.exp(x0 / 2)).expand([dim - 1]).to_event(1))
+
+
+def funnel_rows(res) -> dict[str, float]:
+    """Max R-hat, min bulk ESS over the model's sites (x0, x_i), and the max |z| of three exact moments.
+
+    Exact: E x0 = 0, sd x0 = ``scale``, E log|x_i| = -(gamma + log 2) / 2 (the last one sees the
+    neck: chains that do not enter it over-state log|x_i|). z-scores use the MCSE of each mean
+    (the sd's by the centred squares, as :func:`compare_to_reference`).
+    """
+    from ..mcmc import diagnostics as diag
+
+    keep = res.good_chains
+    x0 = res.constrained["x0"].index_select(0, keep).double()  # (C, N)
+    x = res.constrained["x"].index_select(0, keep).double()  # (C, N, dim - 1)
+    sites = torch.cat([x0.unsqueeze(-1), x], -1)
+    rhat, ess = float(diag.rhat(sites).max()), float(diag.ess_bulk(sites).min())
+    m0 = x0.mean()
+    z_mean = float(m0 / diag.mcse_mean(x0.unsqueeze(-1)))
+    sd0 = x0.reshape(-1).std()
+    z_sd = float((sd0 - FUNNEL_SCALE) / (diag.mcse_mean(((x0 - m0) ** 2).unsqueeze(-1)) / (2 * sd0)))
+    log_abs = torch.log(x.abs())
+    z_log = (log_abs.mean((0, 1)) - LOG_ABS_NORMAL_MEAN) / diag.mcse_mean(log_abs)
+    return {"rhat": rhat, "ess": ess, "z": max(abs(z_mean), abs(z_sd), float(z_log.abs().max())),
+            "x0_sd": float(sd0), "divergent": int(res.divergences.sum())}
+
+
+def _funnel_plot(ctx: Context, res, res_c) -> None:
+    """Histograms of x0 (non-centred and centred runs) against the exact N(0, scale^2) density."""
+    try:
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    grid = torch.linspace(-12, 12, 400, dtype=torch.float64)
+    exact = torch.exp(-0.5 * (grid / FUNNEL_SCALE) ** 2) / (FUNNEL_SCALE * math.sqrt(2 * math.pi))
+    for ax, r, title in ((axes[0], res, "non-centred (LocScaleReparam)"), (axes[1], res_c, "centred (control)")):
+        ax.hist(r.constrained["x0"].reshape(-1).numpy(), bins=80, range=(-12, 12), density=True, alpha=0.6, label="draws")
+        ax.plot(grid.numpy(), exact.numpy(), "k", lw=1, label="exact N(0, 9)")
+        ax.set_title(f"{title}: R-hat {float(funnel_rows(r)['rhat']):.3f}")
+        ax.set_xlabel("x0 (log-variance of x_i)")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(ctx.figure("mcmc_funnel_x0.png", "Neal's funnel (10-D): histogram of x0 from sample()'s default kernel, "
+                           "non-centred (left) and centred (right, the control), against the exact N(0, 9) density; "
+                           "the centred chains miss the neck (x0 < -3)"), dpi=90)
+    plt.close(fig)
+
+
+@register("mcmc.funnel", group="mcmc")
+def funnel_checks(ctx: Context) -> list[CheckResult]:
+    """Neal's funnel (10-D, scale 3) non-centred through ``from_pyro(reparam=LocScaleReparam)``: R-hat, ESS, moments.
+
+    Control: the same model centred (no reparameterization) with the same kernel, which cannot
+    enter the neck: its R-hat and moment z-scores must reject it.
+    """
+    import time
+    import warnings
+
+    from pyro.infer.reparam import LocScaleReparam
+
+    from ..errors import ConvergenceWarning
+    from ..mcmc import sample
+    from ..targets import from_pyro
+
+    n = 500 if ctx.quick else 1000
+    chains = 64
+    nc = from_pyro(funnel_model, reparam={"x0": LocScaleReparam(0.0), "x": LocScaleReparam(0.0)})
+    t0 = time.perf_counter()
+    res = sample(nc, None, num_chains=chains, num_samples=n, warmup=n, seed=ctx.seed, progress=False)
+    secs = time.perf_counter() - t0
+    good = funnel_rows(res)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        n_c = 300 if ctx.quick else 1000
+        res_c = sample(from_pyro(funnel_model), None, num_chains=32, num_samples=n_c, warmup=n_c, seed=ctx.seed,
+                       progress=False)
+        wrong = funnel_rows(res_c)
+    _funnel_plot(ctx, res, res_c)
+    details = (f"{type(res.kernel).__name__} (sample's default), {chains} chains x {n} warm-up + {n} draws, {secs:.1f} s, "
+               f"sd of x0 {good['x0_sd']:.3f} (exact {FUNNEL_SCALE}), divergent transitions {good['divergent']}; "
+               f"control (centred, 32 chains x {n_c} + {n_c}): R-hat {wrong['rhat']:.3f}, sd of x0 {wrong['x0_sd']:.3f}, "
+               f"divergent transitions {wrong['divergent']}")
+    return [
+        CheckResult.bound("non-centred: max R-hat", good["rhat"], 1.01, details=details),
+        CheckResult.bound("non-centred: min bulk ESS", good["ess"], MIN_BULK_ESS, upper=False),
+        CheckResult.bound("non-centred: max |z| of E x0, sd x0, E log|x_i|", good["z"], Z_SCORE),
+        CheckResult.bound("centred (control): max R-hat", wrong["rhat"], 1.01, control=True),
+        CheckResult.bound("centred (control): max |z| of E x0, sd x0, E log|x_i|", wrong["z"], Z_SCORE, control=True),
+    ]
 
 
 @register("mcmc.adaptive_smc", group="mcmc")
