@@ -84,8 +84,9 @@ class GaussianOptimalControl(nn.Module):
         # u_k(x) = rate_k [m'_k + v'_k / (2 v_k) (x - m_k)] = slope_k x + offset_k
         slope = rate * dv / (2 * vb)
         self.register_buffer("cmcd_times", sampler.times.clone())
-        self.register_buffer("cmcd_slope", slope)
-        self.register_buffer("cmcd_offset", rate * dm - slope * mb)
+        # tables computed in float64 on the CPU, kept on the target's device (the sampler checks it)
+        self.register_buffer("cmcd_slope", slope.to(mean.device))
+        self.register_buffer("cmcd_offset", (rate * dm - slope * mb).to(mean.device))
 
     def _gauss_score(self, x: torch.Tensor, m: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         return -(x - m) / v
