@@ -108,8 +108,11 @@ def test_generator_samples_have_the_right_law() -> None:
     assert ks_pvalue(x[:, 1] / torch.exp(0.5 * x[:, 0]), stats.norm.cdf) > KS_ALPHA
 
 
-def test_prior_sample_and_pyro_init_take_a_generator() -> None:
-    lgcp = targets.LGCP(grid=6).double()
+def test_prior_sample_and_pyro_init_take_a_generator(tmp_path) -> None:
+    # a CSV of points written here: the test needs no reference data
+    pts = torch.rand(40, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    (tmp_path / "points.csv").write_text("x,y\n" + "\n".join(f"{a:.6f},{b:.6f}" for a, b in pts.tolist()))
+    lgcp = targets.LGCP(grid=6, points=tmp_path / "points.csv").double()
     state = torch.get_rng_state()
     assert torch.equal(lgcp.prior_sample(3, generator=torch.Generator().manual_seed(2)),
                        lgcp.prior_sample((3,), generator=torch.Generator().manual_seed(2)))
