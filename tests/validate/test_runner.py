@@ -42,7 +42,9 @@ def test_runner_table_report_and_status(fake_registry: dict, tmp_path: Path, cap
     assert ok and [r.status for r in rows] == ["skipped: data not found", "pass", "rejected"]
     report = (tmp_path / "report.md").read_text()
     assert "demo.good: value" in report and "skipped: data not found" in report
-    assert "| check" in capsys.readouterr().out
+    # the header counts judged rows: the skipped one is neither a pass nor a row of the total
+    assert "1 of 1 rows pass (1 skipped); 1 of 1 negative controls reject" in report
+    assert "2 passed, 0 failed, 1 skipped" in capsys.readouterr().out
 
     @validate.register("demo.bad", group="demo")
     def bad(ctx):

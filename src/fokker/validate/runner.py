@@ -166,9 +166,11 @@ def run_checks(
     print(table)
     print()
     print(format_summary(summaries))
-    controls = [r for r in rows if r.control]
+    judged = [r for r in rows if not r.status.startswith("skipped")]
+    controls = [r for r in judged if r.control]
     print(
-        f"\n{sum(r.passed for r in rows)} passed, {sum(not r.passed for r in rows)} failed "
+        f"\n{sum(r.passed for r in judged)} passed, {sum(not r.passed for r in judged)} failed, "
+        f"{len(rows) - len(judged)} skipped "
         f"({sum(r.passed for r in controls)} of {len(controls)} negative controls reject their wrong model) "
         f"in {wall:.0f} s wall-clock, {jobs} worker{'s' if jobs > 1 else ''}"
     )
@@ -247,12 +249,15 @@ def _write_report(
 ) -> None:
     from .. import __version__
 
-    n_rows = sum(not r.control for r in rows)
+    skipped = [r for r in rows if r.status.startswith("skipped")]
+    judged = [r for r in rows if not r.status.startswith("skipped")]
+    real = [r for r in judged if not r.control]
+    controls = [r for r in judged if r.control]
     lines = [
         f"# fokker {__version__} validation report",
         "",
-        f"Mode: {'quick' if quick else 'full'}. {sum(r.passed and not r.control for r in rows)} of {n_rows} rows pass; "
-        f"{sum(r.passed and r.control for r in rows)} of {len(rows) - n_rows} negative controls reject their "
+        f"Mode: {'quick' if quick else 'full'}. {sum(r.passed for r in real)} of {len(real)} rows pass "
+        f"({len(skipped)} skipped); {sum(r.passed for r in controls)} of {len(controls)} negative controls reject their "
         f"deliberately wrong model. Wall-clock {wall:.0f} s with {jobs} worker process{'es' if jobs > 1 else ''} "
         "(the time column sums each check's own time).",
         "",
