@@ -62,6 +62,7 @@ class GaussianOptimalControl(nn.Module):
         self._sampler_ref = [sampler]  # not a submodule
         self.register_buffer("mean", mean.clone())
         self.register_buffer("var", var.clone())
+        self.to(mean.device)  # every table on the target's device (the sampler checks the first buffer)
 
     def _cmcd_tables(self, sampler: CMCD, mean: torch.Tensor, var: torch.Tensor) -> None:
         if sampler.fixed_base is not None:
@@ -84,9 +85,8 @@ class GaussianOptimalControl(nn.Module):
         # u_k(x) = rate_k [m'_k + v'_k / (2 v_k) (x - m_k)] = slope_k x + offset_k
         slope = rate * dv / (2 * vb)
         self.register_buffer("cmcd_times", sampler.times.clone())
-        # tables computed in float64 on the CPU, kept on the target's device (the sampler checks it)
-        self.register_buffer("cmcd_slope", slope.to(mean.device))
-        self.register_buffer("cmcd_offset", (rate * dm - slope * mb).to(mean.device))
+        self.register_buffer("cmcd_slope", slope)  # float64 tables, moved to the target's device below
+        self.register_buffer("cmcd_offset", rate * dm - slope * mb)
 
     def _gauss_score(self, x: torch.Tensor, m: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         return -(x - m) / v
