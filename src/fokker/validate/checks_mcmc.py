@@ -382,11 +382,14 @@ def funnel_checks(ctx: Context) -> list[CheckResult]:
                f"sd of x0 {good['x0_sd']:.3f} (exact {FUNNEL_SCALE}), divergent transitions {good['divergent']}; "
                f"control (centred, 32 chains x {n_c} + {n_c}): R-hat {wrong['rhat']:.3f}, sd of x0 {wrong['x0_sd']:.3f}, "
                f"divergent transitions {wrong['divergent']}")
+    # the R-hat < 1.01 is the full run's bound; 500 + 500 draws measured 1.0087, too close to 1.01 to
+    # hold on every BLAS, so quick mode uses the 1.05 of the posteriordb rows (the control measures 1.30)
+    rhat_bound = 1.05 if ctx.quick else 1.01
     return [
-        CheckResult.bound("non-centred: max R-hat", good["rhat"], 1.01, details=details),
+        CheckResult.bound("non-centred: max R-hat", good["rhat"], rhat_bound, details=details),
         CheckResult.bound("non-centred: min bulk ESS", good["ess"], MIN_BULK_ESS, upper=False),
         CheckResult.bound("non-centred: max |z| of E x0, sd x0, E log|x_i|", good["z"], Z_SCORE),
-        CheckResult.bound("centred (control): max R-hat", wrong["rhat"], 1.01, control=True),
+        CheckResult.bound("centred (control): max R-hat", wrong["rhat"], rhat_bound, control=True),
         CheckResult.bound("centred (control): max |z| of E x0, sd x0, E log|x_i|", wrong["z"], Z_SCORE, control=True),
     ]
 
