@@ -64,8 +64,12 @@ class LogSNRTimeSampler:
         device: torch.device | str | None = None,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """``(num_samples,)`` float64 times on ``device``, uniform in log-SNR."""
+        """``(num_samples,)`` float64 times on ``device`` (uniform in log-SNR here; see :meth:`_draw`)."""
         device = torch.device(device) if device is not None else torch.device("cpu")
+        return self._draw(num_samples, generator, device)
+
+    def _draw(self, num_samples: int, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+        """The times: a uniform fraction of the log-SNR range, through the tabulated inverse."""
         return self._interpolate(rand((num_samples,), generator=generator, dtype=torch.float64).to(device))
 
     def _interpolate(self, u: torch.Tensor) -> torch.Tensor:
@@ -96,14 +100,8 @@ class LogNormalTimeSampler(LogSNRTimeSampler):
             raise ParameterError(f"p_std must be positive; got {p_std!r}")
         self.p_mean, self.p_std = float(p_mean), float(p_std)
 
-    def __call__(
-        self,
-        num_samples: int,
-        device: torch.device | str | None = None,
-        generator: torch.Generator | None = None,
-    ) -> torch.Tensor:
-        """``(num_samples,)`` float64 times with ``ln(sigma/alpha) ~ N(p_mean, p_std^2)``."""
-        device = torch.device(device) if device is not None else torch.device("cpu")
+    def _draw(self, num_samples: int, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+        """The times with ``ln(sigma/alpha) ~ N(p_mean, p_std^2)``."""
         z = randn((num_samples,), generator=generator, dtype=torch.float64).to(device)
         return self.time_of(-2.0 * (self.p_mean + self.p_std * z))
 

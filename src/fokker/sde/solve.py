@@ -33,7 +33,6 @@ from typing import Any
 import torch
 
 from .._args import check_finite, check_tensor
-from .._random import randn
 from ..errors import DomainError, ParameterError, ShapeError
 from .base import SDE, ScoreFn
 from .linear import LinearSDE
@@ -87,9 +86,10 @@ def _noise_source(
         ts = grid.to(x)
         return lambda k, h, scale: torch.mul(bm(ts[k], ts[k + 1]), scale, out=buf)
     if generator is not None and generator.device.type != x.device.type:
-        # a CPU generator driving a CUDA solve (or the reverse): draw where the generator lives
-        return lambda k, h, scale: buf.copy_(randn(x.shape, generator=generator, dtype=x.dtype,
-                                                   device=generator.device)).mul_(scale * math.sqrt(abs(h)))
+        # a CPU generator driving a CUDA solve (or the reverse): draw where the generator lives, into a
+        # second reused buffer there, and copy
+        home = torch.empty(x.shape, dtype=x.dtype, device=generator.device)
+        return lambda k, h, scale: buf.copy_(home.normal_(0.0, scale * math.sqrt(abs(h)), generator=generator))
     return lambda k, h, scale: buf.normal_(0.0, scale * math.sqrt(abs(h)), generator=generator)
 
 
