@@ -8,6 +8,7 @@ failed row: a row that cannot fail teaches users to trust the table for nothing.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import math
 import os
@@ -92,11 +93,15 @@ def _run_one(check, ctx: Context) -> list[CheckResult]:
         return [CheckResult(check.name, "error", "-", "-", False, "FAIL", f"{e!r}\n{tb}")]
 
 
-def _run_named(name: str, quick: bool, out: Path, threads: int) -> tuple[list[CheckResult], list[Figure], float]:
-    """Run the check ``name`` in a worker process: rows, figures announced, seconds."""
-    import torch
+def _run_named(
+    name: str, quick: bool, out: Path, threads: int | None = None
+) -> tuple[list[CheckResult], list[Figure], float]:
+    """Run the check ``name`` (in this process, or in a worker with ``threads`` torch threads): rows,
+    figures announced, seconds."""
+    if threads is not None:
+        import torch
 
-    torch.set_num_threads(threads)
+        torch.set_num_threads(threads)
     ctx = Context(quick=quick, out=out)
     t0 = time.perf_counter()
     rows = _run_one(registry()[name], ctx)
@@ -135,29 +140,24 @@ def run_checks(
         CheckResult(f"import {mod}", "error", "-", "-", False, "FAIL", err) for mod, err in import_errors().items()
     ]
     timings: dict[str, float] = {}
-    ctx = Context(quick=quick, out=out)
+    figures: list[Figure] = []
     wall0 = time.perf_counter()
     bar = progress_bar(total=len(checks), progress=progress, desc="fokker validate")
-    if jobs == 1 or len(checks) <= 1:
-        for check in checks:
-            bar.set_postfix_str(check.name)
-            t0 = time.perf_counter()
-            rows.extend(_run_one(check, ctx))
-            timings[check.name] = time.perf_counter() - t0
-            bar.update()
-    else:
-        import multiprocessing
+    with contextlib.ExitStack() as stack:
+        if jobs == 1 or len(checks) <= 1:
+            results = (_run_named(c.name, quick, out) for c in checks)  # lazily, one after the other
+        else:
+            import multiprocessing
 
-        threads = max(1, _cores() // jobs)
-        # spawn, not fork: a forked copy of a process that already runs torch's thread pools can hang
-        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = [pool.submit(_run_named, c.name, quick, out, threads) for c in checks]
-            for check, fut in zip(checks, futures):  # rows in name order, whatever order they finish in
-                res, figures, seconds = fut.result()
-                rows.extend(res)
-                ctx.figures.extend(figures)
-                timings[check.name] = seconds
-                bar.update()
+            # spawn, not fork: a forked copy of a process that already runs torch's thread pools can hang
+            pool = stack.enter_context(ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")))
+            threads = max(1, _cores() // jobs)
+            results = (f.result() for f in [pool.submit(_run_named, c.name, quick, out, threads) for c in checks])
+        for check, (res, figs, seconds) in zip(checks, results):  # rows in name order
+            rows.extend(res)
+            figures.extend(figs)
+            timings[check.name] = seconds
+            bar.update()
     bar.close()
     wall = time.perf_counter() - wall0
     ok = all(r.passed for r in rows)
@@ -166,15 +166,14 @@ def run_checks(
     print(table)
     print()
     print(format_summary(summaries))
-    judged = [r for r in rows if not r.status.startswith("skipped")]
-    controls = [r for r in judged if r.control]
+    tot = total(summaries)
+    passed = tot.rows_passed + tot.controls_passed
     print(
-        f"\n{sum(r.passed for r in judged)} passed, {sum(not r.passed for r in judged)} failed, "
-        f"{len(rows) - len(judged)} skipped "
-        f"({sum(r.passed for r in controls)} of {len(controls)} negative controls reject their wrong model) "
+        f"\n{passed} passed, {tot.rows + tot.controls - passed} failed, {tot.skipped} skipped "
+        f"({tot.controls_passed} of {tot.controls} negative controls reject their wrong model) "
         f"in {wall:.0f} s wall-clock, {jobs} worker{'s' if jobs > 1 else ''}"
     )
-    _write_report(out, rows, table, summaries, quick, ctx.figures, wall, jobs)
+    _write_report(out, rows, table, summaries, quick, figures, wall, jobs)
     return rows, ok
 
 
@@ -200,22 +199,24 @@ def summarize(rows: list[CheckResult], timings: dict[str, float]) -> list[Summar
     return list(out.values())
 
 
-def format_summary(summaries: list[Summary]) -> str:
-    """The summary table: per package and in total."""
-    head = ("package", "rows passed", "controls rejecting", "skipped", "time (s)")
+def total(summaries: list[Summary]) -> Summary:
+    """The counts of all packages together."""
     tot = Summary("total")
-    body = []
     for s in summaries:
-        body.append((s.package, f"{s.rows_passed}/{s.rows}", f"{s.controls_passed}/{s.controls}", str(s.skipped),
-                     f"{s.seconds:.1f}"))
         tot.rows += s.rows
         tot.rows_passed += s.rows_passed
         tot.controls += s.controls
         tot.controls_passed += s.controls_passed
         tot.skipped += s.skipped
         tot.seconds += s.seconds
-    body.append(("total", f"{tot.rows_passed}/{tot.rows}", f"{tot.controls_passed}/{tot.controls}", str(tot.skipped),
-                 f"{tot.seconds:.1f}"))
+    return tot
+
+
+def format_summary(summaries: list[Summary]) -> str:
+    """The summary table: per package and in total."""
+    head = ("package", "rows passed", "controls rejecting", "skipped", "time (s)")
+    body = [(s.package, f"{s.rows_passed}/{s.rows}", f"{s.controls_passed}/{s.controls}", str(s.skipped),
+             f"{s.seconds:.1f}") for s in [*summaries, total(summaries)]]
     return _table(head, body)
 
 
@@ -249,15 +250,12 @@ def _write_report(
 ) -> None:
     from .. import __version__
 
-    skipped = [r for r in rows if r.status.startswith("skipped")]
-    judged = [r for r in rows if not r.status.startswith("skipped")]
-    real = [r for r in judged if not r.control]
-    controls = [r for r in judged if r.control]
+    tot = total(summaries)
     lines = [
         f"# fokker {__version__} validation report",
         "",
-        f"Mode: {'quick' if quick else 'full'}. {sum(r.passed for r in real)} of {len(real)} rows pass "
-        f"({len(skipped)} skipped); {sum(r.passed for r in controls)} of {len(controls)} negative controls reject their "
+        f"Mode: {'quick' if quick else 'full'}. {tot.rows_passed} of {tot.rows} rows pass "
+        f"({tot.skipped} skipped); {tot.controls_passed} of {tot.controls} negative controls reject their "
         f"deliberately wrong model. Wall-clock {wall:.0f} s with {jobs} worker process{'es' if jobs > 1 else ''} "
         "(the time column sums each check's own time).",
         "",
