@@ -128,3 +128,11 @@ def test_worker_processes_give_the_rows_of_one_process(tmp_path: Path) -> None:
     assert len(rows1) >= 4 and ok1 and ok2
     assert [(r.name, r.measured, r.status) for r in rows1] == [(r.name, r.measured, r.status) for r in rows2]
     assert "2 worker processes" in (tmp_path / "two" / "report.md").read_text()
+
+
+@pytest.mark.parametrize("jobs", [0, -1, 1.5])
+def test_jobs_must_be_a_positive_integer(tmp_path: Path, jobs) -> None:
+    from fokker.errors import ParameterError
+
+    with pytest.raises(ParameterError, match="jobs"):
+        run_checks(quick=True, only="no-such-check", out=tmp_path, progress=False, jobs=jobs)

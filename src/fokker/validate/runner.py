@@ -20,6 +20,7 @@ from pathlib import Path
 
 from .._progress import progress_bar
 from .._random import rng_scope
+from .._args import check_int
 from ..errors import DataNotFoundError
 from . import CheckResult, Context, Figure, import_errors, registry
 
@@ -133,9 +134,7 @@ def run_checks(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     checks = select(only)
-    jobs = default_jobs() if jobs is None else int(jobs)
-    if jobs < 1:
-        raise ValueError(f"jobs must be >= 1; got {jobs}")
+    jobs = default_jobs() if jobs is None else check_int(jobs, "jobs", minimum=1)
     rows: list[CheckResult] = [
         CheckResult(f"import {mod}", "error", "-", "-", False, "FAIL", err) for mod, err in import_errors().items()
     ]
