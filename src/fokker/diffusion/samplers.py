@@ -660,31 +660,54 @@ def unipc(
     return xt * c.alpha[-1], num
 
 
+def _exp_moments(b: float, order: int) -> list[float]:
+    r""":math:`\psi_m(b) = \int_0^1 s^m e^{bs} ds` for ``m < order`` (float64, full relative accuracy).
+
+    For :math:`|b| < 1` the power series :math:`\sum_r b^r / (r!\,(m + r + 1))` (its terms fall at least
+    as fast as :math:`1/r!`); otherwise :math:`\psi_0 = (e^b - 1)/b` and the recurrence
+    :math:`\psi_m = (e^b - m\,\psi_{m-1})/b`, which amplifies rounding by at most :math:`m!/|b|^m`.
+    (The recurrence at small :math:`|b|`, like any difference of the antiderivative at both ends, loses
+    :math:`\log_{10}(1/|b|^m)` digits to cancellation.)"""
+    if abs(b) < 1.0:
+        out = []
+        for m in range(order):
+            term, total, r = 1.0, 1.0 / (m + 1), 0
+            while abs(term) > 1e-18 * abs(total):
+                r += 1
+                term *= b / r
+                total += term / (m + r + 1)
+            out.append(total)
+        return out
+    eb = math.exp(b)
+    out = [math.expm1(b) / b]
+    for m in range(1, order):
+        out.append((eb - m * out[-1]) / b)
+    return out
+
+
 def _deis_coefficients(u: torch.Tensor, i: int, order: int) -> list[float]:
     r"""DEIS weights of the step ``i -> i+1``: :math:`C_j = \int_{u_i}^{u_{i+1}} \ell_j(u) e^u du` for the
-    Lagrange basis :math:`\ell_j` on the nodes :math:`u_{i-j} = \log\tilde\sigma_{i-j}`, ``j < order``
-    (exact: :math:`\int p(u) e^u du = e^u\sum_k (-1)^k p^{(k)}(u)`; computed in the shifted variable
-    :math:`v = u - u_i`).  float64."""
-    import numpy as np
-    from numpy.polynomial import polynomial as P
+    Lagrange basis :math:`\ell_j` on the nodes :math:`u_{i-j} = \log\tilde\sigma_{i-j}`, ``j < order``.
 
-    nodes = [float(u[i - j] - u[i]) for j in range(order)]
-    end = float(u[i + 1] - u[i])
+    Exact, in the variable :math:`s = (u - u_i)/b` scaled by the step :math:`b = u_{i+1} - u_i`:
+    :math:`C_j = e^{u_i}\, b \int_0^1 L_j(s) e^{bs} ds = e^{u_i}\, b \sum_m a_{jm} \psi_m(b)`, with
+    :math:`L_j(s) = \ell_j(u_i + bs) = \sum_m a_{jm} s^m` (nodes :math:`(u_{i-k} - u_i)/b`, of order one)
+    and the moments :math:`\psi_m` of :func:`_exp_moments`.  Accurate to rounding for every step size;
+    the antiderivative :math:`e^v \sum_k (-1)^k p^{(k)}(v)` differenced at both ends lost
+    :math:`\approx \epsilon / |b|^{order}` relatively (6e-5 at order 3, :math:`|b|` = 1e-4).  float64."""
+    b = float(u[i + 1] - u[i])
+    nodes = [float(u[i - k] - u[i]) / b for k in range(order)]
+    psi = _exp_moments(b, order)
+    scale = math.exp(float(u[i])) * b
     out = []
     for j in range(order):
-        poly = np.array([1.0])
+        poly = [1.0]  # monomial coefficients of L_j(s), lowest degree first
         for k in range(order):
             if k != j:
-                poly = P.polymul(poly, np.array([-nodes[k], 1.0]) / (nodes[j] - nodes[k]))
-
-        def antiderivative(v: float) -> float:
-            total, q, sign = 0.0, poly, 1.0
-            while len(q):
-                total += sign * P.polyval(v, q)
-                q, sign = P.polyder(q) if len(q) > 1 else np.array([]), -sign
-            return math.exp(v) * total
-
-        out.append(math.exp(float(u[i])) * (antiderivative(end) - antiderivative(0.0)))
+                den = nodes[j] - nodes[k]
+                poly = [(poly[m - 1] if m > 0 else 0.0) / den - (poly[m] * nodes[k] / den if m < len(poly) else 0.0)
+                        for m in range(len(poly) + 1)]
+        out.append(scale * math.fsum(a * q for a, q in zip(poly, psi)))
     return out
 
 
