@@ -157,6 +157,31 @@ def test_deis_weights_match_quadrature(order, step, history):
     assert_close(got, expected, scale=float(expected.abs().max()))
 
 
+@pytest.mark.parametrize("order, corrector", [(2, True), (3, False), (3, True)])
+@pytest.mark.parametrize("step", [1e-4, 1e-3, 1e-2, 0.1, 1.0, 4.0])
+def test_unipc_weights_match_quadrature(order, corrector, step):
+    """UniPC's weights solve R rho = b with b_m = -h phi_{m+1}(-h) m! / (e^{-h} - 1); with the phi functions by
+    mpmath quadrature, phi_k(z) = int_0^1 e^{(1-s) z} s^{k-1}/(k-1)! ds, the float64 weights agree to rounding
+    for steps 1e-4 to 4 (earlier steps 0.7 times as long).  The recurrence phi_{k+1} = (phi_k - 1/k!)/z lost
+    5e-4 relatively in the order-3 corrector at h = 1e-4."""
+    from fokker.diffusion.samplers import _unipc_coefficients
+
+    mp = pytest.importorskip("mpmath")
+    lam = torch.tensor([0.0, 0.7 * step, 1.4 * step, 2.1 * step, 2.1 * step + step], dtype=torch.float64)
+    rks, rho = _unipc_coefficients(lam, 3, order, corrector)
+    with mp.workdps(40):
+        z = -mp.mpf(step)
+        nodes = [mp.mpf(float(r)) for r in rks] + [mp.mpf(1)]
+        phi = [mp.quad(lambda s, k=k: mp.exp((1 - s) * z) * s ** (k - 1) / mp.factorial(k - 1), [0, 1])
+               for k in range(order + 2)[2:]]
+        b = [z * phi[m - 1] * mp.factorial(m) / mp.expm1(z) for m in range(1, order + 1)]
+        rows = [[r ** (m - 1) for r in nodes] for m in range(1, order + 1)]
+        if not corrector:
+            rows, b = [r[:-1] for r in rows[:-1]], b[:-1]
+        expected = torch.tensor([float(v) for v in mp.lu_solve(mp.matrix(rows), mp.matrix(b))], dtype=torch.float64)
+    assert_close(rho, expected, scale=float(expected.abs().max()))
+
+
 def test_deis_converges_at_its_order(gmm3, vpsde):
     """DEIS of order p halves its pathwise error (to a dopri5 reference at 1e-10) 2^p times from 50 to 100 steps
     (quadratic grid, asymptotic there; measured 2.01 / 3.69 / 7.18); the order-p method of 100 steps beats
