@@ -199,7 +199,7 @@ def _control_rows(log_p: _ToyLogProb, setup: _ToySetup, ref: torch.Tensor, exact
     comps = datasets.toy_components(toy)
     mode = comps.log_prob(exact).argmax(-1)
     keep = mode < 2 if toy == "eight_gaussians" else mode == 0
-    what = "two of the eight modes" if toy == "eight_gaussians" else "one component"
+    what = {"eight_gaussians": "two of the eight modes", "rings": "the outer ring", "two_moons": "the upper moon"}[toy]
     rows += _metric_rows(f"exact samples of {what}", log_p, exact[keep], ref, control=True, only=("coverage",))
     blurred = exact + setup.blur * torch.randn(exact.shape, generator=torch.Generator().manual_seed(seed))
     rows += _metric_rows(f"exact samples blurred by N(0, {setup.blur}^2)", log_p, blurred, ref, control=True,
