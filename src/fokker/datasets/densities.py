@@ -111,6 +111,9 @@ def _checkerboard(x: torch.Tensor) -> torch.Tensor:
 class ToyComponents(NamedTuple):
     """The mixture structure ``p(x) = sum_k w_k p_k(x)`` of a toy data set.
 
+    The toys are those of FFJORD (Grathwohl et al. 2019); the most probable component of a point is
+    the mode it is assigned to by the entropic mode coverage (Blessing et al. 2024, "Beyond ELBOs").
+
     Attributes:
         log_prob: ``x (..., 2) -> (..., K)``, the normalised log-density ``log p_k(x)`` of each
             component (exact, computed as in :func:`toy_log_prob`).
