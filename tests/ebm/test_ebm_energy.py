@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import fokker.ebm as ebm
-from fokker.errors import DeviceDtypeError, NonFiniteError, ParameterError, ShapeError
+from fokker.errors import ConvergenceWarning, DeviceDtypeError, NonFiniteError, ParameterError, ShapeError
 from fokker.targets import Target
 from fokker.tolerances import Z_SCORE, assert_close
 
@@ -94,8 +94,10 @@ def test_ebm_sample_matches_gaussian_moments():
     se_cov = torch.sqrt((torch.outer(torch.diagonal(cov), torch.diagonal(cov)) + cov**2) / n)
     assert torch.all((torch.cov(x.T) - cov).abs() <= Z_SCORE * se_cov)
     assert model.sample((2, 5), num_steps=2).shape == (2, 5, 3)
-    # mcmc() gives the fokker.mcmc result with diagnostics
-    res = model.mcmc(num_chains=8, num_samples=50, warmup=50, seed=1)
+    # mcmc() gives the fokker.mcmc result with diagnostics; 8 chains of 50 draws are too short to
+    # converge, and its diagnostics say so
+    with pytest.warns(ConvergenceWarning, match="R-hat"):
+        res = model.mcmc(num_chains=8, num_samples=50, warmup=50, seed=1)
     assert res.samples.shape == (8, 50, 3)
     init = torch.zeros(2, 3, dtype=torch.float64)
     assert model.sample((2,), num_steps=1, init=init, seed=0).shape == init.shape

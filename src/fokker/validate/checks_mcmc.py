@@ -328,24 +328,11 @@ def funnel_rows(res) -> dict[str, float]:
 
 def _funnel_plot(ctx: Context, res, res_c) -> None:
     """Histograms of x0 (non-centred and centred runs) against the exact N(0, scale^2) density."""
-    try:
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
-    grid = torch.linspace(-12, 12, 400, dtype=torch.float64)
-    exact = torch.exp(-0.5 * (grid / FUNNEL_SCALE) ** 2) / (FUNNEL_SCALE * math.sqrt(2 * math.pi))
-    for ax, r, title in ((axes[0], res, "non-centred (LocScaleReparam)"), (axes[1], res_c, "centred (control)")):
-        ax.hist(r.constrained["x0"].reshape(-1).numpy(), bins=80, range=(-12, 12), density=True, alpha=0.6, label="draws")
-        ax.plot(grid.numpy(), exact.numpy(), "k", lw=1, label="exact N(0, 9)")
-        ax.set_title(f"{title}: R-hat {float(funnel_rows(r)['rhat']):.3f}")
-        ax.set_xlabel("x0 (log-variance of x_i)")
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(ctx.figure("mcmc_funnel_x0.png", "Neal's funnel (10-D): histogram of x0 from sample()'s default kernel, "
-                           "non-centred (left) and centred (right, the control), against the exact N(0, 9) density; "
-                           "the centred chains miss the neck (x0 < -3)"), dpi=90)
-    plt.close(fig)
+    runs = {f"{title}: R-hat {float(funnel_rows(r)['rhat']):.3f}": r.constrained["x0"].reshape(-1)
+            for r, title in ((res, "non-centred (LocScaleReparam)"), (res_c, "centred (control)"))}
+    _plot_funnel_x0(ctx.figure("mcmc_funnel_x0.png", "Neal's funnel (10-D): histogram of x0 from sample()'s default "
+                               "kernel, non-centred (left) and centred (right, the control), against the exact N(0, 9) "
+                               "density; the centred chains miss the neck (x0 < -3)"), runs)
 
 
 @register("mcmc.funnel", group="mcmc")
@@ -525,20 +512,25 @@ def neutra_checks(ctx: Context) -> list[CheckResult]:
 
 
 def _plot_funnel_x0(path, runs: dict) -> None:
-    import matplotlib
+    """One panel per run: the histogram of its x0 draws against the exact N(0, scale^2) density, the neck
+    (x0 < -3) marked."""
+    try:
+        import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    grid = torch.linspace(-10, 10, 400, dtype=torch.float64)
-    ax.plot(grid, torch.exp(-0.5 * (grid / 3) ** 2) / (3 * math.sqrt(2 * math.pi)), "k-", label="exact N(0, 9)")
-    for label, x0 in runs.items():
-        ax.hist(x0.clamp(-10, 10).numpy(), bins=60, range=(-10, 10), density=True, histtype="step", label=label[:48])
-    ax.axvline(-3, color="grey", ls=":")
-    ax.set_xlabel("x0")
-    ax.set_ylabel("density")
-    ax.legend(fontsize=7)
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:  # plots are optional
+        return
+    fig, axes = plt.subplots(1, len(runs), figsize=(4.5 * len(runs), 3.2), squeeze=False)
+    grid = torch.linspace(-12, 12, 400, dtype=torch.float64)
+    exact = torch.exp(-0.5 * (grid / FUNNEL_SCALE) ** 2) / (FUNNEL_SCALE * math.sqrt(2 * math.pi))
+    for ax, (label, x0) in zip(axes[0], runs.items()):
+        ax.hist(x0.clamp(-12, 12).numpy(), bins=80, range=(-12, 12), density=True, alpha=0.6, label="draws")
+        ax.plot(grid.numpy(), exact.numpy(), "k", lw=1, label=f"exact N(0, {FUNNEL_SCALE ** 2:g})")
+        ax.axvline(-3, color="grey", ls=":")
+        ax.set_title(label[:60], fontsize=8)
+        ax.set_xlabel("x0 (log-variance of x_i)")
+        ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=90)
     plt.close(fig)
