@@ -43,7 +43,7 @@
   low-density fraction on the rings, which is reported: it covers the four rings (coverage 0.995,
   energy distance 0.0009) but the smear between them depends on the seed (0.089 below the 5% level with
   training seed 0, 0.378 with seed 1, the one the check uses); moons 4.8%, 0.998, 0.003.  Full mode
-  takes ~12 min of CPU (one thread; 18 min wall on the shared machine), quick ~40 s.
+  takes 11-12 min of CPU (one thread; 16-18 min wall on the shared machine), quick ~40 s (main: 14 s).
   Figures: one row of sample histograms per toy, and the two players' loss curves.
 * ``gan.digits`` (full mode only): a Wasserstein GAN with a spectrally normalised critic on the
   8x8 digits; sample quality by the Fréchet distance (:func:`fokker.gan.frechet_distance`)
