@@ -289,3 +289,61 @@ def test_auroc_rejects_bad_scores():
         metrics.auroc(torch.zeros(2), torch.tensor([0.0, math.nan]))
     with pytest.raises(DeviceDtypeError):
         metrics.auroc(torch.zeros(2), torch.zeros(2, dtype=torch.float64))
+
+
+def test_component_coverage_against_the_construction_labels(dtype) -> None:
+    """Samples of the rings / two moons drawn here with known components: the coverage equals the entropy of the known
+    labels' histogram (independent of any density), exact for well-separated rings, within the few points in the
+    moons' overlap otherwise; it equals mode_coverage on the eight Gaussians (equal isotropic components)."""
+    from fokker.datasets import toy_components
+
+    g = torch.Generator().manual_seed(5)
+    n = 3000
+    # rings: labels 0..3 with the skewed shares (1/2, 1/4, 1/8, 1/8) -> coverage H(p) / log 4
+    share = torch.tensor([0.5, 0.25, 0.125, 0.125], dtype=torch.float64)
+    labels = torch.repeat_interleave(torch.arange(4), (share * n).long())
+    radii = 3 * torch.tensor([1.0, 0.75, 0.5, 0.25], dtype=torch.float64)
+    ang = 2 * math.pi * torch.rand(n, generator=g, dtype=torch.float64)
+    x = radii[labels, None] * torch.stack([ang.cos(), ang.sin()], -1) + 0.08 * torch.randn(n, 2, generator=g, dtype=torch.float64)
+    expected = -(share * share.log()).sum() / math.log(4)
+    comps = toy_components("rings")
+    assert_close(metrics.component_coverage(x.to(dtype), comps.log_prob, comps.weights), expected.to(dtype))
+    # every point of one ring: coverage 0; weighted: H(p) / H(w) with the true weights
+    assert float(metrics.component_coverage(x[labels == 2].to(dtype), comps.log_prob)) == 0.0
+    assert_close(metrics.component_coverage(x.to(dtype), comps.log_prob, share), torch.tensor(1.0, dtype=dtype))
+    # two moons (the sampler's construction): 70% upper, 30% lower; the moons' noise overlaps a little, so the
+    # assignment may differ on a few points: H(p) is flat near p, 1% of misassigned points moves it by < 0.02
+    m = torch.rand(n, generator=g, dtype=torch.float64) < 0.7
+    t = math.pi * torch.rand(n, generator=g, dtype=torch.float64)
+    p = torch.stack([torch.where(m, t.cos(), 1 - t.cos()), torch.where(m, t.sin(), 0.5 - t.sin())], -1)
+    p = 2 * (p + 0.1 * torch.randn(n, 2, generator=g, dtype=torch.float64) - torch.tensor([0.5, 0.25], dtype=torch.float64))
+    q = m.double().mean()
+    expected = -(q * q.log() + (1 - q) * (1 - q).log()) / math.log(2)
+    comps = toy_components("two_moons")
+    got = metrics.component_coverage(p.to(dtype), comps.log_prob, comps.weights)
+    assert abs(float(got) - float(expected)) < 0.02
+    assert (comps.log_prob(p).argmax(-1) == (~m).long()).double().mean() > 0.98  # the assignment is the moon
+    # eight Gaussians: the most probable component is the nearest mean
+    x = torch.randn(500, 2, generator=g, dtype=torch.float64) * 2
+    ang = torch.arange(8, dtype=torch.float64) * math.pi / 4
+    means = 4 * torch.stack([ang.cos(), ang.sin()], -1) / math.sqrt(2)
+    comps = toy_components("eight_gaussians")
+    assert_close(metrics.component_coverage(x.to(dtype), comps.log_prob), metrics.mode_coverage(x.to(dtype), means.to(dtype)))
+
+
+def test_component_coverage_bad_input() -> None:
+    from fokker.datasets import toy_components
+
+    comps = toy_components("rings")
+    with pytest.raises(ShapeError, match=r"\(n, K\)"):
+        metrics.component_coverage(torch.randn(5, 2), lambda x: x.sum(-1))
+    with pytest.raises(ParameterError, match="at least 2 components"):
+        metrics.component_coverage(torch.randn(5, 2), lambda x: x[:, :1])
+    with pytest.raises(ShapeError, match="weights"):
+        metrics.component_coverage(torch.randn(5, 2), comps.log_prob, torch.ones(3) / 3)
+    with pytest.raises(ParameterError, match="non-negative"):
+        metrics.component_coverage(torch.randn(5, 2), comps.log_prob, torch.tensor([1.0, 1.0, 1.0, -2.0]))
+    with pytest.raises(ShapeError, match=r"\(n, d\)"):
+        metrics.component_coverage(torch.randn(5), comps.log_prob)
+    with pytest.raises(ParameterError, match="component structure"):
+        toy_components("checkerboard")

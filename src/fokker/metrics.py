@@ -14,7 +14,8 @@ or unbiased U-statistic) is stated per function.
   domain; no dependency beyond torch.
 * :func:`mode_coverage` -- entropy of the mode-assignment histogram of samples of a
   mixture, normalized to ``[0, 1]`` (the "entropic mode coverage" of Blessing et
-  al., 2024, "Beyond ELBOs").
+  al., 2024, "Beyond ELBOs"); :func:`component_coverage` the same with each sample assigned to
+  its most probable mixture component (modes that are rings or curves).
 
 Structure-aware tests, for validation rows that must be able to fail (energy distance and a
 wide-kernel MMD cannot see mode structure: samples smeared into a ring around eight
@@ -54,6 +55,7 @@ __all__ = [
     "sliced_wasserstein",
     "sinkhorn",
     "mode_coverage",
+    "component_coverage",
     "TwoSampleTest",
     "LowDensityFraction",
     "low_density_fraction",
@@ -264,21 +266,74 @@ def mode_coverage(samples: torch.Tensor, means: torch.Tensor, weights: torch.Ten
     k = means.shape[0]
     if k < 2:
         raise ParameterError(f"means must hold at least 2 modes; got K={k}")
-    if weights is None:
-        weights = torch.full((k,), 1.0 / k, dtype=samples.dtype, device=samples.device)
-    elif weights.shape != (k,):
-        raise ShapeError(f"weights must have shape ({k},); got {tuple(weights.shape)}")
     # Only the ordering of |s_i - mu_k|^2 within a row is used, and each row shares the term
     # |s_i|^2, so the fast matmul expansion is safe here: no square root follows, and the
     # rounding of |mu_k|^2 - 2 s_i.mu_k can only reorder modes whose distances tie to within
     # a few ulps.  This keeps the assignment of 1e5+ samples to K modes one matmul.
     mu = means.to(samples)
     assign = ((mu * mu).sum(-1)[None, :] - 2.0 * samples @ mu.T).argmin(dim=1)
-    counts = torch.bincount(assign, minlength=k).to(samples.dtype)
+    return _entropic_coverage(assign, k, weights, samples)
+
+
+def component_coverage(
+    samples: torch.Tensor,
+    component_log_prob: Callable[[torch.Tensor], torch.Tensor],
+    weights: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Entropic coverage of the components of a mixture ``p(x) = sum_k w_k p_k(x)``.
+
+    Each sample goes to its most probable component, ``argmax_k log w_k + log p_k(x)`` (the
+    Bayes classifier of the mixture); with ``p_k`` the fraction assigned to component ``k``,
+    returns ``H(p) / H(w)`` as :func:`mode_coverage` does (which is the special case of equal
+    isotropic Gaussians: the most probable component is the nearest mean).  For modes that are
+    not points (rings, moons: :func:`fokker.datasets.toy_components`).  1 (up to Monte-Carlo
+    error) when the samples visit the components in the right proportions, 0 when they all fall
+    into one.
+
+    Args:
+        samples: ``(n, d)``.
+        component_log_prob: ``(n, d) -> (n, K)``, the log-densities ``log p_k`` (or any
+            per-component scores whose argmax after adding ``log w_k`` picks the component).
+        weights: ``(K,)`` mixture weights (uniform by default).
+    """
+    check_tensor(samples, "samples")
+    if samples.dim() != 2:
+        raise ShapeError(f"samples must be (n, d); got {tuple(samples.shape)}")
+    scores = component_log_prob(samples)
+    if not isinstance(scores, torch.Tensor) or scores.dim() != 2 or scores.shape[0] != samples.shape[0]:
+        raise ShapeError(
+            f"component_log_prob must map samples (n, d) to (n, K); got {getattr(scores, 'shape', type(scores).__name__)} "
+            f"for n={samples.shape[0]}"
+        )
+    k = scores.shape[1]
+    if k < 2:
+        raise ParameterError(f"component_log_prob must return at least 2 components; got K={k}")
+    log_w = torch.zeros(k, dtype=scores.dtype, device=scores.device)
+    if weights is not None:
+        check_tensor(weights, "weights")
+        if weights.shape != (k,):
+            raise ShapeError(f"weights must have shape ({k},); got {tuple(weights.shape)}")
+        if not bool(torch.isfinite(weights).all()) or bool((weights < 0).any()):
+            raise ParameterError("weights must be finite and non-negative")
+        log_w = weights.to(scores).log()
+    assign = (scores + log_w).argmax(dim=1)
+    return _entropic_coverage(assign, k, weights, samples)
+
+
+def _entropic_coverage(
+    assign: torch.Tensor, k: int, weights: torch.Tensor | None, like: torch.Tensor
+) -> torch.Tensor:
+    """``H(p) / H(w)``: ``p`` the histogram of the component indices ``assign`` over ``k`` components."""
+    if weights is None:
+        weights = torch.full((k,), 1.0 / k, dtype=like.dtype, device=like.device)
+    elif weights.shape != (k,):
+        raise ShapeError(f"weights must have shape ({k},); got {tuple(weights.shape)}")
+    counts = torch.bincount(assign, minlength=k).to(like.dtype)
     p = counts / counts.sum()
-    h = -(torch.where(p > 0, p * p.clamp_min(1e-300).log(), torch.zeros_like(p))).sum()
-    w = weights.to(samples)
-    hw = -(torch.where(w > 0, w * w.clamp_min(1e-300).log(), torch.zeros_like(w))).sum()
+    w = weights.to(like)
+    # p log(1/p), not -p log p: one mode alone gives +0.0, not -0.0
+    h = torch.where(p > 0, p * p.clamp_min(1e-300).reciprocal().log(), torch.zeros_like(p)).sum()
+    hw = torch.where(w > 0, w * w.clamp_min(1e-300).reciprocal().log(), torch.zeros_like(w)).sum()
     return h / hw
 
 

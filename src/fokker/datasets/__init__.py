@@ -6,7 +6,7 @@ See :mod:`fokker.datasets.toy` and :mod:`fokker.datasets.digits` for the exact d
 
 from __future__ import annotations
 
-from .densities import TOY_DENSITIES, toy_log_prob
+from .densities import TOY_DENSITIES, ToyComponents, toy_components, toy_log_prob
 from .digits import digits
 from .toy import (
     TOY_DATASETS,
@@ -34,5 +34,7 @@ __all__ = [
     "sample",
     "digits",
     "toy_log_prob",
+    "toy_components",
+    "ToyComponents",
     "TOY_DENSITIES",
 ]
