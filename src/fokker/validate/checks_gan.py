@@ -45,7 +45,7 @@
   training seed 0, 0.378 with seed 1, the one the check uses); moons 4.8%, 0.998, 0.003.  Full mode
   takes 11-12 min of CPU (one thread; 16-18 min wall on the shared machine), quick ~40 s (main: 14 s).
   Figures: one row of sample histograms per toy, and the two players' loss curves.
-* ``gan.digits`` (full mode only): a Wasserstein GAN with a spectrally normalised critic on the
+* ``gan.digits`` (quick: 10 000 steps, full: 20 000): a Wasserstein GAN with a spectrally normalised critic on the
   8x8 digits; sample quality by the Fréchet distance (:func:`fokker.gan.frechet_distance`)
   in the feature space of a classifier trained on the digits' training split (an MLP
   64-128-64-10, features = its last hidden layer; no network is downloaded), against the test
@@ -379,9 +379,6 @@ def _digit_classifier(train: torch.Tensor, labels: torch.Tensor, seed: int) -> _
 
 @register("gan.digits", group="gan")
 def digits(ctx: Context) -> list[CheckResult]:
-    if ctx.quick:
-        return [CheckResult("gan.digits", "-", "-", "-", True,
-                            "skipped: full mode only (a GAN on the digits does not converge in the quick budget)")]
     from .. import datasets, gan
     from ..train import fit
 
@@ -399,7 +396,9 @@ def digits(ctx: Context) -> list[CheckResult]:
         idx = torch.randint(0, len(train), (len(test), 64), generator=g)
         independent = train[idx, torch.arange(64)]  # each pixel from its own marginal
         fd_independent = fd(independent)
-    steps = 20_000
+    # quick: 10 000 steps (measured Frechet distance 18.8 against 37.9 for independent pixels with seed 1; 31.8
+    # against 40.1 after 8000 steps with seed 0; 59.5 after 4000), ~40 s on one core; full: 20 000 (11.3)
+    steps = 10_000 if ctx.quick else 20_000
     with rng_scope(seed=ctx.seed):
         model = gan.GAN(gan.Generator(16, 64, hidden=(256, 256)),
                         gan.Discriminator(64, hidden=(256, 256), spectral_norm=True), loss="wasserstein", critic_steps=2)
