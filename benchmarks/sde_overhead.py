@@ -3,10 +3,12 @@
 For each size (d, batch) it times, in one run:
 
 * ``bare``: 500 evaluations of a 2x128 MLP score network ``s(x, t)`` (SiLU; input ``[x, t]``);
+* ``floor``: the physical floor of an Euler-Maruyama solve: the same 500 evaluations plus drawing the
+  500 Gaussian increments ``(batch, d)`` (what no solver can avoid);
 * ``fokker``: ``fokker.sde.solve`` of the reverse VP-SDE with that score, 500 EM steps;
 * ``torchsde``: ``torchsde.sdeint(reverse_sde, x, [0, T], method="euler", dt=T/500)``;
 
-and prints ``time / bare`` for both solvers (target for fokker: <= 1.10).  Everything runs under
+and prints ``time / bare`` for both solvers and ``fokker / floor`` (target: <= 1.05).  Everything runs under
 ``torch.no_grad()`` on the default device (``--device cuda`` if available), float32.  Times are
 the best of ``--repeats`` interleaved runs (robust to other load on a shared machine).
 
@@ -65,7 +67,7 @@ def _time_all(fns: list, device: torch.device, repeats: int) -> list[float]:
     return best
 
 
-def run(d: int, batch: int, device: torch.device, repeats: int) -> tuple[float, float, float]:
+def run(d: int, batch: int, device: torch.device, repeats: int) -> tuple[float, float, float, float]:
     torch.manual_seed(0)
     net = ScoreMLP(d).to(device)
     vp = sde.VPSDE()
@@ -79,6 +81,11 @@ def run(d: int, batch: int, device: torch.device, repeats: int) -> tuple[float, 
         for _ in range(STEPS):
             net(x, t_fixed)
 
+    def floor() -> None:
+        for _ in range(STEPS):
+            net(x, t_fixed)
+            torch.randn(batch, d, device=device)
+
     def ours() -> None:
         sde.solve(rev, x, ts)
 
@@ -86,8 +93,8 @@ def run(d: int, batch: int, device: torch.device, repeats: int) -> tuple[float, 
         torchsde.sdeint(rev, x, ts_sde, method="euler", dt=rev.T / STEPS)
 
     with torch.no_grad():
-        tb, to, tt = _time_all([bare, ours, theirs], device, repeats)
-    return tb, to, tt
+        tb, tf, to, tt = _time_all([bare, floor, ours, theirs], device, repeats)
+    return tb, tf, to, tt
 
 
 def main() -> None:
@@ -105,10 +112,12 @@ def main() -> None:
         f"device={device}, threads={torch.get_num_threads()}, torch {torch.__version__}, {STEPS} EM steps, "
         f"float32, flush_denormal={bool(flushed)}"
     )
-    print(f"{'d':>4} {'batch':>6} {'bare [s]':>9} {'fokker [s]':>11} {'torchsde [s]':>13} {'fokker/bare':>12} {'torchsde/bare':>14}")
+    print(f"{'d':>4} {'batch':>6} {'bare [s]':>9} {'floor [s]':>10} {'fokker [s]':>11} {'torchsde [s]':>13} "
+          f"{'fokker/bare':>12} {'torchsde/bare':>14} {'fokker/floor':>13}")
     for d, batch in ((2, 256), (2, 4096), (64, 4096)):
-        tb, to, tt = run(d, batch, device, args.repeats)
-        print(f"{d:>4} {batch:>6} {tb:>9.4f} {to:>11.4f} {tt:>13.4f} {to / tb:>12.3f} {tt / tb:>14.3f}")
+        tb, tf, to, tt = run(d, batch, device, args.repeats)
+        print(f"{d:>4} {batch:>6} {tb:>9.4f} {tf:>10.4f} {to:>11.4f} {tt:>13.4f} {to / tb:>12.3f} {tt / tb:>14.3f} "
+              f"{to / tf:>13.3f}")
 
 
 if __name__ == "__main__":
