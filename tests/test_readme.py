@@ -25,6 +25,6 @@ def test_readme_example_runs() -> None:
     # independent checks of what the example computed
     assert ns["x"].shape == (1000, 10) and ns["t"].log_Z == 0.0
     assert ns["x0"].shape == (500, 2) and ns["nfe"] > 0 and torch.isfinite(ns["x0"]).all()
-    assert ns["res"].samples.shape == (16, 500, 10)
+    assert ns["res"].samples.shape == (32, 1000, 10)
     est = ns["dds"].log_Z(4000)
     assert abs(est.log_Z) < 0.1  # the target is a normalized Gaussian: log Z = 0
