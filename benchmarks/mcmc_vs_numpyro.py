@@ -35,15 +35,6 @@ import torch
 
 warnings.filterwarnings("ignore", category=FutureWarning)
 
-POSTERIORDB = [
-    "eight_schools_noncentered",
-    "eight_schools_centered",
-    "arK",
-    "sblrc_blr",
-    "low_dim_gauss_mix",
-    "gp_pois_regr",
-]
-
 #: posteriors also run with ``from_pyro(..., compile="inductor")`` (64 chains x 1000 observations of a
 #: two-component mixture: 43 ms per evaluation traced, 17.5 ms compiled, after a ~30 s compilation)
 COMPILED = ["low_dim_gauss_mix"]
@@ -202,7 +193,7 @@ def cases(quick: bool) -> list[dict]:
         "numpyro": (_numpyro_noncentered(nm["funnel"]), (), {}),
         "latent": ["x0", "x"],
     })
-    for name in POSTERIORDB:
+    for name in pdb.POSTERIORS:
         post = pdb.POSTERIORS[name]
         d = pdb_data(name)
         if name.startswith("eight_schools"):

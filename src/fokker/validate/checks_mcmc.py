@@ -31,17 +31,10 @@ import time
 import torch
 
 from .._random import rng_scope
+from ..mcmc.posteriordb import POSTERIORS
 from ..tolerances import Z_SCORE
 from . import CheckResult, Context, register
 
-_POSTERIORS = [
-    "eight_schools_noncentered",
-    "eight_schools_centered",
-    "arK",
-    "sblrc_blr",
-    "low_dim_gauss_mix",
-    "gp_pois_regr",
-]
 _QUICK = ["eight_schools_noncentered"]
 #: Vehtari et al. (2021), Sec. 4: bulk ESS of at least 400 before trusting R-hat and the MCSE.
 MIN_BULK_ESS = 400.0
@@ -221,7 +214,7 @@ def _posterior_check(name: str):
     return check
 
 
-for _name in _POSTERIORS:
+for _name in POSTERIORS:  # the six posteriordb posteriors with reference draws
     register(f"mcmc.posteriordb.{_name}", group="mcmc", needs_data=True)(_posterior_check(_name))
 
 
