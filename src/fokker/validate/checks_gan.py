@@ -250,7 +250,7 @@ def toys(ctx: Context) -> list[CheckResult]:
 
     rows: list[CheckResult] = []
     panels: list[tuple[str, str, torch.Tensor]] = []
-    curves: list[tuple[str, str, list[float], int]] = []
+    curves: list[tuple[str, str, tuple[list[float], list[float]], int]] = []
     for t, (toy, variants) in enumerate(_plan(ctx.quick)):
         setup = _TOYS[toy]
         data = datasets.sample(toy, 20_000, seed=ctx.seed)
@@ -272,7 +272,7 @@ def toys(ctx: Context) -> list[CheckResult]:
                 rows += _metric_rows(f"{name} ({steps} steps)", log_p, s, ref, unjudged=_METRICS,
                                      why="no failure established on this toy")
             panels.append((toy, name, s))
-            curves.append((toy, name, losses, model.critic_steps))
+            curves.append((toy, name, model.split_losses(losses), model.critic_steps))
         rows += _control_rows(log_p, setup, ref, exact, ctx.seed)
     _plots(ctx, panels, curves)
     return rows
@@ -282,7 +282,26 @@ def toys(ctx: Context) -> list[CheckResult]:
 _PLOT_LIMIT = {"eight_gaussians": 4.5, "rings": 3.5, "two_moons": 3.5}
 
 
-def _plots(ctx: Context, panels: list[tuple[str, str, torch.Tensor]], curves: list[tuple[str, str, list[float], int]]) -> None:
+def _rows_by_toy(plt, toy_of_panel: list[str], size: tuple[float, float]):
+    """A figure with one row per toy and the axes of the panels in order (``toy_of_panel[i]``: the row of
+    panel ``i``); unused cells are hidden."""
+    toys = list(dict.fromkeys(toy_of_panel))
+    ncol = max(toy_of_panel.count(toy) for toy in toys)
+    fig, grid = plt.subplots(len(toys), ncol, figsize=(size[0] * ncol, size[1] * len(toys)), squeeze=False)
+    for ax in grid.flat:
+        ax.axis("off")
+    column = dict.fromkeys(toys, 0)
+    axes = []
+    for toy in toy_of_panel:
+        ax = grid[toys.index(toy)][column[toy]]
+        column[toy] += 1
+        ax.axis("on")
+        axes.append(ax)
+    return fig, axes
+
+
+def _plots(ctx: Context, panels: list[tuple[str, str, torch.Tensor]],
+           curves: list[tuple[str, str, tuple[list[float], list[float]], int]]) -> None:
     try:
         import matplotlib
 
@@ -291,16 +310,8 @@ def _plots(ctx: Context, panels: list[tuple[str, str, torch.Tensor]], curves: li
     except ImportError:  # plots are optional
         return
     ctx.out.mkdir(parents=True, exist_ok=True)
-    toys = list(dict.fromkeys(p[0] for p in panels))
-    ncol = max(sum(p[0] == toy for p in panels) for toy in toys)
-    fig, axes = plt.subplots(len(toys), ncol, figsize=(2.2 * ncol, 2.2 * len(toys)), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    column = dict.fromkeys(toys, 0)
-    for toy, name, s in panels:
-        ax = axes[toys.index(toy)][column[toy]]
-        column[toy] += 1
-        ax.axis("on")
+    fig, axes = _rows_by_toy(plt, [p[0] for p in panels], (2.2, 2.2))
+    for ax, (toy, name, s) in zip(axes, panels):
         x = s.numpy()
         lim = _PLOT_LIMIT[toy]
         ax.hist2d(x[:, 0], x[:, 1], bins=90, range=[[-lim, lim], [-lim, lim]], cmap="viridis", cmin=1,
@@ -319,23 +330,13 @@ def _plots(ctx: Context, panels: list[tuple[str, str, torch.Tensor]], curves: li
                                            "coverage and the energy distance"),
                 dpi=80)
     plt.close(fig)
-    toys = list(dict.fromkeys(c[0] for c in curves))
-    ncol = max(sum(c[0] == toy for c in curves) for toy in toys)
-    fig, axes = plt.subplots(len(toys), ncol, figsize=(3.2 * ncol, 2.6 * len(toys)), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    column = dict.fromkeys(toys, 0)
-    for toy, name, losses, critic_steps in curves:
-        ax = axes[toys.index(toy)][column[toy]]
-        column[toy] += 1
-        ax.axis("on")
-        cycle = critic_steps + 1
-        t = torch.tensor(losses)
-        for label, keep in (("discriminator", torch.arange(len(t)) % cycle < critic_steps),
-                            ("generator", torch.arange(len(t)) % cycle >= critic_steps)):
-            v = t[keep]
-            k = max(1, len(v) // 100)
-            ax.plot((torch.arange(len(v) // k) * k * cycle / max(1, keep.float().mean() * cycle)).numpy(),
+    fig, axes = _rows_by_toy(plt, [c[0] for c in curves], (3.2, 2.6))
+    for ax, (toy, name, (critic, generator), critic_steps) in zip(axes, curves):
+        cycle = critic_steps + 1  # fit steps per round: critic_steps critic updates, then one generator update
+        for label, values, per_round in (("discriminator", critic, critic_steps), ("generator", generator, 1)):
+            v = torch.tensor(values)
+            k = max(1, len(v) // 100)  # window means of k losses
+            ax.plot((torch.arange(len(v) // k) * k * cycle / per_round).numpy(),
                     v[: len(v) // k * k].reshape(-1, k).mean(-1).numpy(), label=label)
         ax.set_title(f"{toy}: {name}", fontsize=8)
         ax.set_xlabel("step", fontsize=7)
