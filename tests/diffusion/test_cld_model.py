@@ -123,11 +123,45 @@ def test_cld_likelihood_bound(cld_model) -> None:
     assert bool((mean >= exact - 1.0).all())
 
 
+class ZeroNet(torch.nn.Module):
+    """A 'network' that predicts no residual: the mixed model is then its Gaussian part alone."""
+
+    dim = 6
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dummy = torch.nn.Parameter(torch.zeros((), dtype=F64))
+
+    def forward(self, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return 0 * z + self.dummy
+
+
+@pytest.mark.parametrize("sigma_data", [0.5, 1.7])
+def test_mixed_score_gaussian_part_is_the_gaussian_oracle(sigma_data: float) -> None:
+    """parameterization="mixed" with a zero residual is the exact velocity score of N(0, sigma_data^2 I) data
+    (the diffused-Gaussian oracle, which conditions the full 2d-dimensional Gaussian), from t = 0 to T."""
+    cld = CriticallyDampedLangevin()
+    gauss = DiffusedGaussianMixture(GaussianMixture.isotropic(torch.zeros(1, 3, dtype=F64), sigma_data), cld)
+    model = DiffusionModel(cld, ZeroNet(), "mixed", sigma_data=sigma_data, t_min=0.0)
+    gen = torch.Generator().manual_seed(3)
+    t = torch.cat([torch.tensor([0.0, 1e-4, 1.0], dtype=F64), torch.rand(29, dtype=F64, generator=gen)])
+    z = gauss.sample((32,), t, generator=gen)
+    expected = gauss.score(z, t)[..., 3:]
+    assert_close(model.score(z, t), expected, scale=float(expected.abs().max()))
+    # and a data set that is not Gaussian keeps its non-Gaussian part for the network: the residual is not zero
+    mixture = DiffusedGaussianMixture(GaussianMixture.isotropic(torch.tensor([[-2.0, 0, 0], [2.0, 0, 0]], dtype=F64),
+                                                                0.3), cld)
+    zm = mixture.sample((32,), t, generator=gen)
+    assert float((model.score(zm, t) - mixture.score(zm, t)[..., 3:]).abs().max()) > 0.1
+
+
 def test_cld_model_arguments(cld_model) -> None:
     cld, oracle, model = cld_model
     assert model.event_shape == (2,) and set(CLD_SAMPLERS) == {"sscs", "euler_maruyama"}
     with pytest.raises(ParameterError, match="eps"):
         DiffusionModel(cld, ExactEpsV(oracle), "x0")
+    with pytest.raises(ParameterError, match="parameterization"):
+        DiffusionModel(VPSDE(), ExactEpsV(oracle), "mixed")  # a CLD-only parameterization
     with pytest.raises(ParameterError, match="linear SDE"):
         model.elbo(torch.zeros(2, 2, dtype=F64))
     with pytest.raises(ParameterError, match="CLD"):

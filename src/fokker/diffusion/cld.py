@@ -41,7 +41,7 @@ from .likelihood import LikelihoodResult, cnf_log_prob
 if TYPE_CHECKING:  # pragma: no cover
     from .model import DiffusionModel
 
-__all__ = ["CLDFamily", "CLD_SAMPLERS", "sscs", "cld_euler_maruyama"]
+__all__ = ["CLDFamily", "CLD_SAMPLERS", "DEFAULT_CLD_SPACING", "sscs", "cld_euler_maruyama"]
 
 VScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -133,6 +133,12 @@ def cld_euler_maruyama(
     return z, len(h)
 
 
+#: the default time grid of the CLD samplers, chosen with the exact score of the eight-Gaussians mixture
+#: (fraction of samples below the data's 5%-density level, exact samples 0.05): SSCS at 10 / 20 steps
+#: 0.064 / 0.044 on the quadratic grid against 0.227 / 0.059 on the uniform one, Euler–Maruyama 0.252 /
+#: 0.116 against 0.708 / 0.367; equal within noise from 50 steps on
+DEFAULT_CLD_SPACING = "quadratic"
+
 #: samplers of CLD models by name (``DiffusionModel.sample(sampler=...)``)
 CLD_SAMPLERS: dict[str, Callable[..., tuple[torch.Tensor, int]]] = {
     "sscs": sscs,
@@ -179,7 +185,28 @@ class CLDFamily:
         if out.shape != (z.shape[0], d):
             raise ShapeError(f"a CLD net maps z {tuple(z.shape)} to eps_v ({z.shape[0]}, {d}) or to z's shape; "
                              f"got {tuple(out.shape)}")
+        if model.parameterization == "mixed":
+            out = out + self.gaussian_eps_v(z, t, model.sigma_data)
         return out
+
+    def gaussian_eps_v(self, z: torch.Tensor, t: torch.Tensor, sigma_data: float) -> torch.Tensor:
+        r"""Exact :math:`E[\varepsilon_v \mid z_t]` when the data are :math:`N(0, \sigma_d^2 I)`, ``(batch, d)``.
+
+        The mixed score of Dockhorn et al. (2022, sec. 3.2, after Vahdat et al. 2021's LSGM): the network
+        learns only the residual to this Gaussian part.  Per coordinate pair :math:`z_t \sim N(0, \tilde\Sigma_t)`,
+        :math:`\tilde\Sigma_t = \Sigma_t + \sigma_d^2 p p^\top` (:math:`\Sigma_t` the covariance given :math:`x_0`,
+        :math:`p = (p_{11}, p_{21})` the first column of :math:`e^{At}`), so
+        :math:`E[\varepsilon_v \mid z] = -\ell_{vv} s_v = \ell_{vv} (\tilde\Sigma_t^{-1} z)_v
+        = \ell_{vv} (\tilde\Sigma_{xx} v - \tilde\Sigma_{xv} x) / \det\tilde\Sigma_t`.
+        """
+        t64 = t.detach().to(torch.float64)
+        sxx, sxv, svv = self.sde.cov(t64)
+        p11, _, p21, _ = self.sde.mean_coefs(t64)
+        s2 = float(sigma_data) ** 2
+        axx, axv, avv = sxx + s2 * p11 * p11, sxv + s2 * p11 * p21, svv + s2 * p21 * p21
+        scale = _vv_factor(self.sde, t64) / (axx * avv - axv * axv)
+        x, v = _split(z)
+        return (scale * axx).to(z)[:, None] * v - (scale * axv).to(z)[:, None] * x
 
     def v_score(self, model: "DiffusionModel", z: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         r""":math:`s^v_\theta = -\hat\varepsilon_v / \ell_{vv}(t)`, ``(batch, d)``."""
@@ -212,7 +239,7 @@ class CLDFamily:
         no CLD meaning)."""
         if sampler not in CLD_SAMPLERS:
             raise ParameterError(f"a CLD model samples with one of {tuple(CLD_SAMPLERS)}; got {sampler!r}")
-        grid = time_grid(num_steps, model.T, model.t_min, spacing or "uniform")
+        grid = time_grid(num_steps, model.T, model.t_min, spacing or DEFAULT_CLD_SPACING)
         z = self.prior_sample(num_samples, model.event_shape[0], generator, dtype, device)
         inner = score_fn if score_fn is not None else (lambda z, t: self.v_score(model, z, t, y))
 

@@ -201,7 +201,11 @@ class DiffusionModel(nn.Module):
             ``ln sigma_tilde ~ N(p_mean, p_std^2)``.
         weighting: DSM weighting ``"simple"``, ``"sigma2"``, ``"likelihood"`` or ``"edm"`` (default:
             ``"edm"`` for the EDM parameterization, else ``"simple"``).
-        sigma_data, p_mean, p_std: EDM's data scale and noise-level distribution (EDM only).
+            CLD models take ``"eps"`` (the net predicts the velocity noise) or ``"mixed"``, Dockhorn et al.'s
+            mixed score: the net predicts the residual to the velocity noise of Gaussian data
+            ``N(0, sigma_data^2 I)`` (see :class:`fokker.diffusion.cld.CLDFamily`).
+        sigma_data, p_mean, p_std: EDM's data scale and noise-level distribution (EDM only; ``sigma_data`` is
+            also the Gaussian part's scale of the CLD ``"mixed"`` parameterization).
         importance_sampling: draw ``t`` uniformly in log-SNR for the likelihood weighting.
         t_min: smallest time used for training/sampling/likelihood (default: the SDE's
             ``t_min``, moved to ``1e-3 T`` when ``sigma(t_min) = 0``).
@@ -237,13 +241,16 @@ class DiffusionModel(nn.Module):
         self.family = family_for(sde, "DiffusionModel")
         self.sde = sde
         self.net = net
-        if self.family.phase_space and parameterization != "eps":
+        if self.family.phase_space and parameterization not in ("eps", "mixed"):
             raise ParameterError(
-                f"a phase-space SDE (CLD) model predicts the velocity noise eps_v: parameterization must be 'eps'; "
-                f"got {parameterization!r}"
+                f"a phase-space SDE (CLD) model predicts the velocity noise eps_v: parameterization must be 'eps' or "
+                f"'mixed' (eps_v added to the Gaussian-data eps_v); got {parameterization!r}"
             )
         self.edm = parameterization == "edm"
-        self.parameterization = "edm" if self.edm else check_parameterization(parameterization)
+        if self.family.phase_space:
+            self.parameterization = parameterization
+        else:
+            self.parameterization = "edm" if self.edm else check_parameterization(parameterization)
         #: what the network's (preconditioned) output is read as
         self._kind = "x0" if self.edm else self.parameterization
         weighting = ("edm" if self.edm else "simple") if weighting is None else weighting

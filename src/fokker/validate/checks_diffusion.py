@@ -315,7 +315,12 @@ def toy2d(ctx: Context) -> list[CheckResult]:
     Rows per pictured sampler (DPM-Solver++ 20 NFE, Heun 20 NFE, Euler-Maruyama 100): the structure rows
     of :func:`_structure_rows` under the toy's exact density; the best energy distance over all samplers
     and NFE budgets; the PF-ODE test NLL below a Gaussian fit.  Controls: the untrained network, the
-    eight clusters smeared into a ring, and a sampler that drops two of the eight modes."""
+    eight clusters smeared into a ring, and a sampler that drops two of the eight modes.
+
+    CLD against VP at equal NFE (Dockhorn et al. 2022): a critically-damped Langevin model (mixed score,
+    ``ResidualTimeMLP(4)`` of the same width and depth, the same training run settings) on the same data, its
+    SSCS samples at 20 NFE under the same structure rows as the VP model's DPM-Solver++ at 20 NFE; control:
+    its untrained network."""
     from .. import datasets
     from ..diffusion import DiffusionModel, ResidualTimeMLP
     from ..sde import VPSDE
@@ -372,6 +377,9 @@ def toy2d(ctx: Context) -> list[CheckResult]:
             x_bad = untrained.sample((n_eval,), sampler="dpm_solver", num_steps=20, generator=gen)
         rows += _structure_rows(f"{name} untrained network, dpm_solver @ 20 NFE", x_bad, log_p, reference, test, modes,
                                 control=True)[0][:2]
+        cld_rows, cld_pictures = _cld_toy_rows(ctx, name, train, test, log_p, reference, modes, steps, dev)
+        rows += cld_rows
+        pictures.update(cld_pictures)
         _plot_points(ctx.figure(f"diffusion_{name}_samples.png",
                                 f"{name}: held-out data and samples of the trained model per sampler; titles give "
                                 "the structure metrics (fraction in the data's 5%-density region, classifier accuracy)"),
@@ -391,6 +399,56 @@ def toy2d(ctx: Context) -> list[CheckResult]:
                                    control=True)
             rows += r[-1:]
     return rows
+
+
+#: NFE at which CLD's SSCS is compared with the VP model's DPM-Solver++ (both one network call per step)
+_CLD_NFE = 20
+
+
+def _fit_cld(ctx: Context, x_train: torch.Tensor, hidden: int, steps: int, batch_size: int, lr: float,
+             cosine: bool = False):
+    """A CLD model (Dockhorn et al. 2022) with the mixed score on zero-mean data, trained by hybrid score
+    matching; returns ``(EMA model in eval mode, untrained copy, data mean)``.  The mixed score's Gaussian part
+    assumes zero-mean data, so the data are centred here and the mean added back to samples."""
+    from ..diffusion import DiffusionModel, ResidualTimeMLP
+    from ..sde import CriticallyDampedLangevin
+    from ..train import fit
+
+    mean = x_train.mean(0)
+    centred = x_train - mean
+    d = centred.shape[-1]
+    gen = make_generator(seed=ctx.seed)
+    with rng_scope(gen):  # the network's initialization
+        net = ResidualTimeMLP(2 * d, hidden=hidden, depth=3)
+    sd = float(centred.std())
+    model = DiffusionModel(CriticallyDampedLangevin(), net.to(x_train.device), "mixed", sigma_data=sd)
+    untrained = DiffusionModel(CriticallyDampedLangevin(), ResidualTimeMLP(2 * d, hidden=hidden, depth=3),
+                               "mixed", sigma_data=sd).to(x_train.device).eval()
+    untrained.load_state_dict(model.state_dict())
+    sched = (lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)) if cosine else None  # noqa: E731
+    res = fit(model, centred, steps=steps, batch_size=batch_size, lr=lr, ema=0.995, scheduler=sched, progress=False,
+              seed=ctx.seed)
+    ema = res.ema.module if res.ema is not None else model
+    return ema.eval(), untrained, mean
+
+
+def _cld_toy_rows(ctx: Context, name: str, train: torch.Tensor, test: torch.Tensor, log_p, reference: torch.Tensor,
+                  modes: torch.Tensor | None, steps: int, dev: torch.device):
+    """CLD on a 2-D toy, trained as the VP model of :func:`toy2d` (same network size, steps, batch, learning rate
+    schedule, EMA): the structure rows of its SSCS samples at ``_CLD_NFE``, and of its untrained network (control)."""
+    t0 = time.perf_counter()
+    cld, untrained, mean = _fit_cld(ctx, train, 128, steps, 1024, 2e-3, cosine=True)
+    train_s = time.perf_counter() - t0
+    gen = make_generator(seed=ctx.seed + 7)
+    label = f"{name} CLD (mixed score) sscs @ {_CLD_NFE} NFE"
+    with torch.no_grad():
+        x = cld.sample((test.shape[0],), num_steps=_CLD_NFE, generator=gen) + mean
+        x_bad = untrained.sample((test.shape[0],), num_steps=_CLD_NFE, generator=gen) + mean
+    rows, summary = _structure_rows(label, x, log_p, reference, test, modes)
+    rows[0].details = f"CLD trained {steps} steps of 1024 ({train_s:.0f} s); compare the VP rows at 20 NFE above"
+    rows += _structure_rows(f"{name} CLD untrained network, sscs @ {_CLD_NFE} NFE", x_bad, log_p, reference, test, modes,
+                            control=True)[0][:2]
+    return rows, {f"CLD sscs ({_CLD_NFE} NFE): {summary}": x}
 
 
 #: the classifier two-sample test's held-out accuracy that still counts as "cannot tell them apart"
@@ -472,6 +530,70 @@ def digits_unet(ctx: Context) -> list[CheckResult]:
         CheckResult.bound("digits: test NLL bits/dim < uniform dequantized baseline", bpd, uniform_bpd),
         CheckResult.bound("digits, 120-step model (noise): classifier two-sample accuracy", _c2st(noise, ref, ctx.seed),
                           _C2ST_LIMIT, control=True),
+    ]
+
+
+@register("diffusion.cld_digits", group="diffusion")
+def cld_digits(ctx: Context) -> list[CheckResult]:
+    """CLD against VP at equal NFE on scikit-learn's 8x8 digits (flattened, dequantized, centred).
+
+    Two models of the same size and training budget (3000 steps of 128, Adam 2e-3 on a cosine schedule, EMA 0.995):
+    a VP model with EDM preconditioning, ``ResidualTimeMLP(64, 256, 3)``, sampled by DPM-Solver++ at 20 NFE,
+    and a CLD model with the mixed score, ``ResidualTimeMLP(128, 256, 3)`` on ``(x, v)``, sampled by SSCS at
+    20 NFE.  Rows: each one's classifier two-sample accuracy against test digits, the mean over three sample
+    draws (pass at most 0.65).  Control:
+    the untrained CLD network's samples.  Measured without the cosine schedule (CPU, seed 0, three sample
+    draws): CLD 0.57-0.63, VP 0.49-0.56; with it CLD 0.51-0.59; without the centring the mixed-score CLD reached
+    only 0.825 (its Gaussian part assumes zero-mean data), with the plain eps parameterization 0.75 after 8000
+    steps."""
+    from .. import datasets
+    from ..diffusion import DiffusionModel, ResidualTimeMLP
+    from ..sde import VPSDE
+    from ..train import fit
+
+    dev = _device()
+    x_train, _ = datasets.digits("train", seed=ctx.seed, scale="symmetric", dtype=torch.float32, device=dev)
+    x_test, _ = datasets.digits("test", seed=ctx.seed, scale="symmetric", dtype=torch.float32, device=dev)
+    x_train, x_test = x_train.flatten(1), x_test.flatten(1)
+    steps, n_eval = 3000, 360
+    t0 = time.perf_counter()
+    cld, untrained, mean = _fit_cld(ctx, x_train, 256, steps, 128, 2e-3, cosine=True)
+    cld_s = time.perf_counter() - t0
+    gen = make_generator(seed=ctx.seed)
+    sd = float((x_train - mean).std())
+    with rng_scope(gen):
+        vp = DiffusionModel(VPSDE(), ResidualTimeMLP(64, hidden=256, depth=3).to(dev), "edm", sigma_data=sd)
+    t0 = time.perf_counter()
+    sched = lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)  # noqa: E731
+    res = fit(vp, x_train - mean, steps=steps, batch_size=128, lr=2e-3, ema=0.995, scheduler=sched, progress=False,
+              seed=ctx.seed)
+    vp_s = time.perf_counter() - t0
+    vp = (res.ema.module if res.ema is not None else vp).eval()
+    ref = x_test[:n_eval]
+    repeats = 3  # one test's accuracy varies by about 0.03 between sample draws; the rows judge the mean of three
+
+    def draws(model, **kw) -> torch.Tensor:
+        with torch.no_grad():
+            return torch.stack([model.sample((n_eval,), num_steps=_CLD_NFE, generator=gen, **kw) + mean
+                                for _ in range(repeats)])
+
+    x_cld, x_vp, x_bad = draws(cld), draws(vp, sampler="dpm_solver"), draws(untrained)
+    acc_cld, acc_vp, acc_bad = (sum(_c2st(xi, ref, ctx.seed + i) for i, xi in enumerate(x)) / repeats
+                                for x in (x_cld, x_vp, x_bad))
+    x_cld, x_vp = x_cld[0], x_vp[0]
+    _plot_images(ctx.figure("diffusion_cld_digits_samples.png",
+                            f"digits 8x8 at {_CLD_NFE} NFE: CLD SSCS samples (top four rows, classifier accuracy "
+                            f"{acc_cld:.2f}) and VP DPM-Solver++ samples (bottom four, {acc_vp:.2f})"),
+                 torch.cat([x_cld[:32], x_vp[:32]]).reshape(-1, 1, 8, 8))
+    details = (f"{steps} training steps each: CLD {cld_s:.0f} s, VP {vp_s:.0f} s; classifier two-sample accuracy at "
+               f"{_CLD_NFE} NFE: CLD {acc_cld:.3f}, VP {acc_vp:.3f}; untrained CLD {acc_bad:.3f}")
+    return [
+        CheckResult.bound(f"digits CLD (mixed score) sscs @ {_CLD_NFE} NFE: classifier two-sample accuracy", acc_cld,
+                          _C2ST_LIMIT, details=details),
+        CheckResult.bound(f"digits VP (EDM) dpm_solver @ {_CLD_NFE} NFE, same budget: classifier two-sample accuracy",
+                          acc_vp, _C2ST_LIMIT, details=details),
+        CheckResult.bound("digits CLD, untrained network: classifier two-sample accuracy", acc_bad, _C2ST_LIMIT,
+                          control=True),
     ]
 
 
