@@ -149,8 +149,9 @@ POSTERIORS: dict[str, Posterior] = {
 }
 
 
-def load(name: str, path: str | Path | None = None) -> tuple[Any, dict]:
-    """``(from_pyro target, reference summary dict)`` of posterior ``name`` (raises DataNotFoundError)."""
+def load(name: str, path: str | Path | None = None, *, reparam: Any = "auto") -> tuple[Any, dict]:
+    """``(from_pyro target, reference summary dict)`` of posterior ``name`` (raises DataNotFoundError);
+    ``reparam`` goes to :func:`~fokker.targets.from_pyro` (its default: VIP on hierarchical sites)."""
     from ..targets.pyro import from_pyro
 
     post = POSTERIORS[name]
@@ -159,7 +160,7 @@ def load(name: str, path: str | Path | None = None) -> tuple[Any, dict]:
     summ_p = data_file("posteriordb", post.folder, "summary.json", path=None if base is None else base / "summary.json")
     data = json.loads(Path(data_p).read_text())
     summary = json.loads(Path(summ_p).read_text())["parameters"]
-    target = from_pyro(post.model, *post.args(data), **post.kwargs)
+    target = from_pyro(post.model, *post.args(data), reparam=reparam, **post.kwargs)
     return target, summary
 
 

@@ -43,7 +43,11 @@ the model with real tensors: a model that turns a tensor into a Python number
 numbers outside the model and pass them as arguments).
 
 Reparameterization: ``reparam=`` applies Pyro's ``poutine.reparam`` before
-anything else: a ``{site: Reparam}`` dict, a Pyro reparam strategy (any callable
+anything else.  The default ``"auto"`` is VIP (:mod:`fokker.targets.vip`; Gorinova,
+Moore & Hoffman 2020): hierarchical location-scale sites get the centredness their
+data support (eight schools: nearly non-centred; well-identified groups: left as
+written), and models without such sites are untouched; ``None`` keeps the model as
+written.  Otherwise a ``{site: Reparam}`` dict, a Pyro reparam strategy (any callable
 ``site -> Reparam | None``), or ``"noncentered"`` for Pyro's
 ``AutoReparam(centered=0.0)`` (``LocScaleReparam(centered=0)`` on every latent
 location-scale site: ``theta ~ N(mu, tau)`` becomes ``theta_decentered ~ N(0, 1)``
@@ -188,13 +192,16 @@ def _reparameterized(model: Callable[..., Any], reparam: Any) -> Callable[..., A
 
     if isinstance(reparam, str):
         if reparam != "noncentered":
-            raise ParameterError(f"reparam must be 'noncentered', a {{site: Reparam}} dict or a Pyro strategy; got {reparam!r}")
+            raise ParameterError(
+                f"reparam must be 'auto', 'noncentered', a {{site: Reparam}} dict or a Pyro strategy; got {reparam!r}"
+            )
         from pyro.infer.reparam.strategies import AutoReparam
 
         reparam = AutoReparam(centered=0.0)
     elif not (isinstance(reparam, dict) or callable(reparam)):
         raise ParameterError(
-            f"reparam must be 'noncentered', a {{site: Reparam}} dict or a Pyro strategy; got {type(reparam).__name__}"
+            f"reparam must be 'auto', 'noncentered', a {{site: Reparam}} dict or a Pyro strategy; "
+            f"got {type(reparam).__name__}"
         )
     return poutine.reparam(model, config=reparam)
 
@@ -239,7 +246,7 @@ class PyroTarget(Target):
         args: tuple = (),
         kwargs: dict | None = None,
         *,
-        reparam: Any = None,
+        reparam: Any = "auto",
         compile: str | bool = "auto",
     ) -> None:
         from torch.distributions import biject_to
@@ -254,6 +261,14 @@ class PyroTarget(Target):
         self.model_args = tuple(args)
         self.model_kwargs = dict(kwargs or {})
         self.compile = compile
+        #: VIP's learned centredness per rewritten site (``reparam="auto"``; empty otherwise)
+        self.centeredness: dict[str, torch.Tensor] = {}
+        if isinstance(reparam, str) and reparam == "auto":
+            from .vip import vip_reparam
+
+            _latent_sites(self._first_trace(model))  # a model that raises or has discrete sites: its error first
+            reparam = vip_reparam(model, self.model_args, self.model_kwargs) or None
+            self.centeredness = {s: r.centered for s, r in (reparam or {}).items()}
         self._model = _reparameterized(model, reparam)
         self._dtype: torch.dtype | None = None
         trace = self._first_trace(self._model)
@@ -634,11 +649,12 @@ class PyroTarget(Target):
 
 
 def from_pyro(
-    model: Callable[..., Any], *args: Any, reparam: Any = None, compile: str | bool = "auto", **kwargs: Any
+    model: Callable[..., Any], *args: Any, reparam: Any = "auto", compile: str | bool = "auto", **kwargs: Any
 ) -> PyroTarget:
     """A :class:`Target` on the unconstrained space of a Pyro model called as ``model(*args, **kwargs)``.
 
-    ``reparam`` (``"noncentered"``, a ``{site: Reparam}`` dict or a Pyro strategy) and ``compile``
+    ``reparam`` (``"auto"``: VIP on hierarchical location-scale sites; ``None``: the model as written;
+    ``"noncentered"``, a ``{site: Reparam}`` dict or a Pyro strategy) and ``compile``
     (``"auto"``, ``"trace"``, ``"inductor"``, ``"none"``) are described in the module docstring;
     they are taken by ``from_pyro`` itself (a model keyword of the same name goes through
     ``PyroTarget(model, args, kwargs)``).

@@ -200,6 +200,24 @@ def _posterior_check(name: str):
         ess = min(r["ess_bulk"] for r in rows)
         z_wrong = max(max(abs(r["z_mean"]), abs(r["z_sd"])) for r in wrong)
         _rank_plot(res, ctx, name)
+        unadjusted = CheckResult.bound("max |z| mean and sd, HMC without accept step", z_wrong, Z_SCORE, control=True)
+        controls = [unadjusted]
+        rewritten = getattr(res.target, "centeredness", {})
+        if rewritten:
+            # VIP rewrote the model (from_pyro's default reparam="auto"): its control is the model as written, whose
+            # funnel the default sampler does not cross; the unadjusted kernel's bias on the rewritten geometry (2.6
+            # reference standard errors measured on centred eight schools) is below what the reference resolves
+            c_text = ", ".join(f"{k}: {float(v.mean()):.3f}" for k, v in rewritten.items())
+            controls = [CheckResult(unadjusted.name, unadjusted.measured, "-", "-", True,
+                                    details=f"measured, not judged (the control of this posterior is the model as "
+                                            f"written; bound {unadjusted.tolerance}, "
+                                            f"{'rejected' if unadjusted.passed else 'not rejected'})")]
+            as_written, _, _ = _run_as_written(name, ctx.quick, ctx.seed)
+            rh_w = float(as_written.rhat().max())
+            controls.append(CheckResult.bound("max R-hat, the model as written (reparam=None)", rh_w,
+                                              1.05 if ctx.quick else 1.01, control=True,
+                                              details=f"VIP centredness (mean per site) {c_text}; as written: "
+                                                      f"{int(as_written.divergences.sum())} divergent transitions"))
         return [
             CheckResult.bound("max |z| posterior mean", zmax, Z_SCORE, details=details),
             CheckResult.bound("max |z| posterior sd", zsd, Z_SCORE),
@@ -208,10 +226,28 @@ def _posterior_check(name: str):
             CheckResult.bound("min bulk ESS", ess, MIN_BULK_ESS, upper=False),
             CheckResult.bound("fraction of divergent transitions", divergent / draws, MAX_DIVERGENT_FRACTION,
                               details=f"{divergent} divergent transitions of {draws}"),
-            CheckResult.bound("max |z| mean and sd, HMC without accept step", z_wrong, Z_SCORE, control=True),
+            *controls,
         ]
 
     return check
+
+
+def _run_as_written(name: str, quick: bool, seed: int):
+    """:func:`run_posterior` on the model without from_pyro's automatic reparameterization (a control)."""
+    import time
+    import warnings
+
+    from ..errors import ConvergenceWarning
+    from ..mcmc import sample
+    from ..mcmc.posteriordb import load
+
+    target, _ = load(name, reparam=None)
+    n = 300 if quick else 1000
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        res = sample(target, None, num_chains=8 if quick else 16, num_samples=n, warmup=n, seed=seed, progress=False)
+    return res, None, time.perf_counter() - t0
 
 
 for _name in POSTERIORS:  # the six posteriordb posteriors with reference draws
@@ -354,7 +390,7 @@ def funnel_checks(ctx: Context) -> list[CheckResult]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         n_c = 300 if ctx.quick else 1000
-        res_c = sample(from_pyro(funnel_model), None, num_chains=32, num_samples=n_c, warmup=n_c, seed=ctx.seed,
+        res_c = sample(from_pyro(funnel_model, reparam=None), None, num_chains=32, num_samples=n_c, warmup=n_c, seed=ctx.seed,
                        progress=False)
         wrong = funnel_rows(res_c)
     _funnel_plot(ctx, res, res_c)
