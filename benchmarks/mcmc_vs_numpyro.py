@@ -206,7 +206,7 @@ def cases(quick: bool) -> list[dict]:
             args, kw, model = (jnp.asarray(d["y"], dtype=jnp.float64),), {}, nm["low_dim_gauss_mix"]
         else:
             args, kw, model = (jnp.asarray(d["x"], dtype=jnp.float64), jnp.asarray(d["k"], dtype=jnp.float64)), {}, nm["gp_pois_regr"]
-        target = pdb.load(name)[0]
+        target = pdb.load(name, reparam=None)[0]  # the model's own latent sites name the ESS (as NumPyro's)
         fk = {"from_pyro": (lambda n=name: pdb.load(n)[0])}
         if name in COMPILED:  # an expensive potential: torch.compile's fused kernels pay their compile time
             fk["from_pyro compile='inductor'"] = (
