@@ -95,3 +95,19 @@ def test_a_model_the_guide_cannot_run_warns_and_stays_as_written() -> None:
     with pytest.warns(RuntimeWarning, match="reparam='auto'"):
         t = from_pyro(flat_scale)
     assert t.param_names == ["s", "x"]
+
+
+def test_flat_priors_without_hierarchy_build_silently() -> None:
+    """Stan-style flat priors (ImproperUniform, which Pyro cannot sample) are started by fokker's own init: no
+    spurious warning, nothing rewritten."""
+    import warnings
+
+    def flat_mean(y):
+        mu = pyro.sample("mu", dist.ImproperUniform(dist.constraints.real, (), ()))
+        with pyro.plate("n", len(y)):
+            pyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        t = from_pyro(flat_mean, Y)
+    assert t.centeredness == {} and t.param_names == ["mu"]

@@ -58,11 +58,13 @@ def _loc_scale(fn: Any) -> Any | None:
 
 def _trace_at(model: Callable[..., Any], args: tuple, kwargs: dict, seed: int) -> Any:
     from pyro import poutine
-    from pyro.infer.autoguide.initialization import InitMessenger, init_to_uniform
 
+    from .pyro import PyroTarget
+
+    init = PyroTarget._init_messenger("uniform")  # Pyro's init_to_uniform, flat (ImproperUniform) sites included
     with torch.random.fork_rng(devices=[]), poutine.block():
         torch.manual_seed(seed)
-        return poutine.trace(InitMessenger(init_to_uniform(radius=2.0))(model)).get_trace(*args, **kwargs)
+        return poutine.trace(init(model)).get_trace(*args, **kwargs)
 
 
 def hierarchical_loc_scale_sites(model: Callable[..., Any], args: tuple = (), kwargs: dict | None = None) -> list[str]:
