@@ -17,7 +17,11 @@ k-diffusion: Karras levels from sigma/alpha at t_min to that at T, then 0).  Met
   stepping to sigma = 0 (diffusers' DEIS: its ``sigmas`` end at sigma(t_min)/alpha(t_min)); against the
   denoised map such a peer has a floor of |x(t_min) - D(x(t_min))| (RMS 8.4e-4 on tight3/cosine) that its
   discretisation error partly cancels (0.83e-3 at NFE 50, 1.5e-3 at NFE 100, 1.0e-3 at NFE 500);
-* energy distance (every sampler) to exact samples of the data mixture (``fokker.metrics``).
+* energy distance (every sampler) to exact samples of the data mixture (``fokker.metrics``);
+* the path error split (deterministic samplers): the fraction of samples that end in another mixture component
+  than the converged map (mode flips: draws near a basin boundary, which any small error sends across) and the
+  RMS error over the others; the last table counts, per sampler, the cells where fokker's default is worse in
+  RMS, how many of those are flips only, and the cells worse beyond noise in each part.
 
 diffusers drives VP-type SDEs only (VP, cosine); k-diffusion any linear SDE (its EDM variables).  The peers
 are run through ``benchmarks/peers.py`` (``pip install diffusers k-diffusion``; absent peers are skipped).
