@@ -48,7 +48,11 @@ VScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 def _vv_factor(sde: CriticallyDampedLangevin, t: torch.Tensor) -> torch.Tensor:
     """:math:`\\ell_{vv}(t)` of the per-pair Cholesky factor of the covariance of ``z_t`` given ``x0`` (float64)."""
-    sxx, sxv, svv = sde.cov(t.detach().to(torch.float64))
+    return _vv_from_cov(*sde.cov(t.detach().to(torch.float64)))
+
+
+def _vv_from_cov(sxx: torch.Tensor, sxv: torch.Tensor, svv: torch.Tensor) -> torch.Tensor:
+    """:math:`\\ell_{vv}` from the per-pair covariance entries."""
     l11 = sxx.clamp_min(0).sqrt()
     l21 = torch.where(l11 > 0, sxv / torch.where(l11 > 0, l11, 1.0), 0.0)
     return (svv - l21 * l21).clamp_min(0).sqrt()
@@ -204,7 +208,7 @@ class CLDFamily:
         p11, _, p21, _ = self.sde.mean_coefs(t64)
         s2 = float(sigma_data) ** 2
         axx, axv, avv = sxx + s2 * p11 * p11, sxv + s2 * p11 * p21, svv + s2 * p21 * p21
-        scale = _vv_factor(self.sde, t64) / (axx * avv - axv * axv)
+        scale = _vv_from_cov(sxx, sxv, svv) / (axx * avv - axv * axv)
         x, v = _split(z)
         return (scale * axx).to(z)[:, None] * v - (scale * axv).to(z)[:, None] * x
 

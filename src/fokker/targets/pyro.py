@@ -263,16 +263,21 @@ class PyroTarget(Target):
         self.compile = compile
         #: VIP's learned centredness per rewritten site (``reparam="auto"``; empty otherwise)
         self.centeredness: dict[str, torch.Tensor] = {}
+        written = None  # the model as written, traced once
         if isinstance(reparam, str) and reparam == "auto":
             from .vip import vip_reparam
 
-            _latent_sites(self._first_trace(model))  # a model that raises or has discrete sites: its error first
+            written = self._first_trace(model)
+            _latent_sites(written)  # a model that raises or has discrete sites: its error first
             reparam = vip_reparam(model, self.model_args, self.model_kwargs) or None
             self.centeredness = {s: r.centered for s, r in (reparam or {}).items()}
         self._model = _reparameterized(model, reparam)
         self._dtype: torch.dtype | None = None
-        trace = self._first_trace(self._model)
-        original = trace if reparam is None else self._first_trace(model)
+        if written is not None and reparam is None:  # "auto" left the model as written: its trace is this one
+            trace = written
+        else:
+            trace = self._first_trace(self._model)
+        original = trace if reparam is None else (written if written is not None else self._first_trace(model))
         sites = _latent_sites(trace)
         if not sites:
             raise ParameterError("model has no latent (unobserved) continuous sample sites")

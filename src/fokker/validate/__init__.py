@@ -85,6 +85,14 @@ class CheckResult:
         )
 
 
+    def reported(self, why: str) -> "CheckResult":
+        """This row measured but not judged: it passes whatever its value; ``why``, its bound and whether the
+        bound is met (or, for a control, whether the wrong model is rejected) go into the details."""
+        met = ("rejected" if self.passed else "not rejected") if self.control else ("met" if self.passed else "not met")
+        details = f"measured, not judged ({why}; bound {self.tolerance}, {met}); {self.details}".rstrip("; ")
+        return CheckResult(self.name, self.measured, "-", "-", True, details=details)
+
+
 def _verdict(ok: bool, finite: bool, control: bool) -> bool:
     return bool((not ok and finite) if control else ok)
 

@@ -455,9 +455,7 @@ def _cld_toy_rows(ctx: Context, name: str, train: torch.Tensor, test: torch.Tens
     rows, summary = _structure_rows(label, x, log_p, reference, test, modes)
     rows[0].details = f"CLD trained {steps} steps of 1024 ({train_s:.0f} s); compare the VP rows at 20 NFE above"
     if name in _CLD_UNRESOLVED:
-        rows = [CheckResult(r.name, r.measured, "-", "-", True, details=f"measured, not judged ({_CLD_UNRESOLVED[name]}; "
-                            f"bound {r.tolerance}, {'met' if r.passed else 'not met'}); {r.details}".rstrip("; "))
-                for r in rows]
+        rows = [r.reported(_CLD_UNRESOLVED[name]) for r in rows]
     # the low-density row is the control that sees an untrained network (on the rings the classifier does not)
     rows += _structure_rows(f"{name} CLD untrained network, sscs @ {_CLD_NFE} NFE", x_bad, log_p, reference, test, modes,
                             control=True)[0][:1]
@@ -573,12 +571,13 @@ def cld_digits(ctx: Context) -> list[CheckResult]:
     cld, untrained, mean = _fit_cld(ctx, x_train, 256, steps, 128, 2e-3, cosine=True)
     cld_s = time.perf_counter() - t0
     gen = make_generator(seed=ctx.seed)
-    sd = float((x_train - mean).std())
+    centred = x_train - mean
     with rng_scope(gen):
-        vp = DiffusionModel(VPSDE(), ResidualTimeMLP(64, hidden=256, depth=3).to(dev), "edm", sigma_data=sd)
+        vp = DiffusionModel(VPSDE(), ResidualTimeMLP(64, hidden=256, depth=3).to(dev), "edm",
+                            sigma_data=float(centred.std()))
     t0 = time.perf_counter()
     sched = lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)  # noqa: E731
-    res = fit(vp, x_train - mean, steps=steps, batch_size=128, lr=2e-3, ema=0.995, scheduler=sched, progress=False,
+    res = fit(vp, centred, steps=steps, batch_size=128, lr=2e-3, ema=0.995, scheduler=sched, progress=False,
               seed=ctx.seed)
     vp_s = time.perf_counter() - t0
     vp = (res.ema.module if res.ema is not None else vp).eval()

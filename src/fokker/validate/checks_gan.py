@@ -213,9 +213,7 @@ def _metric_rows(label: str, log_p: _ToyLogProb, samples: torch.Tensor, ref: tor
     for k, r in rows.items():
         if k not in only:
             kept[0].details += f"; {r.name.split(': ')[-1]} {r.measured:.4g}"
-    return [CheckResult(r.name, r.measured, "-", "-", True, details=f"measured, not judged ({why}; bound "
-                        f"{r.tolerance}, {'met' if r.passed else 'not met'}); {r.details}".rstrip("; "))
-            if k in unjudged else r for k, r in zip(keys, kept)]
+    return [r.reported(why) if k in unjudged else r for k, r in zip(keys, kept)]
 
 
 def _control_rows(log_p: _ToyLogProb, setup: _ToySetup, ref: torch.Tensor, exact: torch.Tensor,
