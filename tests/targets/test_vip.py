@@ -111,3 +111,12 @@ def test_flat_priors_without_hierarchy_build_silently() -> None:
         warnings.simplefilter("error")
         t = from_pyro(flat_mean, Y)
     assert t.centeredness == {} and t.param_names == ["mu"]
+
+
+def test_bad_arguments_are_named() -> None:
+    from fokker.errors import ParameterError
+
+    with pytest.raises(ParameterError, match="'auto'"):
+        from_pyro(eight_schools, Y, SIGMA, reparam="automatic")
+    with pytest.raises(ParameterError, match="num_steps"):
+        learn_centeredness(eight_schools, (Y, SIGMA), num_steps=0)
