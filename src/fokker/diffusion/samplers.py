@@ -33,6 +33,16 @@ from ..errors import DomainError, ParameterError, ShapeError
 from ..mcmc.annealing import annealed_langevin as langevin_levels
 from .parameterization import expand_like, to_score
 from ..sde.schedule import Coefficients
+from .sampler_defaults import (
+    DEFAULT_FINAL_STEP,
+    DEFAULT_OPTIONS,
+    DEFAULT_SPACING,
+    FINAL_STEPS,
+    SDE_DEFAULTS,
+    SamplerDefaults,
+    check_final_step,
+    sampler_defaults,
+)
 
 ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -41,7 +51,11 @@ __all__ = [
     "DEFAULT_SAMPLER",
     "DEFAULT_SPACING",
     "DEFAULT_FINAL_STEP",
+    "DEFAULT_OPTIONS",
     "FINAL_STEPS",
+    "SDE_DEFAULTS",
+    "SamplerDefaults",
+    "sampler_defaults",
     "check_final_step",
     "get_sampler",
     "from_denoiser",
@@ -498,33 +512,49 @@ def dpm_solver_2s(
     *,
     generator: torch.Generator | None = None,
     eta: float = 0.0,
+    midpoint: str = "log_snr",
 ) -> tuple[torch.Tensor, int]:
-    r"""DPM-Solver++(2S), the single-step 2nd-order solver (Lu et al. 2022, Alg. 1 with :math:`r = 1/2`).
+    r"""DPM-Solver++(2S), the single-step 2nd-order solver (Lu et al. 2022, Alg. 1).
 
-    In EDM variables with :math:`\lambda = -\log\tilde\sigma`: from :math:`\tilde x_i` go half a step in
-    :math:`\lambda` with the denoiser :math:`D_i`, evaluate :math:`D` there and take the full step with it,
+    In EDM variables with :math:`\lambda = -\log\tilde\sigma` and step :math:`h = \lambda_{i+1} - \lambda_i`:
+    from :math:`\tilde x_i` take a first-order step to the intermediate level :math:`\lambda_i + r h` with the
+    denoiser :math:`D_i`, evaluate :math:`D` there and take the full step with both,
 
     .. math::
-        \tilde x_{mid} = \tfrac{\tilde\sigma_{mid}}{\tilde\sigma_i}\tilde x_i - (e^{-h/2} - 1) D_i, \qquad
-        \tilde x_{i+1} = \tfrac{\tilde\sigma_{i+1}}{\tilde\sigma_i}\tilde x_i - (e^{-h} - 1) D(\tilde x_{mid}).
+        \tilde x_{mid} = \tfrac{\tilde\sigma_{mid}}{\tilde\sigma_i}\tilde x_i - (e^{-r h} - 1) D_i, \qquad
+        \tilde x_{i+1} = \tfrac{\tilde\sigma_{i+1}}{\tilde\sigma_i}\tilde x_i - (e^{-h} - 1)
+        \Big[\big(1 - \tfrac{1}{2r}\big) D_i + \tfrac{1}{2r} D(\tilde x_{mid})\Big].
 
-    ``eta > 0``: the ancestral variant (the step ends at :math:`\sigma_{down}` and adds
-    :math:`\sigma_{up} z`, :func:`_ancestral_levels`).  The midpoint's time comes from the SDE's
-    log-SNR inverse.  NFE = 2N.
+    ``midpoint``: where the intermediate evaluation sits -- ``"log_snr"``: halfway in :math:`\lambda`
+    (:math:`r = 1/2`, the weight reduces to :math:`D(\tilde x_{mid})` alone; Lu et al.'s and k-diffusion's
+    ``sample_dpmpp_2s_ancestral``), ``"time"``: halfway in ``t`` along the grid interval (:math:`r` from the log-SNR there; diffusers'
+    ``DPMSolverSinglestepScheduler`` on its uniform timesteps).  ``eta > 0``: the ancestral variant (the step
+    ends at :math:`\sigma_{down}` and adds :math:`\sigma_{up} z`, :func:`_ancestral_levels`).  NFE = 2N.
     """
+    if midpoint not in ("log_snr", "time"):
+        raise ParameterError(f"midpoint must be 'log_snr' or 'time'; got {midpoint!r}")
     g = _edm_setup(sde, x, grid)
     c, st = g.c, g.st
     down, up = _ancestral_levels(st, eta)
-    down64 = down.double().cpu()
-    mid64 = torch.sqrt(st.double().cpu()[:-1] * down64)  # the midpoint in lambda = -log st
-    cm = _coefficients_at_levels(sde, mid64, x)
+    down64, st64 = down.double().cpu(), st.double().cpu()
+    if midpoint == "log_snr":
+        mid64 = torch.sqrt(st64[:-1] * down64)
+        cm = _coefficients_at_levels(sde, mid64, x)
+    else:
+        t64 = torch.as_tensor(grid, dtype=torch.float64).cpu()
+        c64 = sde.coefficients(0.5 * (t64[:-1] + t64[1:]))  # halfway along the grid interval (eta > 0 too)
+        mid64 = c64.sigma / c64.alpha
+        cm = c64.to(x.dtype, x.device)
+    # 1/(2r) with r = log(st_i / st_mid) / log(st_i / st_down): the weight of D(x_mid)
+    w = (0.5 * torch.log(st64[:-1] / down64) / torch.log(st64[:-1] / mid64)).to(x)
     mid = mid64.to(x)
     xt = x / c.alpha[0]
     for i in range(len(up)):
         d0 = _denoise(score_fn, xt * c.alpha[i], c, i)
         x_mid = (mid[i] / st[i]) * xt - (mid[i] / st[i] - 1.0) * d0
         d_mid = _denoise(score_fn, x_mid * cm.alpha[i], cm, i)
-        xt = (down[i] / st[i]) * xt - (down[i] / st[i] - 1.0) * d_mid
+        d = d_mid if midpoint == "log_snr" else d0 + w[i] * (d_mid - d0)  # r = 1/2: the weight is exactly 1
+        xt = (down[i] / st[i]) * xt - (down[i] / st[i] - 1.0) * d
         if eta > 0:
             xt = xt + up[i] * _noise(xt, generator)
     return xt * c.alpha[-1], 2 * len(up)
@@ -800,62 +830,12 @@ SAMPLERS: dict[str, Callable[..., tuple[torch.Tensor, int]]] = {
     "annealed_langevin": annealed_langevin,
 }
 
-#: The sampler ``DiffusionModel.sample`` uses by default: UniPC on the cosine grid with the final denoising jump
+#: The sampler ``DiffusionModel.sample`` uses by default: UniPC with its defaults of :func:`sampler_defaults`
 #: (measured, ``benchmarks/samplers_quality_vs_nfe.py``: at 10 steps, 11 NFE, on the tight three-component mixture
-#: under VP it keeps the within-component sds within 2% of the truth; Heun on a Karras grid, the previous default,
-#: missed them by 26-30% with 21 NFE; tests/diffusion/test_sampler_defaults.py).
+#: under VP it keeps the mixture weights and within-component sds close to the truth, see
+#: tests/diffusion/test_sampler_defaults.py; Heun on a Karras grid, an earlier default, missed the sds by 26-30%
+#: with 21 NFE).
 DEFAULT_SAMPLER = "unipc"
-
-#: Default grid spacing per sampler (:func:`fokker.sde.time_grid`).  Chosen on the oracle benchmark
-#: (``benchmarks/samplers_quality_vs_nfe.py --search``: every spacing and final step scored against the best
-#: peer default, diffusers and k-diffusion, over five mixtures, four SDEs and NFE 10/20/50): UniPC's cosine grid
-#: has a lower worst and mean path-error ratio to diffusers' UniPC than the log-SNR grid (5.7 / 0.58 vs 7.8 / 0.94);
-#: DDIM's uniform grid (Song et al.'s own) is worse than the best peer in 20 of 60 cells where the quadratic one was
-#: in 37; DPM-Solver++(2S)'s quadratic grid in 30 where the log-SNR one was in 43, 3M's in 16 of 30 as before
-#: with a lower worst and mean ratio (2.1 / 0.48 vs 3.1 / 0.74); DEIS's quadratic grid with the final denoising
-#: jump in 20 of 30 cells where log-SNR without it was in 24 (worst ratio 39.8 vs 48.3, geometric mean 1.22 vs
-#: 1.43; n = 2000; its worst cells are mode flips of 3-4 near-boundary samples of 2000, which diffusers' DEIS
-#: escapes on that draw); Heun stays on Karras et al.'s grid; the others as Lu et al. recommend (log-SNR).
-DEFAULT_SPACING = {
-    "euler_maruyama": "uniform",
-    "predictor_corrector": "uniform",
-    "ode_euler": "uniform",
-    "heun": "karras",
-    "ode_adaptive": "uniform",
-    "ddim": "uniform",
-    "dpm_solver": "log_snr",
-    "dpm_solver_3m": "quadratic",
-    "dpm_solver_2s": "quadratic",
-    "dpm_solver_sde": "log_snr",
-    "unipc": "cosine",
-    "deis": "quadratic",
-    "euler_ancestral": "karras",
-    "annealed_langevin": "log_snr",
-}
-
-#: How ``DiffusionModel.sample`` ends each sampler's grid by default (``final_step``): ``"denoise"`` -- the grid
-#: is spaced for ``num_steps + 1`` intervals and the Tweedie denoiser replaces the last one (the final step to
-#: sigma = 0 of diffusers and k-diffusion); ``"sampler"`` -- the sampler runs down to ``t_min``, then the denoiser.
-#: Measured with the spacing (``--search``, cells where fokker's path error exceeds the best peer's, of 60):
-#: Heun 32 -> 14 (worst ratio 4.5 -> 1.9), DPM-Solver++(2M) 34 -> 30; UniPC with its cosine grid 17 -> 17 of 30
-#: (worst ratio 7.8 -> 5.7, geometric mean 0.94 -> 0.58).
-DEFAULT_FINAL_STEP = {name: "sampler" for name in SAMPLERS} | {"heun": "denoise", "dpm_solver": "denoise",
-                                                               "unipc": "denoise", "ddim": "denoise",
-                                                               "dpm_solver_2s": "denoise", "dpm_solver_3m": "denoise",
-                                                               "deis": "denoise"}
-
-FINAL_STEPS = ("sampler", "denoise")
-
-
-def check_final_step(final_step: str | None, sampler: str) -> str:
-    """``final_step``, or ``sampler``'s default (:data:`DEFAULT_FINAL_STEP`) when ``None``; a
-    :class:`~fokker.errors.ParameterError` names the allowed values otherwise."""
-    if final_step is None:
-        return DEFAULT_FINAL_STEP.get(sampler, "sampler")
-    if final_step not in FINAL_STEPS:
-        raise ParameterError(f"final_step must be one of {FINAL_STEPS} or None; got {final_step!r}")
-    return final_step
-
 
 def get_sampler(name: str) -> Callable[..., tuple[torch.Tensor, int]]:
     """The sampler function registered under ``name`` (see :data:`SAMPLERS`)."""
