@@ -28,7 +28,7 @@ are run through ``benchmarks/peers.py`` (``pip install diffusers k-diffusion``; 
 
 ``--search`` prints, per sampler, the candidate defaults (grid spacing, lower-order final step) with their
 error relative to the best peer default, worst case and geometric mean over all (mixture, SDE, NFE): the
-measurement behind ``fokker.diffusion.samplers.DEFAULT_SPACING`` and ``DEFAULT_FINAL_STEP``.
+measurement behind ``fokker.diffusion.sampler_defaults`` (``--sdes cosine`` etc. for one SDE family's table).
 
 Part 2 (``overhead``): wall time of each sampler with a real network (``ResidualTimeMLP(2, 128, 3)``,
 batch 1024) over the time of the same number of bare ``net(x, t)`` calls, median of repetitions.
@@ -46,7 +46,7 @@ import torch
 import peers
 from fokker.analytic import DiffusedGaussianMixture
 from fokker.diffusion import DiffusionModel, ResidualTimeMLP
-from fokker.diffusion.samplers import DEFAULT_SPACING, FINAL_STEPS, SAMPLERS, check_final_step
+from fokker.diffusion.samplers import FINAL_STEPS, SAMPLERS, check_final_step, sampler_defaults
 from fokker.metrics import energy_distance
 from fokker.sde import SPACINGS, VESDE, VPSDE, SubVPSDE, time_grid
 from fokker.targets import GaussianMixture
@@ -103,6 +103,7 @@ class Problem:
         self.sde = SDES[sde_name]()
         self.vp_type = sde_name in VP_TYPE
         gm = MIXTURES[mix]()
+        self.mixture = gm
         self.oracle = DiffusedGaussianMixture(gm, self.sde)
         self.t_min = self.sde.score_domain()[0]
         g = torch.Generator().manual_seed(0)
@@ -129,6 +130,24 @@ class Problem:
         path = float((out - (self.reference_t_min if at_t_min else self.reference)).pow(2).mean().sqrt())
         return path, float(energy_distance(out, self.data))
 
+    def spread_error(self, out: torch.Tensor, at_t_min: bool = False) -> float:
+        """Worst relative error of the within-component spread: samples assigned to their most responsible data
+        component, whitened by its scale, RMS over coordinates minus 1 (components with >= 20 samples).  Path error
+        and energy distance barely see a sampler that shrinks every component (the last denoising jump from too
+        high a noise level does), this does."""
+        if not bool(torch.isfinite(out).all()):
+            return math.nan
+        x = self.denoise(out, self.t_min) if at_t_min else out
+        data = DiffusedGaussianMixture(self.mixture, VPSDE())
+        k = data.responsibilities(x, 0.0).argmax(-1)
+        worst = 0.0
+        for j in range(self.mixture.num_components):
+            xs = x[k == j]
+            if len(xs) >= 20:
+                z = torch.linalg.solve_triangular(self.mixture.scale_tril[j], (xs - self.mixture.loc[j]).T, upper=False)
+                worst = max(worst, abs(float(z.pow(2).mean().sqrt()) - 1.0))
+        return worst
+
     def split_path_error(self, out: torch.Tensor, at_t_min: bool = False) -> tuple[float, float]:
         """``(flip fraction, path error over the rest)``: the share of samples that end in another mixture
         component (most responsible component at t_min) than the converged PF-ODE map of the same draw, and the
@@ -148,13 +167,16 @@ class Problem:
 def fokker_run(p: Problem, name: str, budget: int, spacing: str | None = None, final_step: str | None = None,
                **opts) -> tuple[torch.Tensor, int]:
     """fokker's sampler within ``budget`` score evaluations, its final denoising step included, as
-    ``DiffusionModel.sample`` runs it.  ``final_step`` (default: the library's, ``DEFAULT_FINAL_STEP``):
+    ``DiffusionModel.sample`` runs it.  ``final_step`` (default: the library's, ``sampler_defaults``):
     ``"sampler"``: the grid ends at ``t_min``, then the denoiser; ``"denoise"``: the grid is spaced for one
     more interval and the denoiser replaces its last one (as diffusers' final step to 0)."""
     per = PER_STEP.get(name, 1)
     num_steps = max(1, (budget - 1) // per)
-    jump = check_final_step(final_step, name) == "denoise"
-    grid = time_grid(num_steps + jump, p.sde.T, p.t_min, spacing or DEFAULT_SPACING[name], sde=p.sde)
+    default = sampler_defaults(name, p.sde)
+    if spacing is None:  # the library's default: its options too, unless given
+        opts = {**default.options, **opts}
+    jump = check_final_step(final_step, name, p.sde) == "denoise"
+    grid = time_grid(num_steps + jump, p.sde.T, p.t_min, spacing or default.spacing, sde=p.sde)
     if jump:
         grid = grid[:-1]
     end_t = float(grid[-1])
@@ -216,124 +238,145 @@ def _has_diffusers() -> bool:
     return True
 
 
-def _cell(path: float, ed: float, nfe: int, budget: int, deterministic: bool) -> str:
-    s = (f"{path:.4f} / " if deterministic else "") + f"{ed:.4f}"
+#: path-error ratios within this of 1 count as equal (the same method on the same grid: diffusers' discrete chain
+#: and float rounding move the ratio by < 1e-3)
+EQUAL = 1e-3
+#: a within-component spread error above the best peer's by more than this counts as worse (about two standard
+#: errors of a component's RMS radius from ~500 samples)
+SPREAD_NOISE = 0.03
+
+
+def _cell(path: float, ed: float, spread: float, nfe: int, budget: int, deterministic: bool) -> str:
+    s = (f"{path:.4f} / " if deterministic else "") + f"{ed:.4f} / {spread:.3f}"
     return s + ("" if nfe == budget else f" ({nfe})")
 
 
 # ------------------------------------------------------------------------------------------ tables
 def quality(problems: list[Problem], nfes: list[int], kd) -> dict:
-    """Print fokker's default vs each peer default; return the comparison per sampler."""
-    wins: dict[str, list[tuple[str, int, str, float, float]]] = {}
+    """Print fokker's default vs each peer default per cell, then per sampler the cells where fokker's default is
+    worse than the best peer default in path error, energy distance or within-component spread, each with its
+    split (mode flips against the error of the rest); return ``{sampler: [worse cells]}``."""
+    worse: dict[str, list[str]] = {}
+    summary = []
     for name, plist in PEERS.items():
         det = name in DETERMINISTIC
-        metric = "path error / energy distance" if det else "energy distance"
+        metric = ("path error / " if det else "") + "energy distance / spread error"
         print(f"\n### {name} ({metric}; parenthesized: the NFE used when below the budget)\n")
         print("| problem | method | " + " | ".join(f"NFE {k}" for k in nfes) + " |")
         print("|---|---|" + "---|" * len(nfes))
+        ratios, cells, counts = [], 0, [0, 0, 0]
         for p in problems:
             rows = {"fokker (default)": [fokker_run(p, name, b) + (False,) for b in nfes]}
             for label, lib, fn, opts in plist:
                 runs = [peer_run(p, lib, fn, opts, b, kd) for b in nfes]
                 if runs[0] is not None:
                     rows[label] = runs
-            scored = {k: [p.scores(out, at) + (nfe,) for out, nfe, at in v] for k, v in rows.items()}
-            for label, cells in scored.items():
-                print(f"| {p.name} | {label} | " + " | ".join(_cell(a, e, n, b, det) for (a, e, n), b in zip(cells, nfes)) + " |")
+            scored = {k: [p.scores(out, at) + (p.spread_error(out, at), nfe) for out, nfe, at in v]
+                      for k, v in rows.items()}
+            for label, cs in scored.items():
+                print(f"| {p.name} | {label} | " + " | ".join(_cell(*c, b, det) for c, b in zip(cs, nfes)) + " |")
+            if len(rows) == 1:
+                continue
             split = {k: [p.split_path_error(out, at) for out, _, at in v] for k, v in rows.items()} if det else {}
             n = p.x_T.shape[0]
             for j, b in enumerate(nfes):
-                ours = scored["fokker (default)"][j]
-                for label, cells in scored.items():
-                    if label != "fokker (default)":
-                        flip_z = rest_ratio = math.nan
-                        if det:
-                            (fo, ro), (fp, rp) = split["fokker (default)"][j], split[label][j]
-                            se = math.sqrt(max(fo * (1 - fo) + fp * (1 - fp), 1e-300) / n)
-                            flip_z = (fo - fp) / se if fo != fp else 0.0
-                            rest_ratio = ro / rp if rp > 0 else math.nan
-                        wins.setdefault(name, []).append((p.name, b, label, ours[0] / cells[j][0] if det else math.nan,
-                                                          (ours[1] - cells[j][1]) / p.ed_noise, flip_z, rest_ratio))
-    print("\n### fokker default against the best peer default\n")
-    print("path error: ratio fokker / best peer (<= 1: fokker at least as good); energy distance: (fokker - best "
-          "peer) / the estimator's noise sd (<= 2: not worse beyond noise)\n")
-    print("| sampler | path error: worst ratio (where) | path error: geometric mean | energy distance: worst excess (where) |")
-    print("|---|---|---|---|")
-    split_lines = []
-    for name, rows in wins.items():
-        best: dict[tuple[str, int], tuple[float, float]] = {}
-        split_best: dict[tuple[str, int], tuple[float, float]] = {}
-        for prob, b, _, rp, re, fz, rr in rows:
-            cur = best.get((prob, b), (-math.inf, -math.inf))
-            best[(prob, b)] = (max(cur[0], rp), max(cur[1], re))
-            cs = split_best.get((prob, b), (-math.inf, -math.inf))
-            split_best[(prob, b)] = (max(cs[0], fz), max(cs[1], rr))
-        if name in DETERMINISTIC:
-            cells = len(split_best)
-            flips = [k for k, v in split_best.items() if math.isfinite(v[0]) and v[0] > 2]
-            rest = {k: v[1] for k, v in split_best.items() if math.isfinite(v[1])}
-            worse_rest = [k for k, v in rest.items() if v > 1]
-            both = [k for k, v in best.items() if math.isfinite(v[0]) and v[0] > 1]
-            only_flips = [k for k in both if k not in worse_rest]
-            wr = max(rest, key=rest.get) if rest else None
-            split_lines.append(
-                f"| {name} | {len(both)}/{cells} | {len(only_flips)} | {len(flips)}/{cells} | {len(worse_rest)}/{cells} | "
-                + (f"{rest[wr]:.3f} ({wr[0]}, NFE {wr[1]})" if wr else "-") + " |")
-        rp = {k: v[0] for k, v in best.items() if math.isfinite(v[0]) and v[0] > 0}
-        re = {k: v[1] for k, v in best.items() if math.isfinite(v[1])}
-        wp = max(rp, key=rp.get) if rp else None
-        we = max(re, key=re.get)
-        gm = math.exp(sum(math.log(v) for v in rp.values()) / len(rp)) if rp else math.nan
-        path = f"{rp[wp]:.3f} ({wp[0]}, NFE {wp[1]})" if wp else "-"
-        print(f"| {name} | {path} | {gm:.3f} | {re[we]:.2f} ({we[0]}, NFE {we[1]}) |")
-    print("\n### path error split: mode flips and the error of the rest, fokker default against the worst-for-fokker "
-          "peer per cell\n")
-    print("flips: samples ending in another component than the converged map; worse beyond noise = fokker's flip "
-          "fraction above the peer's by > 2 binomial standard errors; rest: RMS over the samples that do not flip, "
-          "ratio fokker / peer\n")
-    print("| sampler | cells with worse RMS path error | ... of which only flips (rest <= peer) | cells with more flips "
-          "beyond noise | cells with worse error of the rest | worst rest ratio (where) |")
-    print("|---|---|---|---|---|---|")
-    for line in split_lines:
+                cells += 1
+                path, ed, spread, _ = scored["fokker (default)"][j]
+                peers_j = {k: v[j] for k, v in scored.items() if k != "fokker (default)"}
+                reasons = []
+                if det:
+                    best_label = min(peers_j, key=lambda k: peers_j[k][0])
+                    ratio = path / peers_j[best_label][0]
+                    ratios.append(ratio)
+                    if ratio > 1 + EQUAL:
+                        (fo, ro), (fp, rp) = split["fokker (default)"][j], split[best_label][j]
+                        se = math.sqrt(max(fo * (1 - fo) + fp * (1 - fp), 1e-300) / n)
+                        reasons.append(f"path {ratio:.2f}x {best_label} (flips {fo:.4f} vs {fp:.4f}, z {(fo - fp) / se:+.1f}; "
+                                       f"rest {ro / rp:.2f}x)")
+                        counts[0] += 1
+                ed_excess = (ed - min(v[1] for v in peers_j.values())) / p.ed_noise
+                if ed_excess > 2:
+                    reasons.append(f"energy distance +{ed_excess:.1f} noise sd")
+                    counts[1] += 1
+                best_spread = min(v[2] for v in peers_j.values())
+                if spread > best_spread + SPREAD_NOISE:
+                    reasons.append(f"spread error {spread:.3f} vs {best_spread:.3f}")
+                    counts[2] += 1
+                if reasons:
+                    worse.setdefault(name, []).append(f"{p.name} NFE {b}: " + "; ".join(reasons))
+        gm = math.exp(sum(math.log(v) for v in ratios) / len(ratios)) if ratios and all(v > 0 for v in ratios) else math.nan
+        summary.append(f"| {name} | {cells} | " + (f"{counts[0]} | {max(ratios):.2f} | {gm:.3f} | " if det else "- | - | - | ")
+                       + f"{counts[1]} | {counts[2]} | {len(worse.get(name, []))} |")
+    print("\n### fokker default against the best peer default, per cell\n")
+    print(f"worse: path error above the best peer's by more than {EQUAL:.1%}; energy distance above by more than two "
+          f"of its noise sds; within-component spread error above by more than {SPREAD_NOISE}\n")
+    print("| sampler | cells with a peer | path worse | worst path ratio | geometric-mean path ratio | energy distance "
+          "worse | spread worse | cells worse in any |")
+    print("|---|---|---|---|---|---|---|---|")
+    for line in summary:
         print(line)
-    return wins
+    print("\n### the cells where fokker's default is worse, with the split of the path error\n")
+    print("flips: fraction of samples that end in another component than the converged PF-ODE map (z: binomial "
+          "z-score of the difference); rest: RMS error over the samples that do not flip, ratio to the peer\n")
+    for name, lines in worse.items():
+        for line in lines:
+            print(f"- {name}: {line}")
+    return worse
+
+
+#: the search's rule: among candidates whose worst path-error ratio to the best peer is at most this, the one
+#: worse than the best peer in the fewest cells (any of the three metrics), ties broken by the geometric mean
+WORST_RATIO_CAP = 2.5
 
 
 def search(problems: list[Problem], nfes: list[int], kd) -> None:
-    """Candidate defaults per sampler, scored against the best peer default over every problem and NFE."""
+    """Candidate defaults per sampler and SDE family, scored against the best peer default in every cell
+    (mixture x NFE) by the rule of ``quality`` (path error, energy distance, within-component spread); prints
+    each candidate and marks the one ``fokker.diffusion.sampler_defaults`` should hold (``WORST_RATIO_CAP``)."""
     lof = ("dpm_solver", "dpm_solver_3m", "unipc", "deis", "dpm_solver_sde")
     for name, plist in PEERS.items():
         det = name in DETERMINISTIC
         candidates = [(sp, {"final_step": e}) for sp in SPACINGS for e in FINAL_STEPS]
         if name in lof:
             candidates = [(sp, {**o, "lower_order_final": f}) for sp, o in candidates for f in (True, False)]
-        ratios: dict[int, list[tuple[str, int, float]]] = {i: [] for i in range(len(candidates))}
-        for p in problems:
-            for b in nfes:
-                peer_err = []
-                for _, lib, fn, opts in plist:
-                    r = peer_run(p, lib, fn, opts, b, kd)
-                    if r is not None:
-                        peer_err.append(p.scores(r[0], r[2])[0 if det else 1])
-                if not peer_err:
-                    continue
-                best = min(peer_err)
-                for i, (sp, opts) in enumerate(candidates):
-                    err = p.scores(fokker_run(p, name, b, spacing=sp, **opts)[0])[0 if det else 1]
-                    # path error: the ratio; energy distance: the excess in units of the estimator's noise
-                    v = (err / best if det else (err - best) / p.ed_noise) if math.isfinite(err) else math.inf
-                    ratios[i].append((p.name, b, v))
-        what = "path error / best peer's" if det else "(energy distance - best peer's) / noise sd"
-        print(f"\n### {name}: candidate defaults, {what}\n")
-        print("| spacing | options | worst | mean | worse than the best peer | worst cases |")
-        print("|---|---|---|---|---|---|")
-        for i, (sp, opts) in enumerate(candidates):
-            r = [v for *_, v in ratios[i]]
-            finite = all(math.isfinite(v) and v > 0 for v in r)
-            mean = (math.exp(sum(math.log(v) for v in r) / len(r)) if finite else math.inf) if det else sum(r) / len(r)
-            bad = sum(v > (1.0 if det else 2.0) for v in r)
-            worst = "; ".join(f"{a} {k}: {v:.2f}" for a, k, v in sorted(ratios[i], key=lambda e: -e[2])[:3])
-            print(f"| {sp} | {opts} | {max(r):.3f} | {mean:.3f} | {bad}/{len(r)} | {worst} |")
+        if name == "dpm_solver_2s":
+            candidates = [(sp, {**o, "midpoint": m}) for sp, o in candidates for m in ("log_snr", "time")]
+        for family in dict.fromkeys(type(p.sde).__name__ for p in problems):
+            stats = {i: {"worse": 0, "ratios": [], "cells": 0} for i in range(len(candidates))}
+            for p in (q for q in problems if type(q.sde).__name__ == family):
+                for b in nfes:
+                    peer = [r for _, lib, fn, opts in plist if (r := peer_run(p, lib, fn, opts, b, kd)) is not None]
+                    if not peer:
+                        continue
+                    best_path = min(p.scores(o, at)[0] for o, _, at in peer)
+                    best_ed = min(p.scores(o, at)[1] for o, _, at in peer)
+                    best_spread = min(p.spread_error(o, at) for o, _, at in peer)
+                    for i, (sp, opts) in enumerate(candidates):
+                        out = fokker_run(p, name, b, spacing=sp, **opts)[0]
+                        path, ed = p.scores(out)
+                        spread = p.spread_error(out)
+                        st = stats[i]
+                        st["cells"] += 1
+                        ratio = path / best_path if math.isfinite(path) else math.inf
+                        if det:
+                            st["ratios"].append(ratio)
+                        st["worse"] += ((det and ratio > 1 + EQUAL) or not math.isfinite(ed)
+                                        or (ed - best_ed) / p.ed_noise > 2 or spread > best_spread + SPREAD_NOISE)
+            if not stats[0]["cells"]:
+                continue
+            rows = []
+            for i, (sp, opts) in enumerate(candidates):
+                r = stats[i]["ratios"]
+                worst = max(r) if r else 0.0
+                gm = math.exp(sum(math.log(max(v, 1e-300)) for v in r) / len(r)) if r and all(map(math.isfinite, r)) else (math.inf if r else 0.0)
+                rows.append((stats[i]["worse"], gm, worst, sp, opts, stats[i]["cells"]))
+            capped = [r for r in rows if r[2] <= WORST_RATIO_CAP] or rows
+            chosen = min(capped, key=lambda r: (r[0], r[1]))
+            print(f"\n### {name} on {family}: candidates (cells worse than the best peer; path-error ratio)\n")
+            print("| spacing | options | cells worse | worst ratio | geometric mean | chosen |")
+            print("|---|---|---|---|---|---|")
+            for r in sorted(rows, key=lambda r: (r[0], r[1])):
+                print(f"| {r[3]} | {r[4]} | {r[0]}/{r[5]} | {r[2]:.3f} | {r[1]:.3f} | {'**yes**' if r is chosen else ''} |")
 
 
 def acceptance(n: int) -> None:
@@ -388,10 +431,11 @@ def overhead(device: str, batch: int = 1024, steps: int = 20, reps: int = 5) -> 
         print("| sampler | NFE | sampler wall (ms) | NFE x bare net (ms) | ratio (median of reps) |")
         print("|---|---|---|---|---|")
         for name in SAMPLERS:
-            grid = time_grid(steps, sde.T, model.t_min, DEFAULT_SPACING[name], sde=sde)
+            default = sampler_defaults(name, sde)
+            grid = time_grid(steps, sde.T, model.t_min, default.spacing, sde=sde)
             ratios, walls, bares = [], [], []
             for _ in range(reps):
-                wall, (_, nfe) = timed(lambda: SAMPLERS[name](model.score_fn(), sde, x.clone(), grid))
+                wall, (_, nfe) = timed(lambda: SAMPLERS[name](model.score_fn(), sde, x.clone(), grid, **default.options))
                 bare, _ = timed(lambda: [net(x, t) for _ in range(nfe)])
                 ratios.append(wall / bare)
                 walls.append(wall)

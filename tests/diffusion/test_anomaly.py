@@ -50,8 +50,8 @@ def _gain(sde, model, t_star: float) -> tuple[float, float, float]:
 @pytest.mark.parametrize("sde", [VPSDE(), VESDE(sigma_min=0.01, sigma_max=20.0)], ids=["vp", "ve"])
 def test_partial_diffusion_is_the_exact_linear_reconstruction(sde) -> None:
     """Same noise draw as the closed form: the adaptive PF-ODE solve reproduces it to the loose tolerance, the
-    default sampler (DPM-Solver++(2M), 40 steps) to its discretization error (measured 4e-4 relative on VP,
-    1e-5 at 160 steps)."""
+    default sampler (DPM-Solver++(2M) on its default grid, 40 steps) to its discretization error, which falls at
+    second order (measured relative error 1.1e-3 / 6.3e-5 on VP and 5.6e-6 / 3.5e-7 on VE at 40 / 160 steps)."""
     model = DiffusionModel(sde, GaussianScore(sde).double(), "score")
     x = torch.randn(64, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     t_star = 0.3
@@ -61,8 +61,10 @@ def test_partial_diffusion_is_the_exact_linear_reconstruction(sde) -> None:
     exact = partial_diffusion(model, x, t_star, sampler="ode_adaptive", generator=torch.Generator().manual_seed(1),
                               rtol=1e-8, atol=1e-8)
     assert_close(exact, expected, loose=True, scale=float(expected.abs().max()))
-    rec = partial_diffusion(model, x, t_star, num_steps=40, generator=torch.Generator().manual_seed(1))
-    assert float(((rec - expected) / expected).abs().max()) < 1e-3
+    err = [float(((partial_diffusion(model, x, t_star, num_steps=n, generator=torch.Generator().manual_seed(1))
+                   - expected) / expected).abs().max()) for n in (40, 160)]
+    assert err[0] < 2e-3
+    assert err[0] / err[1] > 8.0, err  # 16 at second order
 
 
 def test_anomaly_score_is_the_expected_reconstruction_error() -> None:

@@ -10,7 +10,7 @@ import torch
 
 from fokker.analytic import DiffusedGaussianMixture
 from fokker.diffusion import DiffusionModel
-from fokker.diffusion.samplers import DEFAULT_SPACING, dpm_solver
+from fokker.diffusion.samplers import SAMPLERS, SDE_DEFAULTS, dpm_solver, sampler_defaults
 from fokker.errors import ParameterError
 from fokker.sde import VPSDE, time_grid
 from fokker.targets import GaussianMixture
@@ -70,9 +70,10 @@ def test_final_step_is_the_grid_end_of_the_denoiser(final_step: str) -> None:
     x, nfe = model.sample((64,), "dpm_solver", 6, final_step=final_step, generator=torch.Generator().manual_seed(3),
                           return_nfe=True)
     x_T = torch.randn(64, 2, generator=torch.Generator().manual_seed(3), dtype=torch.float64) * model.prior_std()
-    grid = time_grid(6 + (final_step == "denoise"), model.T, model.t_min, DEFAULT_SPACING["dpm_solver"], sde=sde)
+    default = sampler_defaults("dpm_solver", sde)
+    grid = time_grid(6 + (final_step == "denoise"), model.T, model.t_min, default.spacing, sde=sde)
     grid = grid[:-1] if final_step == "denoise" else grid
-    out, _ = dpm_solver(oracle.score_fn, sde, x_T, grid)
+    out, _ = dpm_solver(oracle.score_fn, sde, x_T, grid, **default.options)
     expected = oracle.denoise(out, torch.full((64,), float(grid[-1]), dtype=torch.float64))
     assert_close(x, expected, scale=float(expected.abs().max()))
     assert nfe == 7
@@ -83,3 +84,43 @@ def test_final_step_rejects_unknown_values() -> None:
     model = DiffusionModel(sde, _ExactScore(DiffusedGaussianMixture(_tight3(), sde)), "score")
     with pytest.raises(ParameterError, match="final_step"):
         model.sample((4,), final_step="zero")
+
+
+class _MyVP(VPSDE):
+    """A user's VP SDE subclass: no family entry of its own, so it takes the base table."""
+
+
+@pytest.mark.parametrize("sde_factory", [VPSDE.cosine, _MyVP, VPSDE])
+@pytest.mark.parametrize("sampler", ["dpm_solver", "dpm_solver_2s", "ddim"])
+def test_sample_runs_the_defaults_of_the_sdes_family(sde_factory, sampler: str) -> None:
+    """``DiffusionModel.sample`` on a cosine VP SDE uses that family's entry of ``SDE_DEFAULTS`` (grid, final
+    step, options), a VP subclass without an entry the base table; rebuilt by hand from the table, the same
+    prior draw gives the same samples, and an option given by the caller overrides the default."""
+    sde = sde_factory()
+    oracle = DiffusedGaussianMixture(_tight3(), sde)
+    model = DiffusionModel(sde, _ExactScore(oracle), "score")
+    family = SDE_DEFAULTS.get(type(sde).__name__, {})
+    if sampler in family:
+        spacing, final_step, options = family[sampler]
+    else:
+        spacing, final_step, options = (*sampler_defaults(sampler)[:2], sampler_defaults(sampler).options)
+    assert sampler_defaults(sampler, sde) == (spacing, final_step, options)
+    x = model.sample((32,), sampler, 6, generator=torch.Generator().manual_seed(3))
+    x_T = torch.randn(32, 2, generator=torch.Generator().manual_seed(3), dtype=torch.float64) * model.prior_std()
+    jump = final_step == "denoise"
+    grid = time_grid(6 + jump, model.T, model.t_min, spacing, sde=sde)
+    grid = grid[:-1] if jump else grid
+    out, _ = SAMPLERS[sampler](oracle.score_fn, sde, x_T, grid, **options)
+    expected = oracle.denoise(out, torch.full((32,), float(grid[-1]), dtype=torch.float64))
+    assert_close(x, expected, scale=float(expected.abs().max()))
+    if sampler == "dpm_solver":
+        flipped = not options.get("lower_order_final", True)
+        y = model.sample((32,), sampler, 6, generator=torch.Generator().manual_seed(3), lower_order_final=flipped)
+        out, _ = dpm_solver(oracle.score_fn, sde, x_T, grid, lower_order_final=flipped)
+        assert_close(y, oracle.denoise(out, torch.full((32,), float(grid[-1]), dtype=torch.float64)),
+                     scale=float(expected.abs().max()))
+
+
+def test_sampler_defaults_names_an_unknown_sampler() -> None:
+    with pytest.raises(ParameterError, match="sampler must be one of"):
+        sampler_defaults("rk4")

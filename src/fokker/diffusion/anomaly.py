@@ -27,7 +27,7 @@ from .._args import check_finite, check_int, check_tensor
 from .._random import randn_like
 from ..errors import ParameterError
 from ..sde import time_grid
-from .samplers import DEFAULT_SPACING, get_sampler
+from .samplers import get_sampler, sampler_defaults
 
 __all__ = ["partial_diffusion", "anomaly_score"]
 
@@ -82,8 +82,9 @@ def partial_diffusion(
     t = torch.full((x.shape[0],), float(t_star), dtype=x.dtype, device=x.device)
     c = sde.coefficients(torch.tensor([float(t_star)], dtype=torch.float64)).to(x.dtype, x.device)
     x_t = c.alpha * x + c.sigma * randn_like(x, generator)
-    grid = time_grid(num_steps, float(t_star), model.t_min, spacing or DEFAULT_SPACING[sampler], sde=sde)
-    out, _ = fn(model.score_fn(y), sde, x_t, grid, generator=generator, **options)
+    default = sampler_defaults(sampler, sde)
+    grid = time_grid(num_steps, float(t_star), model.t_min, spacing or default.spacing, sde=sde)
+    out, _ = fn(model.score_fn(y), sde, x_t, grid, generator=generator, **{**default.options, **options})
     t = torch.full_like(t, model.t_min)
     return model.denoise(out, t, y)
 

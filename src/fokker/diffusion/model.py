@@ -34,7 +34,7 @@ from .cld import CLDFamily
 from .likelihood import LikelihoodResult, cnf_log_prob
 from .losses import LogNormalTimeSampler, LogSNRTimeSampler, check_weighting, dsm_loss, edm_coefficients
 from .parameterization import check_parameterization, convert, expand_like
-from .samplers import DEFAULT_SAMPLER, DEFAULT_SPACING, check_final_step, get_sampler
+from .samplers import DEFAULT_SAMPLER, check_final_step, get_sampler, sampler_defaults
 
 __all__ = ["DiffusionModel", "LinearFamily", "family_for"]
 
@@ -133,9 +133,11 @@ class LinearFamily:
         **options: object,
     ) -> tuple[torch.Tensor, int]:
         fn = get_sampler(sampler)
-        final_step = check_final_step(final_step, sampler)
+        default = sampler_defaults(sampler, self.sde)
+        final_step = check_final_step(final_step, sampler, self.sde)
+        options = {**default.options, **options}
         jump = denoise and final_step == "denoise"
-        grid = time_grid(num_steps + jump, model.T, model.t_min, spacing or DEFAULT_SPACING[sampler], sde=self.sde)
+        grid = time_grid(num_steps + jump, model.T, model.t_min, spacing or default.spacing, sde=self.sde)
         if jump:  # the denoiser replaces the grid's last interval (a jump to sigma = 0)
             grid = grid[:-1]
         x = randn((num_samples, *model.event_shape), generator=generator, dtype=dtype, device=device) * model.prior_std()
@@ -445,7 +447,8 @@ class DiffusionModel(nn.Module):
             sampler: a name of :data:`fokker.diffusion.samplers.SAMPLERS` (default: ``DEFAULT_SAMPLER``);
                 for CLD one of :data:`fokker.diffusion.cld.CLD_SAMPLERS` (default ``"sscs"``).
             num_steps: number of grid intervals (the NFE per sampler is in its docstring).
-            spacing: time-grid spacing (default per sampler, :data:`DEFAULT_SPACING`).
+            spacing: time-grid spacing (default per sampler and SDE family,
+                :func:`fokker.diffusion.samplers.sampler_defaults`, which also sets default sampler options).
             y: labels for a conditional net (``None``: the null label when conditional).
             score_fn: override the score (e.g. a guided score from :mod:`.guidance`).
             denoise: return the Tweedie denoiser :math:`\\hat x_0` at the grid's last time (one more NFE).
@@ -453,13 +456,14 @@ class DiffusionModel(nn.Module):
                 ``t_min`` and the denoiser is applied there; ``"denoise"``: the grid is spaced for
                 ``num_steps + 1`` intervals, the sampler runs the first ``num_steps`` and the denoiser replaces
                 the last one (a jump to :math:`\\sigma = 0`, as the final step of diffusers and k-diffusion);
-                the NFE is the same.  Default: the sampler's measured choice,
-                :data:`fokker.diffusion.samplers.DEFAULT_FINAL_STEP`.
+                the NFE is the same.  Default: the sampler's measured choice for this SDE,
+                :func:`fokker.diffusion.samplers.sampler_defaults`.
             generator: every random draw (the prior sample and the samplers' noise) comes from it.
             device, dtype: default the network's; another dtype or device than the network's
                 raises :class:`~fokker.errors.DeviceDtypeError`.
             progress: a bar counting the network evaluations (``None``: on a terminal only).
-            options: sampler options (``eta``, ``snr``, ``rtol`` ...).
+            options: sampler options (``eta``, ``snr``, ``rtol`` ...); they override the defaults of
+                :func:`~fokker.diffusion.samplers.sampler_defaults`.
         """
         check_int(num_steps, "num_steps")
         shape = self._batch_shape(sample_shape)

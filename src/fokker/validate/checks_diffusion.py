@@ -31,16 +31,18 @@ def _ed(x: torch.Tensor, y: torch.Tensor) -> float:
 def _quality_table(score_fn, sde, x_T, ref, nfes, t_min, denoise_fn=None, tols=(1e-2, 1e-3, 1e-5)):
     """``{sampler: {nfe: energy distance}}`` for every sampler at the given NFE budgets."""
     from ..sde import time_grid
-    from ..diffusion.samplers import DEFAULT_SPACING, SAMPLERS
+    from ..diffusion.samplers import SAMPLERS, sampler_defaults
 
     table: dict[str, dict[int, float]] = {}
     for name, per in _PER_STEP.items():
         table[name] = {}
         for nfe in nfes:
             steps = max(1, nfe // per)
-            grid = time_grid(steps, sde.T, t_min, DEFAULT_SPACING[name], sde=sde)
+            default = sampler_defaults(name, sde)
+            grid = time_grid(steps, sde.T, t_min, default.spacing, sde=sde)
             with torch.no_grad():
-                out, used = SAMPLERS[name](score_fn, sde, x_T.clone(), grid, generator=torch.Generator(x_T.device).manual_seed(0))
+                out, used = SAMPLERS[name](score_fn, sde, x_T.clone(), grid, generator=torch.Generator(x_T.device).manual_seed(0),
+                                           **default.options)
                 if denoise_fn is not None:
                     out = denoise_fn(out)
             table[name][used] = _ed(out, ref)
@@ -131,7 +133,7 @@ def samplers_oracle(ctx: Context) -> list[CheckResult]:
     exact samples of p_{t_min} at the NFE documented in docs/diffusion.md."""
     from ..analytic import DiffusedGaussianMixture
     from ..sde import time_grid
-    from ..diffusion.samplers import DEFAULT_SPACING, SAMPLERS
+    from ..diffusion.samplers import SAMPLERS, sampler_defaults
     from ..sde import VPSDE
     from ..targets import GaussianMixture
 
@@ -151,8 +153,9 @@ def samplers_oracle(ctx: Context) -> list[CheckResult]:
     rows, lines = [], []
     tol = 0.01 + 3 * floor
     for name, steps in documented.items():
-        grid = time_grid(steps, sde.T, t_min, DEFAULT_SPACING[name], sde=sde)
-        out, nfe = SAMPLERS[name](oracle.score_fn, sde, x_T.clone(), grid, generator=gen)
+        default = sampler_defaults(name, sde)
+        grid = time_grid(steps, sde.T, t_min, default.spacing, sde=sde)
+        out, nfe = SAMPLERS[name](oracle.score_fn, sde, x_T.clone(), grid, generator=gen, **default.options)
         ed = _ed(out, ref)
         lines.append(f"{name:<20} NFE {nfe:>5}  ED {ed:.4f}")
         rows.append(CheckResult.bound(f"{name} @ NFE {nfe} energy distance", ed, tol))
@@ -160,8 +163,9 @@ def samplers_oracle(ctx: Context) -> list[CheckResult]:
     rows[0].details = "\n".join(lines)
     # controls: the exact score of a mixture 10% wider, and the score of the right mixture scaled by 0.8
     wide = DiffusedGaussianMixture(GaussianMixture.isotropic(3.3 * torch.stack([ang.cos(), ang.sin()], -1), 0.2), sde)
-    grid = time_grid(documented["dpm_solver"], sde.T, t_min, DEFAULT_SPACING["dpm_solver"], sde=sde)
-    out, nfe = SAMPLERS["dpm_solver"](wide.score_fn, sde, x_T.clone(), grid, generator=gen)
+    default = sampler_defaults("dpm_solver", sde)
+    grid = time_grid(documented["dpm_solver"], sde.T, t_min, default.spacing, sde=sde)
+    out, nfe = SAMPLERS["dpm_solver"](wide.score_fn, sde, x_T.clone(), grid, generator=gen, **default.options)
     rows.append(CheckResult.bound(f"dpm_solver @ NFE {nfe} with the score of a 10% wider mixture: energy distance",
                                   _ed(out, ref), tol, control=True))
     rows.append(_oracle_low_density(f"dpm_solver @ NFE {nfe} with the score of a 10% wider mixture", out, oracle,
