@@ -54,7 +54,8 @@ FINAL_STEPS = ("sampler", "denoise")
 
 
 class SamplerDefaults(NamedTuple):
-    """A sampler's defaults for one SDE: grid ``spacing`` (:func:`fokker.sde.time_grid`), ``final_step``
+    """A sampler's defaults for one SDE: grid ``spacing`` (:func:`fokker.sde.time_grid`: uniform in log-SNR as
+    Lu et al. 2022, the rho = 7 levels of Karras et al. 2022, quadratic, cosine or uniform in t), ``final_step``
     (:data:`FINAL_STEPS`) and the sampler ``options`` it is called with unless the caller sets them."""
 
     spacing: str
