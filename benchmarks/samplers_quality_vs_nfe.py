@@ -18,17 +18,20 @@ k-diffusion: Karras levels from sigma/alpha at t_min to that at T, then 0).  Met
   denoised map such a peer has a floor of |x(t_min) - D(x(t_min))| (RMS 8.4e-4 on tight3/cosine) that its
   discretisation error partly cancels (0.83e-3 at NFE 50, 1.5e-3 at NFE 100, 1.0e-3 at NFE 500);
 * energy distance (every sampler) to exact samples of the data mixture (``fokker.metrics``);
+* spread error (every sampler): the worst relative error of the within-component spread (samples assigned to their
+  most responsible component and whitened by its scale), which the other two barely see -- a final denoising jump
+  from a noise level near a tight component's width shrinks every component;
 * the path error split (deterministic samplers): the fraction of samples that end in another mixture component
   than the converged map (mode flips: draws near a basin boundary, which any small error sends across) and the
-  RMS error over the others; the last table counts, per sampler, the cells where fokker's default is worse in
-  RMS, how many of those are flips only, and the cells worse beyond noise in each part.
+  RMS error over the others, printed for every cell where fokker's default is worse than the best peer's.
 
 diffusers drives VP-type SDEs only (VP, cosine); k-diffusion any linear SDE (its EDM variables).  The peers
 are run through ``benchmarks/peers.py`` (``pip install diffusers k-diffusion``; absent peers are skipped).
 
-``--search`` prints, per sampler, the candidate defaults (grid spacing, lower-order final step) with their
-error relative to the best peer default, worst case and geometric mean over all (mixture, SDE, NFE): the
-measurement behind ``fokker.diffusion.sampler_defaults`` (``--sdes cosine`` etc. for one SDE family's table).
+``--search`` prints, per sampler and SDE family, the candidate defaults (grid spacing, final step, lower-order
+final step, 2S midpoint) with the cells where each is worse than the best peer default and its worst and
+geometric-mean path-error ratio, and marks the one the rule picks (``WORST_RATIO_CAP``): the measurement behind
+``fokker.diffusion.sampler_defaults`` (``--sdes cosine`` etc. for one SDE family's table).
 
 Part 2 (``overhead``): wall time of each sampler with a real network (``ResidualTimeMLP(2, 128, 3)``,
 batch 1024) over the time of the same number of bare ``net(x, t)`` calls, median of repetitions.
