@@ -20,7 +20,8 @@ k-diffusion: Karras levels from sigma/alpha at t_min to that at T, then 0).  Met
 * energy distance (every sampler) to exact samples of the data mixture (``fokker.metrics``);
 * spread error (every sampler): the worst relative error of the within-component spread (samples assigned to their
   most responsible component and whitened by its scale), which the other two barely see -- a final denoising jump
-  from a noise level near a tight component's width shrinks every component;
+  from a noise level near a tight component's width shrinks every component, one from higher noise leaves samples
+  between the components;
 * the path error split (deterministic samplers): the fraction of samples that end in another mixture component
   than the converged map (mode flips: draws near a basin boundary, which any small error sends across) and the
   RMS error over the others, printed for every cell where fokker's default is worse than the best peer's.
@@ -136,7 +137,7 @@ class Problem:
     def spread_error(self, out: torch.Tensor, at_t_min: bool = False) -> float:
         """Worst relative error of the within-component spread: samples assigned to their most responsible data
         component, whitened by its scale, RMS over coordinates minus 1 (components with >= 20 samples).  Path error
-        and energy distance barely see a sampler that shrinks every component (the last denoising jump from too
+        and energy distance barely see a sampler that gets every component's width wrong (the last denoising jump from too
         high a noise level does), this does."""
         if not bool(torch.isfinite(out).all()):
             return math.nan
