@@ -112,13 +112,15 @@ class Problem:
         self.t_min = self.sde.score_domain()[0]
         g = torch.Generator().manual_seed(0)
         self.x_T = self.oracle.sample((n,), self.sde.T, generator=g)
-        self.data = DiffusedGaussianMixture(gm, VPSDE()).sample((n,), 0.0, generator=g)
+        #: the data density (the mixture at t = 0), for the data samples and the spread error's assignment
+        self.data_density = DiffusedGaussianMixture(gm, VPSDE())
+        self.data = self.data_density.sample((n,), 0.0, generator=g)
         grid = time_grid(1, self.sde.T, self.t_min, sde=self.sde)
         ref, _ = SAMPLERS["ode_adaptive"](self.oracle.score_fn, self.sde, self.x_T.clone(), grid, rtol=1e-9, atol=1e-9)
         #: the converged PF-ODE map to t_min, and that map followed by the denoiser
         self.reference_t_min = ref
         self.reference = self.denoise(ref, self.t_min)
-        null = [float(energy_distance(DiffusedGaussianMixture(gm, VPSDE()).sample((n,), 0.0, generator=g), self.data))
+        null = [float(energy_distance(self.data_density.sample((n,), 0.0, generator=g), self.data))
                 for _ in range(4)]
         #: the energy distance estimator's noise: sd of exact-vs-exact values
         self.ed_noise = float(torch.tensor(null).std())
@@ -142,8 +144,7 @@ class Problem:
         if not bool(torch.isfinite(out).all()):
             return math.nan
         x = self.denoise(out, self.t_min) if at_t_min else out
-        data = DiffusedGaussianMixture(self.mixture, VPSDE())
-        k = data.responsibilities(x, 0.0).argmax(-1)
+        k = self.data_density.responsibilities(x, 0.0).argmax(-1)
         worst = 0.0
         for j in range(self.mixture.num_components):
             xs = x[k == j]
@@ -179,7 +180,7 @@ def fokker_run(p: Problem, name: str, budget: int, spacing: str | None = None, f
     default = sampler_defaults(name, p.sde)
     if spacing is None:  # the library's default: its options too, unless given
         opts = {**default.options, **opts}
-    jump = check_final_step(final_step, name, p.sde) == "denoise"
+    jump = check_final_step(final_step, default.final_step) == "denoise"
     grid = time_grid(num_steps + jump, p.sde.T, p.t_min, spacing or default.spacing, sde=p.sde)
     if jump:
         grid = grid[:-1]
@@ -352,8 +353,9 @@ def search(problems: list[Problem], nfes: list[int], kd) -> None:
                     peer = [r for _, lib, fn, opts in plist if (r := peer_run(p, lib, fn, opts, b, kd)) is not None]
                     if not peer:
                         continue
-                    best_path = min(p.scores(o, at)[0] for o, _, at in peer)
-                    best_ed = min(p.scores(o, at)[1] for o, _, at in peer)
+                    peer_scores = [p.scores(o, at) for o, _, at in peer]
+                    best_path = min(v[0] for v in peer_scores)
+                    best_ed = min(v[1] for v in peer_scores)
                     best_spread = min(p.spread_error(o, at) for o, _, at in peer)
                     for i, (sp, opts) in enumerate(candidates):
                         out = fokker_run(p, name, b, spacing=sp, **opts)[0]

@@ -124,3 +124,16 @@ def test_sample_runs_the_defaults_of_the_sdes_family(sde_factory, sampler: str) 
 def test_sampler_defaults_names_an_unknown_sampler() -> None:
     with pytest.raises(ParameterError, match="sampler must be one of"):
         sampler_defaults("rk4")
+
+
+def test_every_sampler_has_a_default_in_the_base_table() -> None:
+    """The base tables are written out per sampler (not derived from ``SAMPLERS``): each registered sampler has
+    a spacing and a final step there, each family override names a registered sampler, and its final step and the
+    base one are valid values."""
+    from fokker.diffusion.samplers import DEFAULT_FINAL_STEP, DEFAULT_SPACING, FINAL_STEPS
+
+    assert set(DEFAULT_SPACING) == set(DEFAULT_FINAL_STEP) == set(SAMPLERS)
+    assert set(DEFAULT_FINAL_STEP.values()) <= set(FINAL_STEPS)
+    for family in SDE_DEFAULTS.values():
+        assert set(family) <= set(SAMPLERS)
+        assert {final for _, final, _ in family.values()} <= set(FINAL_STEPS)

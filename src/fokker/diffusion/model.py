@@ -134,7 +134,7 @@ class LinearFamily:
     ) -> tuple[torch.Tensor, int]:
         fn = get_sampler(sampler)
         default = sampler_defaults(sampler, self.sde)
-        final_step = check_final_step(final_step, sampler, self.sde)
+        final_step = check_final_step(final_step, default.final_step)
         options = {**default.options, **options}
         jump = denoise and final_step == "denoise"
         grid = time_grid(num_steps + jump, model.T, model.t_min, spacing or default.spacing, sde=self.sde)

@@ -15,16 +15,18 @@ d = 64) and NFE 10 / 20 / 50, and scores each against the *best* of the peers' d
 and k-diffusion driven with the same oracle; diffusers on VP-type SDEs only): RMS path error against the
 converged PF-ODE map (deterministic samplers), energy distance to exact data samples, and the worst relative error
 of the within-component spread (which the other two barely see: a last denoising jump from a noise level near a
-tight component's width shrinks it, one from higher noise leaves samples between the components).  Per (sampler, family) the default is the candidate worse than the best peer
-in the fewest cells (path error above by more than 0.1%, energy distance by more than two of its noise sds, or
-spread error by more than 0.03), among those whose worst path-error ratio is at most 2.5, ties broken by the
-geometric-mean ratio.  One exception: UniPC, ``DiffusionModel.sample``'s default sampler, keeps the cosine grid on
-the VP SDE, because the rule's pick (quadratic) shrinks the tight mixture's components by 32-40% at 10 NFE (diffusers'
-UniPC there misses them the other way, 2.1-2.2x too wide on the two smaller components), where the cosine grid keeps them within 6%.  Families without a peer
-for a sampler (diffusers' UniPC, DEIS and 3M on sub-VP and VE) take the base table.  Euler-Maruyama has no peer default;
-its grid was chosen by the samples' mean log-likelihood under the exact data density against exact samples'
-(mean |gap| per dimension over the same problems at NFE 20 / 50 / 100: quadratic with the final denoising step
-0.041, the uniform grid it had 0.26 nats; on VE the log-SNR grid 0.023 against quadratic 0.051).
+tight component's width shrinks it, one from higher noise leaves samples between the components).  Per (sampler,
+family) the default is the candidate worse than the best peer in the fewest cells (path error above by more than
+0.1%, energy distance by more than two of its noise sds, or spread error by more than 0.03), among those whose
+worst path-error ratio is at most 2.5, ties broken by the geometric-mean ratio.  One exception: UniPC,
+``DiffusionModel.sample``'s default sampler, keeps the cosine grid on the VP SDE, because the rule's pick
+(quadratic) shrinks the tight mixture's components by 32-40% at 10 NFE (diffusers' UniPC there misses them the
+other way, 2.1-2.2x too wide on the two smaller components), where the cosine grid keeps them within 6%.
+Families without a peer for a sampler (diffusers' UniPC, DEIS and 3M on sub-VP and VE) take the base table.
+Euler-Maruyama has no peer default; its grid was chosen by the samples' mean log-likelihood under the exact data
+density against exact samples' (mean |gap| per dimension over the same problems at NFE 20 / 50 / 100: quadratic
+with the final denoising step 0.041, the uniform grid it had 0.26 nats; on VE the log-SNR grid 0.023 against
+quadratic 0.051).
 The table with every candidate and cell is printed by the benchmark; the measured figures are in
 ``docs/diffusion.md`` ("Defaults").
 """
@@ -150,14 +152,15 @@ def sampler_defaults(sampler: str, sde: object | None = None) -> SamplerDefaults
                 spacing, final_step, options = family[sampler]
                 return SamplerDefaults(spacing, final_step, dict(options))
             break
-    return SamplerDefaults(DEFAULT_SPACING[sampler], DEFAULT_FINAL_STEP[sampler], dict(DEFAULT_OPTIONS.get(sampler, {})))
+    options = dict(DEFAULT_OPTIONS.get(sampler, {}))
+    return SamplerDefaults(DEFAULT_SPACING[sampler], DEFAULT_FINAL_STEP[sampler], options)
 
 
-def check_final_step(final_step: str | None, sampler: str, sde: object | None = None) -> str:
-    """``final_step``, or ``sampler``'s default for ``sde`` (:func:`sampler_defaults`) when ``None``; a
+def check_final_step(final_step: str | None, default: str) -> str:
+    """``final_step``, or ``default`` (the sampler's, :func:`sampler_defaults`) when ``None``; a
     :class:`~fokker.errors.ParameterError` names the allowed values otherwise."""
     if final_step is None:
-        return sampler_defaults(sampler, sde).final_step if sampler in DEFAULT_SPACING else "sampler"
+        return default
     if final_step not in FINAL_STEPS:
         raise ParameterError(f"final_step must be one of {FINAL_STEPS} or None; got {final_step!r}")
     return final_step

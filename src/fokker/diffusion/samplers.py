@@ -527,9 +527,10 @@ def dpm_solver_2s(
 
     ``midpoint``: where the intermediate evaluation sits -- ``"log_snr"``: halfway in :math:`\lambda`
     (:math:`r = 1/2`, the weight reduces to :math:`D(\tilde x_{mid})` alone; Lu et al.'s and k-diffusion's
-    ``sample_dpmpp_2s_ancestral``), ``"time"``: halfway in ``t`` along the grid interval (:math:`r` from the log-SNR there; diffusers'
-    ``DPMSolverSinglestepScheduler`` on its uniform timesteps).  ``eta > 0``: the ancestral variant (the step
-    ends at :math:`\sigma_{down}` and adds :math:`\sigma_{up} z`, :func:`_ancestral_levels`).  NFE = 2N.
+    ``sample_dpmpp_2s_ancestral``), ``"time"``: halfway in ``t`` along the grid interval (:math:`r` from the
+    log-SNR there; diffusers' ``DPMSolverSinglestepScheduler`` on its uniform timesteps).  ``eta > 0``: the
+    ancestral variant (the step ends at :math:`\sigma_{down}` and adds :math:`\sigma_{up} z`,
+    :func:`_ancestral_levels`).  NFE = 2N.
     """
     if midpoint not in ("log_snr", "time"):
         raise ParameterError(f"midpoint must be 'log_snr' or 'time'; got {midpoint!r}")
@@ -540,20 +541,21 @@ def dpm_solver_2s(
     if midpoint == "log_snr":
         mid64 = torch.sqrt(st64[:-1] * down64)
         cm = _coefficients_at_levels(sde, mid64, x)
+        w = None  # r = 1/2: D(x_mid) alone, exactly
     else:
         t64 = torch.as_tensor(grid, dtype=torch.float64).cpu()
         c64 = sde.coefficients(0.5 * (t64[:-1] + t64[1:]))  # halfway along the grid interval (eta > 0 too)
         mid64 = c64.sigma / c64.alpha
         cm = c64.to(x.dtype, x.device)
-    # 1/(2r) with r = log(st_i / st_mid) / log(st_i / st_down): the weight of D(x_mid)
-    w = (0.5 * torch.log(st64[:-1] / down64) / torch.log(st64[:-1] / mid64)).to(x)
+        # 1/(2r) with r = log(st_i / st_mid) / log(st_i / st_down): the weight of D(x_mid)
+        w = (0.5 * torch.log(st64[:-1] / down64) / torch.log(st64[:-1] / mid64)).to(x)
     mid = mid64.to(x)
     xt = x / c.alpha[0]
     for i in range(len(up)):
         d0 = _denoise(score_fn, xt * c.alpha[i], c, i)
         x_mid = (mid[i] / st[i]) * xt - (mid[i] / st[i] - 1.0) * d0
         d_mid = _denoise(score_fn, x_mid * cm.alpha[i], cm, i)
-        d = d_mid if midpoint == "log_snr" else d0 + w[i] * (d_mid - d0)  # r = 1/2: the weight is exactly 1
+        d = d_mid if w is None else d0 + w[i] * (d_mid - d0)
         xt = (down[i] / st[i]) * xt - (down[i] / st[i] - 1.0) * d
         if eta > 0:
             xt = xt + up[i] * _noise(xt, generator)
